@@ -1,0 +1,838 @@
+#include "applier/applier.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+
+#include "applier/actor.h"
+#include "applier/sql_splitter.h"
+#include "common/crash_points.h"
+#include "common/sha256.h"
+#include "common/time_util.h"
+
+namespace migledger {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string RandomId() {
+  std::random_device rd;
+  uint8_t raw[12];
+  for (auto& b : raw) b = static_cast<uint8_t>(rd());
+  return ToHex(raw, sizeof raw);
+}
+
+int64_t MonoMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+const char* DirName(v1::Direction d) { return d == v1::DIRECTION_DOWN ? "down" : "up"; }
+
+
+}  // namespace
+
+struct Applier::Impl {
+  ApplierOptions options;
+  AccessMode mode;
+  std::string target_uri;
+  std::string target_name;
+  std::vector<Migration> migrations;
+  std::unique_ptr<Ledger> ledger;
+  std::unique_ptr<Driver> driver;  // null: read mode and the target is absent
+  bool target_has_schema = false;
+  std::string run_id = RandomId();
+  v1::Actor actor = CurrentActor();
+  uint64_t mirror_head = 0;
+  int pulled = 0;
+
+  // ---- events ------------------------------------------------------------
+  v1::Event NewEvent() {
+    v1::Event e;
+    int64_t now = NowMicros();
+    e.mutable_time()->set_seconds(now / 1000000);
+    e.mutable_time()->set_nanos(static_cast<int32_t>(now % 1000000) * 1000);
+    e.set_run_id(run_id);
+    *e.mutable_actor() = actor;
+    const TargetIdentity& id = driver->identity();
+    auto* t = e.mutable_target();
+    t->set_name(target_name);
+    t->set_kind(id.kind);
+    t->set_database_id(id.database_id);
+    t->set_database_name(id.database_name);
+    t->set_redacted_uri(id.redacted_uri);
+    return e;
+  }
+
+  std::string TargetKey() const { return driver->identity().Key(); }
+
+  // Appends locally; the mirror is brought up to date by FlushMirror().
+  StatusOr<PreparedEvent> Record(v1::Event* e, bool sync) {
+    return ledger->AppendEvent(e, sync);
+  }
+
+  // ---- mirror ------------------------------------------------------------
+  StatusOr<std::vector<MirrorRow>> Outbox() {
+    std::vector<MirrorRow> rows;
+    MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
+        TargetKey(), mirror_head,
+        [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& chain) {
+          rows.push_back({e.event.target_sequence(), e.bytes,
+                          std::string(AsBytes(leaf)), std::string(AsBytes(chain))});
+          return true;
+        }));
+    return rows;
+  }
+
+  // Writes every local event the mirror lacks, in its own transaction.
+  ::migledger::Status FlushMirror() {
+    MIGLEDGER_ASSIGN_OR_RETURN(auto rows, Outbox());
+    if (rows.empty()) return ::migledger::Status::Ok();
+    MIGLEDGER_RETURN_IF_ERROR(driver->Begin());
+    auto st = driver->InsertMirrorRows(rows);
+    if (st.ok()) st = driver->Commit();
+    if (!st.ok()) {
+      (void)driver->Rollback();
+      return st;
+    }
+    mirror_head = rows.back().target_sequence;
+    return ::migledger::Status::Ok();
+  }
+
+  // Catches the local ledger up with the target's mirror, or pushes what the
+  // mirror lacks. A mirror that does not extend the local chain (a fork, an
+  // edited or deleted row) is drift: refuse until an operator decides.
+  ::migledger::Status SyncMirror() {
+    const std::string key = TargetKey();
+    MIGLEDGER_ASSIGN_OR_RETURN(uint64_t remote, driver->MirrorHead());
+    ChainHead local = ledger->TargetHead(key);
+    if (remote > local.size) {
+      MIGLEDGER_ASSIGN_OR_RETURN(auto rows, driver->ReadMirror(local.size));
+      uint64_t expect = local.size + 1;
+      for (const auto& r : rows) {
+        if (r.target_sequence != expect) {
+          return Drift("the target's event mirror is missing target sequence " +
+                       std::to_string(expect) + " (rows deleted?); refusing to continue");
+        }
+        auto st = ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head);
+        if (!st.ok()) {
+          return Drift("the target's event mirror does not verify: " + st.message() +
+                       "; refusing to continue until an operator resolves it");
+        }
+        ++expect;
+        ++pulled;
+      }
+      if (pulled > 0) {
+        MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
+        spdlog::info("caught up {} event(s) from the target's mirror", pulled);
+      }
+      mirror_head = remote;
+      return ::migledger::Status::Ok();
+    }
+    // remote <= local: the mirror's head row must match our chain there.
+    if (remote > 0) {
+      MIGLEDGER_ASSIGN_OR_RETURN(auto rows, driver->ReadMirror(remote - 1));
+      bool match = false;
+      MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
+          key, remote - 1,
+          [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& chain) {
+            match = !rows.empty() && rows[0].event_bytes == e.bytes &&
+                    rows[0].chain_head == AsBytes(chain) &&
+                    rows[0].leaf_hash == AsBytes(leaf);
+            return false;
+          }));
+      if (!match) {
+        return Drift("the target's event mirror forks from the local ledger at target sequence " +
+                     std::to_string(remote) + "; refusing to continue until an operator resolves it");
+      }
+    }
+    mirror_head = remote;
+    return FlushMirror();
+  }
+
+  // ---- projection ----------------------------------------------------------
+  StatusOr<Projection> Project() {
+    ProjectionBuilder b;
+    if (driver && !driver->identity().database_id.empty()) {
+      MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
+          TargetKey(), 0, [&](const LedgerEntry& e, const Digest32&, const Digest32&) {
+            b.Add(e.event);
+            return true;
+          }));
+    }
+    return b.projection();
+  }
+
+  StatusOr<std::vector<MarkerRow>> Markers() {
+    if (!driver || !target_has_schema) return std::vector<MarkerRow>{};
+    return driver->ReadMarkers();
+  }
+
+  const Migration* FindMigration(const std::string& version) {
+    for (const auto& m : migrations) {
+      if (CompareVersions(m.version, version) == 0) return &m;
+    }
+    return nullptr;
+  }
+
+  // ---- reconciliation -------------------------------------------------------
+  ::migledger::Status Reconcile(RunReport* report) {
+    MIGLEDGER_ASSIGN_OR_RETURN(Projection p, Project());
+    if (p.open_attempts.empty()) return ::migledger::Status::Ok();
+    MIGLEDGER_ASSIGN_OR_RETURN(auto markers, Markers());
+    std::map<std::string, const MarkerRow*> by_version;
+    for (const auto& m : markers) by_version[CanonicalVersion(m.version)] = &m;
+    for (const auto& a : p.open_attempts) {
+      auto it = by_version.find(CanonicalVersion(a.version));
+      bool marker = it != by_version.end();
+      v1::Event e = NewEvent();
+      auto* r = e.mutable_step_recovered();
+      r->set_version(a.version);
+      r->set_attempt_id(a.attempt_id);
+      r->set_direction(a.direction);
+      bool up = a.direction != v1::DIRECTION_DOWN;
+      if (marker == up) {
+        r->set_outcome(v1::RECOVERED_COMMITTED);
+        r->set_evidence(up ? "marker row present (attempt " + it->second->attempt_id +
+                                 ", " + it->second->applied_at + ")"
+                           : "marker row absent: the down step committed");
+      } else if (a.tx_mode == v1::TX_MODE_NO_TRANSACTION) {
+        auto prog = p.no_tx_progress.find(CanonicalVersion(a.version));
+        int done = prog == p.no_tx_progress.end()
+                       ? 0
+                       : static_cast<int>(prog->second.statement_hashes.size());
+        r->set_outcome(v1::RECOVERED_RESUMED);
+        r->set_resume_at_statement(done);
+        std::string evidence = "no marker row; " + std::to_string(done) + " of " +
+                               std::to_string(a.statement_count) +
+                               " statements acknowledged; will resume at statement " +
+                               std::to_string(done + 1);
+        MIGLEDGER_ASSIGN_OR_RETURN(auto invalid, driver->InvalidIndexes());
+        for (const auto& idx : invalid) evidence += "; invalid index " + idx + " found";
+        r->set_evidence(evidence);
+      } else {
+        r->set_outcome(v1::RECOVERED_ROLLED_BACK);
+        r->set_evidence(up ? "no marker row: the transaction never committed"
+                           : "marker row still present: the down step never committed");
+      }
+      report->recovered.push_back("version " + a.version + " (" + DirName(a.direction) +
+                                  ", attempt " + a.attempt_id + "): " + r->evidence());
+      spdlog::warn("recovered unfinished step {}: {}", a.version, r->evidence());
+      MIGLEDGER_RETURN_IF_ERROR(Record(&e, false).status());
+    }
+    MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
+    return FlushMirror();
+  }
+
+  ::migledger::Status RecordOutOfBand(const std::vector<OutOfBandStep>& oob,
+                                      RunReport* report) {
+    for (const auto& s : oob) {
+      v1::Event e = NewEvent();
+      auto* o = e.mutable_applied_out_of_band();
+      o->set_version(s.version);
+      o->set_checksum(s.checksum);
+      o->set_evidence(s.evidence);
+      MIGLEDGER_RETURN_IF_ERROR(Record(&e, false).status());
+      report->out_of_band.push_back(s.version);
+      spdlog::info("version {} was applied out of band: {}", s.version, s.evidence);
+    }
+    if (!oob.empty()) {
+      MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
+      MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
+    }
+    return ::migledger::Status::Ok();
+  }
+
+  // Reconcile + out-of-band + drift check; the common start of every
+  // command that changes the target.
+  ::migledger::Status Prepare(RunReport* report) {
+    MIGLEDGER_RETURN_IF_ERROR(Reconcile(report));
+    MIGLEDGER_ASSIGN_OR_RETURN(Projection p, Project());
+    MIGLEDGER_ASSIGN_OR_RETURN(auto markers, Markers());
+    std::vector<DriftItem> drift;
+    std::vector<OutOfBandStep> oob;
+    CheckTarget(migrations, p, markers, &drift, &oob);
+    MIGLEDGER_RETURN_IF_ERROR(RecordOutOfBand(oob, report));
+    if (!drift.empty()) {
+      for (const auto& d : drift) {
+        v1::Event e = NewEvent();
+        auto* dd = e.mutable_drift_detected();
+        dd->set_version(d.version);
+        dd->set_kind(d.kind);
+        dd->set_details(d.details);
+        MIGLEDGER_RETURN_IF_ERROR(Record(&e, false).status());
+      }
+      MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
+      (void)FlushMirror();
+      std::string msg = "drift: " + drift[0].details;
+      if (drift.size() > 1) msg += " (and " + std::to_string(drift.size() - 1) + " more; run `migledger validate`)";
+      return Drift(msg);
+    }
+    return ::migledger::Status::Ok();
+  }
+
+  // ---- running steps ----------------------------------------------------------
+  struct StepOutcome {
+    ::migledger::Status status;
+    int64_t duration = 0;
+  };
+
+  static int LineOf(const SqlStatement& s, int position) {
+    if (position < 0) return s.first_line;
+    return s.first_line + LineOfOffset(s.text, static_cast<size_t>(position)) - 1;
+  }
+
+  ::migledger::Status Fail(const Migration& m, const MigrationFile& f, v1::Direction dir,
+                           const std::string& attempt, int stmt_index, const SqlStatement* stmt,
+                           const SqlError& err, const ::migledger::Status& st, bool rolled_back,
+                           int64_t duration) {
+    v1::Event e = NewEvent();
+    auto* sf = e.mutable_step_failed();
+    sf->set_version(m.version);
+    sf->set_attempt_id(attempt);
+    sf->set_direction(dir);
+    sf->set_sqlstate(err.sqlstate);
+    sf->set_native_code(err.native_code);
+    sf->set_message(err.message.empty() ? st.message() : err.message);
+    sf->set_detail(err.detail);
+    sf->set_hint(err.hint);
+    sf->set_statement_index(stmt_index);
+    int line = stmt ? LineOf(*stmt, err.position) : 0;
+    sf->set_file_line(line);
+    sf->set_file(f.path);
+    sf->set_rolled_back(rolled_back);
+    sf->set_duration_micros(duration);
+    MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
+    auto flushed = FlushMirror();
+    if (!flushed.ok()) spdlog::warn("event mirror not updated: {}", flushed.message());
+    std::string msg = "migration " + m.version + " " + DirName(dir) + " failed at " +
+                      f.path + ":" + std::to_string(line) + " (statement " +
+                      std::to_string(stmt_index + 1) + "): " + sf->message();
+    if (!err.sqlstate.empty()) msg += " [SQLSTATE " + err.sqlstate + "]";
+    if (!err.detail.empty()) msg += " DETAIL: " + err.detail;
+    if (!err.hint.empty()) msg += " HINT: " + err.hint;
+    if (!rolled_back) msg += " (no-transaction step stopped mid-way; fix the file and apply again to resume)";
+    if (st.code() == Code::kTargetUnavailable) return TargetUnavailable(msg);
+    return MigrationFailed(msg);
+  }
+
+  StatusOr<StepReport> RunStep(const Migration& m, v1::Direction dir, int resume_at,
+                               const std::vector<std::string>& acked_hashes) {
+    const MigrationFile& f = dir == v1::DIRECTION_DOWN ? m.down : m.up;
+    StepReport report{m.version, m.slug, dir, "", 0, ""};
+    MIGLEDGER_ASSIGN_OR_RETURN(auto statements, SplitSql(f.sql, driver->dialect()));
+    bool no_tx = f.no_transaction;
+    if (!no_tx) {
+      for (size_t i = 0; i < statements.size(); ++i) {
+        if (IsTransactionControl(statements[i].text)) {
+          return InvalidInput(
+              f.path + ":" + std::to_string(statements[i].first_line) +
+              ": the migration controls its own transaction (" +
+              statements[i].text.substr(0, 20) +
+              "); remove BEGIN/COMMIT (migledger wraps each migration in a transaction) "
+              "or add `-- migledger:no-transaction` to run it statement by statement");
+        }
+      }
+    }
+    if (no_tx && resume_at > 0) {
+      for (int i = 0; i < resume_at && i < static_cast<int>(statements.size()); ++i) {
+        if (i >= static_cast<int>(acked_hashes.size()) ||
+            Sha256Hex(statements[i].text) != acked_hashes[i]) {
+          return InvalidInput(f.path + ": statement " + std::to_string(i + 1) +
+                              " changed since it ran in an earlier, unfinished attempt; "
+                              "restore it so the step can resume at statement " +
+                              std::to_string(resume_at + 1));
+        }
+      }
+    }
+    MIGLEDGER_ASSIGN_OR_RETURN(std::string blob, ledger->PutBlob(f.sql));
+    const std::string attempt = RandomId();
+    v1::Event started = NewEvent();
+    auto* ss = started.mutable_step_started();
+    ss->set_version(m.version);
+    ss->set_slug(m.slug);
+    ss->set_direction(dir);
+    ss->set_attempt_id(attempt);
+    ss->set_checksum(f.checksum);
+    ss->set_checksum_algorithm("sha256");
+    ss->set_sql_blob_sha256(blob);
+    ss->set_tx_mode(no_tx ? v1::TX_MODE_NO_TRANSACTION : v1::TX_MODE_TRANSACTION);
+    ss->set_statement_count(static_cast<int>(statements.size()));
+    ss->set_file(f.path);
+    ss->set_resume_at_statement(no_tx ? resume_at : 0);
+    // Intent: covered by the synced RunStarted that lists this step.
+    MIGLEDGER_RETURN_IF_ERROR(Record(&started, false).status());
+    CrashPoint("apply.after_step_started");
+    spdlog::info("{} {} {}", dir == v1::DIRECTION_DOWN ? "reverting" : "applying",
+                 m.version, m.slug);
+    const int64_t t0 = MonoMicros();
+    if (no_tx) return RunNoTx(m, f, dir, attempt, statements, resume_at, t0, report);
+
+    MIGLEDGER_RETURN_IF_ERROR(driver->Begin());
+    CrashPoint("apply.after_begin");
+    for (size_t i = 0; i < statements.size(); ++i) {
+      SqlError err;
+      auto st = driver->Exec(statements[i].text, &err);
+      if (!st.ok()) {
+        (void)driver->Rollback();
+        return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i], err, st, true,
+                    MonoMicros() - t0);
+      }
+      CrashPoint("apply.after_statement");
+    }
+    ::migledger::Status st;
+    if (dir == v1::DIRECTION_UP) {
+      st = driver->InsertMarker({m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())});
+    } else {
+      st = driver->DeleteMarker(m.version);
+    }
+    // The outcome event goes into the mirror inside the same transaction; it
+    // is appended locally right after COMMIT. A crash in between is healed
+    // by the next run pulling it back from the mirror.
+    v1::Event outcome = NewEvent();
+    int64_t duration = MonoMicros() - t0;
+    if (dir == v1::DIRECTION_UP) {
+      auto* a = outcome.mutable_step_applied();
+      a->set_version(m.version);
+      a->set_attempt_id(attempt);
+      a->set_duration_micros(duration);
+      a->set_rows_affected(-1);
+    } else {
+      auto* r = outcome.mutable_step_reverted();
+      r->set_version(m.version);
+      r->set_attempt_id(attempt);
+      r->set_duration_micros(duration);
+      r->set_rows_affected(-1);
+    }
+    MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared, ledger->Prepare(&outcome));
+    if (st.ok()) {
+      auto rows_or = Outbox();
+      if (!rows_or.ok()) st = rows_or.status();
+      if (st.ok()) {
+        auto rows = std::move(rows_or).value();
+        rows.push_back({prepared.target_sequence, prepared.bytes,
+                        std::string(AsBytes(prepared.leaf_hash)),
+                        std::string(AsBytes(prepared.target_chain_head))});
+        st = driver->InsertMirrorRows(rows);
+      }
+    }
+    if (st.ok()) {
+      CrashPoint("apply.before_commit");
+      st = driver->Commit();
+    }
+    if (!st.ok()) {
+      (void)driver->Rollback();
+      SqlError err;
+      err.message = st.message();
+      return Fail(m, f, dir, attempt, -1, nullptr, err, st, true, MonoMicros() - t0);
+    }
+    mirror_head = prepared.target_sequence;
+    CrashPoint("apply.after_commit");
+    MIGLEDGER_RETURN_IF_ERROR(ledger->Append(prepared, false).status());
+    CrashPoint("apply.after_outcome");
+    report.outcome = dir == v1::DIRECTION_UP ? "applied" : "reverted";
+    report.duration_micros = duration;
+    return report;
+  }
+
+  StatusOr<StepReport> RunNoTx(const Migration& m, const MigrationFile& f, v1::Direction dir,
+                               const std::string& attempt,
+                               const std::vector<SqlStatement>& statements, int resume_at,
+                               int64_t t0, StepReport report) {
+    // Before resuming, drop the debris a killed CREATE INDEX CONCURRENTLY
+    // leaves (an invalid index) if the statement we resume at builds it.
+    if (resume_at > 0 && resume_at < static_cast<int>(statements.size())) {
+      MIGLEDGER_ASSIGN_OR_RETURN(auto invalid, driver->InvalidIndexes());
+      for (const auto& idx : invalid) {
+        std::string bare = idx.substr(idx.rfind('.') == std::string::npos ? 0 : idx.rfind('.') + 1);
+        if (!bare.empty() && bare.front() == '"') bare = bare.substr(1, bare.size() - 2);
+        if (statements[resume_at].text.find(bare) == std::string::npos) continue;
+        SqlError err;
+        spdlog::warn("dropping invalid index {} left by an interrupted attempt", idx);
+        MIGLEDGER_RETURN_IF_ERROR(driver->Exec("DROP INDEX CONCURRENTLY IF EXISTS " + idx, &err));
+      }
+    }
+    for (size_t i = static_cast<size_t>(resume_at); i < statements.size(); ++i) {
+      const int64_t s0 = MonoMicros();
+      SqlError err;
+      auto st = driver->Exec(statements[i].text, &err);
+      if (!st.ok()) {
+        return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i], err, st, i == 0,
+                    MonoMicros() - t0);
+      }
+      CrashPoint("apply.between_statements_no_tx");
+      v1::Event e = NewEvent();
+      auto* sa = e.mutable_statement_applied();
+      sa->set_version(m.version);
+      sa->set_attempt_id(attempt);
+      sa->set_statement_index(static_cast<int>(i));
+      sa->set_statement_sha256(Sha256Hex(statements[i].text));
+      sa->set_duration_micros(MonoMicros() - s0);
+      sa->set_direction(dir);
+      // Synced: a resumed step must never run an acknowledged statement again.
+      MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
+      CrashPoint("apply.after_statement_event_no_tx");
+    }
+    // All statements ran: marker row (or its removal) and the outcome event
+    // in one small transaction.
+    v1::Event outcome = NewEvent();
+    int64_t duration = MonoMicros() - t0;
+    if (dir == v1::DIRECTION_UP) {
+      auto* a = outcome.mutable_step_applied();
+      a->set_version(m.version);
+      a->set_attempt_id(attempt);
+      a->set_duration_micros(duration);
+      a->set_rows_affected(-1);
+    } else {
+      auto* r = outcome.mutable_step_reverted();
+      r->set_version(m.version);
+      r->set_attempt_id(attempt);
+      r->set_duration_micros(duration);
+      r->set_rows_affected(-1);
+    }
+    MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared, ledger->Prepare(&outcome));
+    MIGLEDGER_RETURN_IF_ERROR(driver->Begin());
+    ::migledger::Status st = dir == v1::DIRECTION_UP
+        ? driver->InsertMarker({m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())})
+        : driver->DeleteMarker(m.version);
+    if (st.ok()) {
+      auto rows_or = Outbox();
+      if (!rows_or.ok()) st = rows_or.status();
+      if (st.ok()) {
+        auto rows = std::move(rows_or).value();
+        rows.push_back({prepared.target_sequence, prepared.bytes,
+                        std::string(AsBytes(prepared.leaf_hash)),
+                        std::string(AsBytes(prepared.target_chain_head))});
+        st = driver->InsertMirrorRows(rows);
+      }
+    }
+    if (st.ok()) st = driver->Commit();
+    if (!st.ok()) {
+      (void)driver->Rollback();
+      return st;
+    }
+    mirror_head = prepared.target_sequence;
+    CrashPoint("apply.after_commit");
+    MIGLEDGER_RETURN_IF_ERROR(ledger->Append(prepared, false).status());
+    CrashPoint("apply.after_outcome");
+    report.outcome = dir == v1::DIRECTION_UP ? "applied" : "reverted";
+    report.duration_micros = duration;
+    return report;
+  }
+
+  StatusOr<RunReport> RunPlan(const std::vector<StepPlan>& plan, const std::string& command,
+                              RunReport report) {
+    if (plan.empty()) return report;
+    MIGLEDGER_ASSIGN_OR_RETURN(Projection p, Project());
+    v1::Event e = NewEvent();
+    auto* rs = e.mutable_run_started();
+    rs->set_command(options.command_line.empty() ? command : options.command_line);
+    rs->set_reason(options.reason);
+    for (const auto& s : plan) {
+      auto* ps = rs->add_plan();
+      const MigrationFile& f = s.direction == v1::DIRECTION_DOWN ? s.migration->down
+                                                                 : s.migration->up;
+      ps->set_version(s.migration->version);
+      ps->set_direction(s.direction);
+      ps->set_checksum(f.checksum);
+      ps->set_tx_mode(f.no_transaction ? v1::TX_MODE_NO_TRANSACTION : v1::TX_MODE_TRANSACTION);
+    }
+    // The durable intent of the whole plan: one fsync for every step.
+    MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
+    CrashPoint("apply.after_run_started");
+    ::migledger::Status failure;
+    for (const auto& s : plan) {
+      int resume_at = 0;
+      std::vector<std::string> acked;
+      auto prog = p.no_tx_progress.find(CanonicalVersion(s.migration->version));
+      const MigrationFile& f = s.direction == v1::DIRECTION_DOWN ? s.migration->down
+                                                                 : s.migration->up;
+      if (f.no_transaction && prog != p.no_tx_progress.end() &&
+          prog->second.direction == s.direction) {
+        acked = prog->second.statement_hashes;
+        resume_at = static_cast<int>(acked.size());
+      }
+      auto step = RunStep(*s.migration, s.direction, resume_at, acked);
+      if (!step.ok()) {
+        failure = step.status();
+        StepReport r{s.migration->version, s.migration->slug, s.direction, "failed", 0,
+                     failure.message()};
+        report.steps.push_back(r);
+        break;
+      }
+      report.steps.push_back(*step);
+    }
+    CrashPoint("apply.before_run_finished");
+    v1::Event fin = NewEvent();
+    auto* rf = fin.mutable_run_finished();
+    rf->set_outcome(failure.ok() ? v1::OUTCOME_SUCCEEDED : v1::OUTCOME_FAILED);
+    rf->set_message(failure.message());
+    rf->set_steps_done(static_cast<int>(report.steps.size()) - (failure.ok() ? 0 : 1));
+    // Terminal: durable before the command reports anything.
+    MIGLEDGER_RETURN_IF_ERROR(Record(&fin, true).status());
+    auto flushed = FlushMirror();
+    if (!flushed.ok()) {
+      spdlog::warn("event mirror not updated (will retry next run): {}", flushed.message());
+    }
+    report.failure = failure;
+    return report;
+  }
+};
+
+Applier::Applier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Applier::~Applier() {
+  if (impl_ && impl_->driver) impl_->driver->Unlock();
+}
+
+Ledger* Applier::ledger() { return impl_->ledger.get(); }
+const std::vector<Migration>& Applier::migrations() const { return impl_->migrations; }
+
+StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
+                                                 AccessMode mode) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->mode = mode;
+  MIGLEDGER_ASSIGN_OR_RETURN(impl->target_uri,
+                             ResolveTarget(options.config, options.target, &impl->target_name));
+  MIGLEDGER_ASSIGN_OR_RETURN(impl->migrations, LoadMigrations(options.config.migrations_dir));
+  LedgerOptions lo;
+  lo.read_only = mode == AccessMode::kRead;
+  lo.create_if_missing = mode == AccessMode::kWrite;
+  lo.lock_timeout = options.lock_timeout;
+  auto ledger = Ledger::Open(options.config.ledger_dir, lo);
+  if (!ledger.ok() && mode == AccessMode::kRead && ledger.status().code() == Code::kNotFound) {
+    // No ledger yet: read an empty one so status still works.
+    impl->ledger = nullptr;
+  } else if (!ledger.ok()) {
+    return ledger.status();
+  } else {
+    impl->ledger = std::move(ledger).value();
+  }
+  auto driver = OpenDriver(impl->target_uri, mode == AccessMode::kWrite);
+  if (!driver.ok()) {
+    if (mode == AccessMode::kRead && driver.status().code() == Code::kTargetUnavailable &&
+        impl->target_uri.rfind("sqlite:", 0) == 0) {
+      // A SQLite target that does not exist yet: everything is pending.
+      return std::unique_ptr<Applier>(new Applier(std::move(impl)));
+    }
+    return driver.status();
+  }
+  impl->driver = std::move(driver).value();
+  if (mode == AccessMode::kWrite) {
+    MIGLEDGER_RETURN_IF_ERROR(impl->driver->Lock(options.lock_timeout));
+    MIGLEDGER_RETURN_IF_ERROR(impl->driver->EnsureSchema());
+    impl->target_has_schema = true;
+    MIGLEDGER_RETURN_IF_ERROR(impl->SyncMirror());
+  } else {
+    MIGLEDGER_ASSIGN_OR_RETURN(impl->target_has_schema, impl->driver->HasSchema());
+  }
+  return std::unique_ptr<Applier>(new Applier(std::move(impl)));
+}
+
+StatusOr<StatusReport> Applier::Status() {
+  auto& d = *impl_;
+  StatusReport report;
+  if (d.driver) report.identity = d.driver->identity();
+  else report.identity.redacted_uri = RedactUri(d.target_uri);
+  Projection p;
+  if (d.ledger) {
+    MIGLEDGER_ASSIGN_OR_RETURN(p, d.Project());
+  }
+  report.target_events = p.events;
+  report.unfinished = p.open_attempts;
+  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
+  std::vector<OutOfBandStep> oob;
+  CheckTarget(d.migrations, p, markers, &report.drift, &oob);
+  std::map<std::string, const MarkerRow*> marked;
+  for (const auto& m : markers) marked[CanonicalVersion(m.version)] = &m;
+  std::set<std::string> on_disk;
+  for (const auto& m : d.migrations) {
+    std::string key = CanonicalVersion(m.version);
+    on_disk.insert(key);
+    StatusRow row{m.version, m.slug, "pending", "", ""};
+    auto it = marked.find(key);
+    auto h = p.versions.find(key);
+    if (it != marked.end()) {
+      row.state = "applied";
+      row.applied_at = it->second->applied_at;
+      if (h == p.versions.end() || !h->second.applied) row.note = "not in ledger";
+      if (it->second->checksum != m.up.checksum &&
+          (h == p.versions.end() || h->second.checksum != m.up.checksum)) {
+        row.note = "checksum changed";
+      }
+    } else if (h != p.versions.end() && !h->second.last_error.empty()) {
+      row.state = "failed";
+      row.note = h->second.last_error;
+    }
+    if (m.up.no_transaction) row.note += row.note.empty() ? "no-transaction" : ", no-transaction";
+    report.rows.push_back(row);
+  }
+  for (const auto& m : markers) {
+    if (!on_disk.count(CanonicalVersion(m.version))) {
+      report.rows.push_back({m.version, "", "missing file", m.applied_at, ""});
+    }
+  }
+  return report;
+}
+
+StatusOr<std::vector<StepPlan>> Applier::PlanApply(const std::string& to) {
+  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
+  return PlanUp(impl_->migrations, markers, to);
+}
+
+StatusOr<std::vector<StepPlan>> Applier::PlanDown(const std::string& to, int steps) {
+  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
+  return ::migledger::PlanDown(impl_->migrations, markers, to, steps);
+}
+
+StatusOr<RunReport> Applier::Apply(const std::string& to) {
+  RunReport report;
+  report.run_id = impl_->run_id;
+  report.pulled_events = impl_->pulled;
+  MIGLEDGER_RETURN_IF_ERROR(impl_->Prepare(&report));
+  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanApply(to));
+  return impl_->RunPlan(plan, "apply", std::move(report));
+}
+
+StatusOr<RunReport> Applier::Down(const std::string& to, int steps) {
+  RunReport report;
+  report.run_id = impl_->run_id;
+  report.pulled_events = impl_->pulled;
+  MIGLEDGER_RETURN_IF_ERROR(impl_->Prepare(&report));
+  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanDown(to, steps));
+  return impl_->RunPlan(plan, "down", std::move(report));
+}
+
+StatusOr<RunReport> Applier::Recover() {
+  RunReport report;
+  report.run_id = impl_->run_id;
+  report.pulled_events = impl_->pulled;
+  MIGLEDGER_RETURN_IF_ERROR(impl_->Reconcile(&report));
+  MIGLEDGER_ASSIGN_OR_RETURN(Projection p, impl_->Project());
+  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
+  std::vector<DriftItem> drift;
+  std::vector<OutOfBandStep> oob;
+  CheckTarget(impl_->migrations, p, markers, &drift, &oob);
+  MIGLEDGER_RETURN_IF_ERROR(impl_->RecordOutOfBand(oob, &report));
+  return report;
+}
+
+StatusOr<std::vector<DriftItem>> Applier::Validate() {
+  MIGLEDGER_ASSIGN_OR_RETURN(StatusReport s, Status());
+  return s.drift;
+}
+
+Status Applier::Baseline(const std::string& version, const std::string& reason) {
+  auto& d = *impl_;
+  if (reason.empty()) return InvalidInput("baseline needs --reason");
+  if (!d.FindMigration(version)) return InvalidInput("--version " + version + ": no migration has that version");
+  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
+  std::set<std::string> marked;
+  for (const auto& m : markers) marked.insert(CanonicalVersion(m.version));
+  v1::Event e = d.NewEvent();
+  auto* b = e.mutable_baselined();
+  b->set_version(version);
+  b->set_reason(reason);
+  std::vector<const Migration*> covered;
+  for (const auto& m : d.migrations) {
+    if (CompareVersions(m.version, version) > 0) break;
+    b->add_versions(m.version);
+    covered.push_back(&m);
+  }
+  MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared, d.ledger->Prepare(&e));
+  // Marker rows for the covered versions and the event in one transaction.
+  MIGLEDGER_RETURN_IF_ERROR(d.driver->Begin());
+  ::migledger::Status st;
+  for (const auto* m : covered) {
+    if (marked.count(CanonicalVersion(m->version))) continue;
+    st = d.driver->InsertMarker({m->version, m->up.checksum, "baseline:" + d.run_id,
+                                 FormatRfc3339(NowMicros())});
+    if (!st.ok()) break;
+  }
+  if (st.ok()) {
+    MIGLEDGER_ASSIGN_OR_RETURN(auto rows, d.Outbox());
+    rows.push_back({prepared.target_sequence, prepared.bytes,
+                    std::string(AsBytes(prepared.leaf_hash)),
+                    std::string(AsBytes(prepared.target_chain_head))});
+    st = d.driver->InsertMirrorRows(rows);
+  }
+  if (st.ok()) st = d.driver->Commit();
+  if (!st.ok()) {
+    (void)d.driver->Rollback();
+    return st;
+  }
+  d.mirror_head = prepared.target_sequence;
+  MIGLEDGER_RETURN_IF_ERROR(d.ledger->Append(prepared, true).status());
+  return ::migledger::Status::Ok();
+}
+
+Status Applier::AcceptChecksum(const std::string& version, const std::string& reason) {
+  auto& d = *impl_;
+  if (reason.empty()) return InvalidInput("accept-checksum needs --reason");
+  const Migration* m = d.FindMigration(version);
+  if (!m) return InvalidInput("--version " + version + ": no migration has that version");
+  MIGLEDGER_ASSIGN_OR_RETURN(Projection p, d.Project());
+  auto h = p.versions.find(CanonicalVersion(version));
+  if (h == p.versions.end() || !h->second.applied) {
+    return InvalidInput("version " + version + " is not applied; nothing to accept");
+  }
+  v1::Event e = d.NewEvent();
+  auto* c = e.mutable_checksum_accepted();
+  c->set_version(m->version);
+  c->set_old_checksum(h->second.checksum);
+  c->set_new_checksum(m->up.checksum);
+  c->set_reason(reason);
+  MIGLEDGER_RETURN_IF_ERROR(d.Record(&e, true).status());
+  return d.FlushMirror();
+}
+
+StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
+  auto& d = *impl_;
+  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanApply(to));
+  bool pg = d.driver && d.driver->dialect() == SqlDialect::kPostgres;
+  std::string table = pg ? "\"migledger\".\"applied\"" : "\"migledger_applied\"";
+  std::string script = "-- migledger offline upgrade script\n-- target: " +
+                       (d.driver ? d.driver->identity().redacted_uri : RedactUri(d.target_uri)) +
+                       "\n-- run id: " + d.run_id + "\n";
+  auto quote = [](const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+    return q + "'";
+  };
+  for (const auto& s : plan) {
+    const Migration& m = *s.migration;
+    script += "\n-- " + m.version + " " + m.slug + " (" + m.up.file + ", sha256 " +
+              m.up.checksum + ")\n";
+    if (!m.up.no_transaction) script += "BEGIN;\n";
+    script += m.up.sql;
+    if (!m.up.sql.empty() && m.up.sql.back() != '\n') script += "\n";
+    script += "INSERT INTO " + table + " (version, checksum, attempt_id, applied_at) VALUES (" +
+              quote(m.version) + ", " + quote(m.up.checksum) + ", " +
+              quote("offline:" + d.run_id) + ", " +
+              (pg ? std::string("now()") : std::string("strftime('%Y-%m-%dT%H:%M:%fZ','now')")) +
+              ");\n";
+    if (!m.up.no_transaction) script += "COMMIT;\n";
+  }
+  if (d.ledger && !d.ledger->read_only() && d.driver && !d.driver->identity().database_id.empty()) {
+    v1::Event e = d.NewEvent();
+    auto* pe = e.mutable_plan_exported();
+    pe->set_script_sha256(Sha256Hex(script));
+    for (const auto& s : plan) {
+      auto* ps = pe->add_plan();
+      ps->set_version(s.migration->version);
+      ps->set_direction(v1::DIRECTION_UP);
+      ps->set_checksum(s.migration->up.checksum);
+      ps->set_tx_mode(s.migration->up.no_transaction ? v1::TX_MODE_NO_TRANSACTION
+                                                     : v1::TX_MODE_TRANSACTION);
+    }
+    MIGLEDGER_RETURN_IF_ERROR(d.Record(&e, true).status());
+    (void)d.FlushMirror();
+  }
+  return script;
+}
+
+}  // namespace migledger

@@ -1,0 +1,117 @@
+// The applier: the one algorithm that decides what to run on a target from
+// the ledger checked against the target, runs it, and recovers from crashes.
+// This header is the public API of applier/ (with config.h, driver.h for
+// identities, migration_source.h and planner.h for the data it returns).
+//
+// Crash safety (see DESIGN.md "Crash-safe apply: the invariants"):
+//  - before a step touches the target its intent is durable: a synced
+//    RunStarted that lists the whole plan;
+//  - a transactional step commits its marker row and its mirrored events in
+//    the step's own transaction, so the marker is the ground truth;
+//  - every command that may change a target first reconciles started steps
+//    that have no terminal event (one StepRecovered each).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "applier/config.h"
+#include "applier/driver.h"
+#include "applier/migration_source.h"
+#include "applier/planner.h"
+#include "ledger/ledger.h"
+
+namespace migledger {
+
+struct ApplierOptions {
+  ProjectConfig config;
+  std::string target;        // --target (URI or name); "" = default target
+  std::string command_line;  // recorded (redacted) in RunStarted
+  std::string reason;        // --reason
+  std::chrono::milliseconds lock_timeout{10000};
+};
+
+enum class AccessMode {
+  kRead,   // status, plan: never writes the target, never waits for locks
+  kWrite,  // apply, down, recover, baseline...: locks ledger and target
+};
+
+struct StepReport {
+  std::string version;
+  std::string slug;
+  v1::Direction direction = v1::DIRECTION_UP;
+  std::string outcome;  // "applied", "reverted", "failed"
+  int64_t duration_micros = 0;
+  std::string error;
+};
+
+struct RunReport {
+  std::string run_id;
+  std::vector<StepReport> steps;
+  std::vector<std::string> recovered;    // human lines, one per StepRecovered
+  std::vector<std::string> out_of_band;  // versions found applied offline
+  int pulled_events = 0;                 // events caught up from the mirror
+  // Not OK when a step failed: the steps before it are in `steps` and stay
+  // applied; the failed one is last, with outcome "failed".
+  ::migledger::Status failure;
+};
+
+struct StatusRow {
+  std::string version;
+  std::string slug;
+  std::string state;  // "applied" | "pending" | "failed" | "missing file"
+  std::string applied_at;
+  std::string note;
+};
+
+struct StatusReport {
+  TargetIdentity identity;  // database_id empty when never migrated
+  std::vector<StatusRow> rows;
+  std::vector<DriftItem> drift;
+  std::vector<OpenAttempt> unfinished;
+  uint64_t target_events = 0;
+};
+
+class Applier {
+ public:
+  // Loads migrations, opens the ledger and the target. In kWrite mode also
+  // takes the target lock, creates the tool's tables and catches the local
+  // ledger up with the target's mirror (and pushes what the mirror lacks).
+  static StatusOr<std::unique_ptr<Applier>> Open(const ApplierOptions& options,
+                                                 AccessMode mode);
+  ~Applier();
+
+  StatusOr<StatusReport> Status();
+  // The steps apply / down would run now (no reconciliation, no writes).
+  StatusOr<std::vector<StepPlan>> PlanApply(const std::string& to);
+  StatusOr<std::vector<StepPlan>> PlanDown(const std::string& to, int steps);
+
+  // Reconciles, refuses on drift, then applies pending migrations up to
+  // `to`. A failed migration is reported in RunReport::failure
+  // (kMigrationFailed with the version, file, line and database message);
+  // everything before it stays applied.
+  StatusOr<RunReport> Apply(const std::string& to);
+  StatusOr<RunReport> Down(const std::string& to, int steps);
+  // Only reconciliation (and out-of-band detection).
+  StatusOr<RunReport> Recover();
+  // Drift between ledger, target and files; records nothing.
+  StatusOr<std::vector<DriftItem>> Validate();
+  // Audited operator decisions: new events, never edits.
+  ::migledger::Status Baseline(const std::string& version, const std::string& reason);
+  ::migledger::Status AcceptChecksum(const std::string& version, const std::string& reason);
+  // The offline script for the pending plan (marker inserts included) and a
+  // PlanExported event with its hash.
+  StatusOr<std::string> ExportPlanSql(const std::string& to);
+
+  Ledger* ledger();
+  const std::vector<Migration>& migrations() const;
+
+ private:
+  struct Impl;
+  explicit Applier(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace migledger

@@ -1,0 +1,133 @@
+// The target driver interface: the small per-database part of the applier.
+//
+// The applier (applier/applier.cc) owns the algorithm: ordering, events,
+// crash points, recovery. A driver only knows how to talk to one kind of
+// database: open it, lock it, run SQL, and read/write the tool's own tables
+// (marker rows in `migledger_applied`, the event mirror).
+//
+// Tables the driver owns on the target:
+//   SQLite:     migledger_applied, migledger_events, migledger_target
+//   PostgreSQL: schema "migledger" with tables applied, events
+// All identifiers the driver builds are quoted.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "applier/sql_splitter.h"
+#include "common/status.h"
+
+namespace migledger {
+
+// Who the target database is, independent of how it was reached.
+struct TargetIdentity {
+  std::string kind;           // "sqlite" or "postgres"
+  std::string database_id;    // stable id: SQLite: a UUID stored in the file;
+                              // PostgreSQL: "<system_identifier>/<dbname>"
+  std::string database_name;  // file path or database name
+  std::string redacted_uri;   // the URI with any password removed
+  std::string server_version; // e.g. "3.40.1" or "15.18"
+  // Key used for per-target chains in the ledger: "<kind>:<database_id>".
+  std::string Key() const { return kind + ":" + database_id; }
+};
+
+// One row of migledger_applied: the ground truth of "did the step commit".
+struct MarkerRow {
+  std::string version;
+  std::string checksum;    // hex SHA-256 of the up file
+  std::string attempt_id;  // the StepStarted attempt that wrote it ("" offline)
+  std::string applied_at;  // RFC 3339, as stored
+};
+
+// One mirrored ledger event: exact bytes plus the hashes the ledger holds.
+struct MirrorRow {
+  uint64_t target_sequence = 0;
+  std::string event_bytes;  // serialized migledger.v1.Event, exactly
+  std::string leaf_hash;    // 32 raw bytes
+  std::string chain_head;   // 32 raw bytes: the target chain after this event
+};
+
+// What a failed statement told us. Filled by Exec on failure.
+struct SqlError {
+  std::string sqlstate;     // PostgreSQL SQLSTATE, "" for SQLite
+  int native_code = 0;      // SQLite extended result code, 0 for PostgreSQL
+  std::string message;
+  std::string detail;
+  std::string hint;
+  // Byte offset inside the executed statement where the server says the
+  // error is (PostgreSQL error position, 0-based), or -1 when unknown.
+  int position = -1;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+
+  virtual SqlDialect dialect() const = 0;
+  // Valid after a successful OpenDriver().
+  virtual const TargetIdentity& identity() const = 0;
+
+  // Takes the exclusive applier lock for this target, waiting up to
+  // `timeout`. PostgreSQL: advisory lock on a separate session, freed by the
+  // server when the process dies. SQLite: a write lock on a lock file next to
+  // the database. Returns kLedgerBusy naming the target on timeout.
+  virtual Status Lock(std::chrono::milliseconds timeout) = 0;
+  virtual void Unlock() = 0;
+
+  // Creates the tool's tables if they do not exist (idempotent, own
+  // transaction).
+  virtual Status EnsureSchema() = 0;
+  // True when the tool's tables exist (no side effects).
+  virtual StatusOr<bool> HasSchema() = 0;
+
+  // Transaction control on the work session.
+  virtual Status Begin() = 0;
+  virtual Status Commit() = 0;
+  virtual Status Rollback() = 0;
+
+  // Runs one statement (or, for PostgreSQL, several as one simple query) on
+  // the work session. On SQL failure returns kMigrationFailed and fills
+  // *error; on a lost connection returns kTargetUnavailable.
+  virtual Status Exec(const std::string& sql, SqlError* error) = 0;
+
+  // Marker rows, on the work session (inside the caller's transaction, if
+  // one is open).
+  virtual StatusOr<std::vector<MarkerRow>> ReadMarkers() = 0;
+  virtual Status InsertMarker(const MarkerRow& row) = 0;
+  virtual Status DeleteMarker(const std::string& version) = 0;
+
+  // The event mirror, on the work session. Insert is idempotent: a row whose
+  // target_sequence exists with identical bytes is skipped; one with
+  // different bytes returns kDrift (a fork).
+  virtual Status InsertMirrorRows(const std::vector<MirrorRow>& rows) = 0;
+  // Rows with target_sequence > after, in order.
+  virtual StatusOr<std::vector<MirrorRow>> ReadMirror(uint64_t after) = 0;
+  // Highest mirrored target_sequence, 0 when none.
+  virtual StatusOr<uint64_t> MirrorHead() = 0;
+
+  // Catalog checks used by recovery of no-transaction steps. Returns the
+  // names of invalid indexes (PostgreSQL: pg_index.indisvalid = false) in
+  // the search path; SQLite has none.
+  virtual StatusOr<std::vector<std::string>> InvalidIndexes() = 0;
+};
+
+struct DriverOptions {
+  // Name given in migledger.toml, or "" for a bare URI.
+  std::string target_name;
+};
+
+// Opens a driver for `uri`: "sqlite:PATH" (PATH may be relative) or a
+// libpq URI ("postgres://", "postgresql://") or key=value conninfo
+// ("host=... dbname=..."). For SQLite the file is created if missing only
+// when `create_if_missing`; otherwise a missing file is kTargetUnavailable.
+StatusOr<std::unique_ptr<Driver>> OpenDriver(const std::string& uri,
+                                             bool create_if_missing);
+
+// Removes any password from a target URI / conninfo for display and events.
+std::string RedactUri(const std::string& uri);
+
+}  // namespace migledger

@@ -1,0 +1,212 @@
+#include "applier/migration_source.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "common/sha256.h"
+
+namespace migledger {
+namespace fs = std::filesystem;
+
+bool IsValidVersion(const std::string& v) {
+  return !v.empty() && std::all_of(v.begin(), v.end(),
+                                   [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::string CanonicalVersion(const std::string& v) {
+  size_t i = v.find_first_not_of('0');
+  return i == std::string::npos ? "0" : v.substr(i);
+}
+
+int CompareVersions(const std::string& a, const std::string& b) {
+  std::string ca = CanonicalVersion(a), cb = CanonicalVersion(b);
+  if (ca.size() != cb.size()) return ca.size() < cb.size() ? -1 : 1;
+  return ca.compare(cb);
+}
+
+namespace {
+
+// Returns the offset of the first invalid UTF-8 byte, or npos.
+size_t FirstInvalidUtf8(const std::string& s) {
+  size_t i = 0, n = s.size();
+  while (i < n) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c >> 5) == 0x6 && c >= 0xc2) {
+      len = 2;
+    } else if ((c >> 4) == 0xe) {
+      len = 3;
+    } else if ((c >> 3) == 0x1e && c <= 0xf4) {
+      len = 4;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return i;
+    }
+    i += len;
+  }
+  return std::string::npos;
+}
+
+std::string Trim(std::string s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+// Parses "<version>_<slug>.<up|down>.sql".
+bool ParseName(const std::string& name, std::string* version,
+               std::string* slug, bool* up) {
+  const std::string ext = ".sql";
+  if (name.size() <= ext.size() || name.compare(name.size() - 4, 4, ext)) {
+    return false;
+  }
+  std::string stem = name.substr(0, name.size() - 4);
+  if (stem.size() > 3 && stem.compare(stem.size() - 3, 3, ".up") == 0) {
+    *up = true;
+    stem.resize(stem.size() - 3);
+  } else if (stem.size() > 5 && stem.compare(stem.size() - 5, 5, ".down") == 0) {
+    *up = false;
+    stem.resize(stem.size() - 5);
+  } else {
+    return false;
+  }
+  size_t us = stem.find('_');
+  if (us == std::string::npos || us == 0 || us + 1 >= stem.size()) return false;
+  *version = stem.substr(0, us);
+  *slug = stem.substr(us + 1);
+  if (!IsValidVersion(*version)) return false;
+  return std::all_of(slug->begin(), slug->end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
+
+}  // namespace
+
+Status ParseDirectives(const std::string& text, MigrationFile* file) {
+  std::istringstream in(text);
+  std::string line;
+  int line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    std::string t = Trim(line);
+    if (t.empty()) continue;
+    if (t.rfind("--", 0) != 0) break;  // first statement: directives end
+    std::string body = Trim(t.substr(2));
+    const std::string prefix = "migledger:";
+    if (body.rfind(prefix, 0) != 0) continue;
+    std::string directive = Trim(body.substr(prefix.size()));
+    std::string word = directive.substr(0, directive.find_first_of(" \t"));
+    std::string arg = Trim(directive.substr(word.size()));
+    if (word == "no-transaction" && arg.empty()) {
+      file->no_transaction = true;
+    } else if (word == "requires" && IsValidVersion(arg)) {
+      file->requires_versions.push_back(arg);
+    } else {
+      return InvalidInput(file->file + ":" + std::to_string(line_no) +
+                          ": unknown directive \"-- migledger:" + directive +
+                          "\" (known: no-transaction, requires <version>)");
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return InvalidInput("migrations directory " + dir +
+                        " does not exist (run `migledger init` or set "
+                        "migrations_dir in migledger.toml)");
+  }
+  fs::path root = fs::canonical(dir, ec);
+  if (ec) return IoError("cannot read migrations directory " + dir + ": " + ec.message());
+  std::map<std::string, Migration> by_version;  // canonical version -> migration
+  std::vector<std::pair<std::string, MigrationFile>> downs;
+  fs::directory_iterator it(dir, ec);
+  if (ec) {
+    return IoError("cannot read migrations directory " + dir + ": " + ec.message());
+  }
+  for (const auto& entry : it) {
+    std::string name = entry.path().filename().string();
+    if (name.size() < 4 || name.compare(name.size() - 4, 4, ".sql") != 0) continue;
+    std::string version, slug;
+    bool up = false;
+    if (!ParseName(name, &version, &slug, &up)) {
+      return InvalidInput(dir + "/" + name +
+                          ": file name must look like <version>_<slug>.up.sql or "
+                          "<version>_<slug>.down.sql (version: digits; slug: "
+                          "letters, digits, _ and -)");
+    }
+    MigrationFile f;
+    f.path = (fs::path(dir) / name).string();
+    f.file = name;
+    fs::path real = fs::canonical(entry.path(), ec);
+    if (ec) return IoError(f.path + ": cannot resolve: " + ec.message());
+    auto rel = real.lexically_relative(root);
+    if (rel.empty() || *rel.begin() == "..") {
+      return InvalidInput(f.path + ": symlink points outside the migrations directory (" +
+                          real.string() + ")");
+    }
+    std::ifstream in(entry.path(), std::ios::binary);
+    if (!in) return IoError(f.path + ": cannot read file");
+    std::ostringstream buf;
+    buf << in.rdbuf();
+    if (in.bad()) return IoError(f.path + ": read error");
+    f.sql = buf.str();
+    if (size_t bad = FirstInvalidUtf8(f.sql); bad != std::string::npos) {
+      return InvalidInput(f.path + ": not valid UTF-8 (byte offset " +
+                          std::to_string(bad) + ")");
+    }
+    f.checksum = Sha256Hex(f.sql);
+    MIGLEDGER_RETURN_IF_ERROR(ParseDirectives(f.sql, &f).WithContext(dir));
+    std::string key = CanonicalVersion(version);
+    if (!up) {
+      downs.emplace_back(version + "\n" + slug, std::move(f));
+      continue;
+    }
+    auto [pos, inserted] = by_version.try_emplace(key);
+    if (!inserted) {
+      return InvalidInput("duplicate migration version " + version + ": " +
+                          pos->second.up.path + " and " + f.path);
+    }
+    pos->second.version = version;
+    pos->second.slug = slug;
+    pos->second.up = std::move(f);
+  }
+  for (auto& [vs, f] : downs) {
+    std::string version = vs.substr(0, vs.find('\n'));
+    std::string slug = vs.substr(vs.find('\n') + 1);
+    auto pos = by_version.find(CanonicalVersion(version));
+    if (pos == by_version.end()) {
+      return InvalidInput(f.path + ": down migration without its up file (" +
+                          version + "_" + slug + ".up.sql)");
+    }
+    if (pos->second.version != version || pos->second.slug != slug) {
+      return InvalidInput(f.path + ": does not match its up file " +
+                          pos->second.up.path);
+    }
+    if (pos->second.has_down) {
+      return InvalidInput("duplicate down migration for version " + version);
+    }
+    pos->second.has_down = true;
+    pos->second.down = std::move(f);
+  }
+  std::vector<Migration> out;
+  out.reserve(by_version.size());
+  for (auto& [k, m] : by_version) out.push_back(std::move(m));
+  std::sort(out.begin(), out.end(), [](const Migration& a, const Migration& b) {
+    return CompareVersions(a.version, b.version) < 0;
+  });
+  return out;
+}
+
+}  // namespace migledger

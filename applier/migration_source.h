@@ -1,0 +1,53 @@
+// Migration files on disk: <version>_<slug>.up.sql and optional
+// <version>_<slug>.down.sql in one directory.
+//
+// Versions are digits only and sort numerically at any width ("0002" and
+// "2" are the same version, so both present is an error). Directives live in
+// the leading comment block of a file:
+//   -- migledger:no-transaction     run statements one by one in autocommit
+//   -- migledger:requires <version> the step needs that version applied
+// An unknown "-- migledger:" directive is an error, not ignored.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace migledger {
+
+struct MigrationFile {
+  std::string path;      // as found (directory + file name)
+  std::string file;      // file name only
+  std::string sql;       // the exact bytes
+  std::string checksum;  // hex SHA-256 of the bytes
+  bool no_transaction = false;
+  std::vector<std::string> requires_versions;
+};
+
+struct Migration {
+  std::string version;  // as written in the file name
+  std::string slug;
+  MigrationFile up;
+  bool has_down = false;
+  MigrationFile down;
+};
+
+// Negative, zero or positive as version a sorts before, with or after b.
+int CompareVersions(const std::string& a, const std::string& b);
+// Canonical form of a version (leading zeros removed, "0" for all zeros).
+std::string CanonicalVersion(const std::string& version);
+// True for a non-empty string of ASCII digits.
+bool IsValidVersion(const std::string& version);
+
+// Reads every migration in `dir`, sorted by version. Files that do not end
+// in ".sql" are ignored; ".sql" files with another name shape, duplicate
+// versions, a down file without its up, unreadable files, non-UTF-8 files,
+// symlinks that leave `dir` and unknown directives are kInvalidInput errors
+// naming the file.
+StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir);
+
+// Parses the leading-comment directives of one file's text into `file`.
+Status ParseDirectives(const std::string& text, MigrationFile* file);
+
+}  // namespace migledger

@@ -1,0 +1,246 @@
+#include "applier/planner.h"
+
+#include <algorithm>
+#include <set>
+
+#include "common/time_util.h"
+
+namespace migledger {
+
+namespace {
+std::string TimeOf(const v1::Event& e) {
+  return FormatRfc3339(e.time().seconds() * 1000000 + e.time().nanos() / 1000);
+}
+}  // namespace
+
+void ProjectionBuilder::Close(const std::string& attempt_id) {
+  open_.erase(attempt_id);
+}
+
+void ProjectionBuilder::Add(const v1::Event& e) {
+  p_.events++;
+  p_.last_event_time = TimeOf(e);
+  auto history = [&](const std::string& version) -> VersionHistory& {
+    VersionHistory& h = p_.versions[CanonicalVersion(version)];
+    h.version = version;
+    return h;
+  };
+  switch (e.body_case()) {
+    case v1::Event::kStepStarted: {
+      const auto& s = e.step_started();
+      OpenAttempt a;
+      a.version = s.version();
+      a.attempt_id = s.attempt_id();
+      a.direction = s.direction();
+      a.tx_mode = s.tx_mode();
+      a.checksum = s.checksum();
+      a.statement_count = s.statement_count();
+      open_[a.attempt_id] = a;
+      open_order_.push_back(a.attempt_id);
+      auto& prog = p_.no_tx_progress[CanonicalVersion(s.version())];
+      if (prog.direction != s.direction() ||
+          s.tx_mode() != v1::TX_MODE_NO_TRANSACTION ||
+          s.resume_at_statement() == 0) {
+        prog = NoTxProgress{s.direction(), {}};
+      }
+      break;
+    }
+    case v1::Event::kStatementApplied: {
+      const auto& s = e.statement_applied();
+      auto& prog = p_.no_tx_progress[CanonicalVersion(s.version())];
+      if (static_cast<int>(prog.statement_hashes.size()) == s.statement_index()) {
+        prog.statement_hashes.push_back(s.statement_sha256());
+      }
+      break;
+    }
+    case v1::Event::kStepApplied: {
+      const auto& s = e.step_applied();
+      auto& h = history(s.version());
+      h.applied = true;
+      auto it = open_.find(s.attempt_id());
+      if (it != open_.end()) h.checksum = it->second.checksum;
+      h.applied_at = TimeOf(e);
+      h.last_error.clear();
+      p_.no_tx_progress.erase(CanonicalVersion(s.version()));
+      Close(s.attempt_id());
+      break;
+    }
+    case v1::Event::kStepReverted: {
+      const auto& s = e.step_reverted();
+      auto& h = history(s.version());
+      h.applied = false;
+      h.applied_at.clear();
+      h.last_error.clear();
+      p_.no_tx_progress.erase(CanonicalVersion(s.version()));
+      Close(s.attempt_id());
+      break;
+    }
+    case v1::Event::kStepFailed: {
+      const auto& s = e.step_failed();
+      auto& h = history(s.version());
+      h.last_error = s.message();
+      if (s.rolled_back()) p_.no_tx_progress.erase(CanonicalVersion(s.version()));
+      Close(s.attempt_id());
+      break;
+    }
+    case v1::Event::kStepRecovered: {
+      const auto& s = e.step_recovered();
+      auto& h = history(s.version());
+      auto it = open_.find(s.attempt_id());
+      if (s.outcome() == v1::RECOVERED_COMMITTED) {
+        h.applied = s.direction() != v1::DIRECTION_DOWN;
+        if (h.applied && it != open_.end()) h.checksum = it->second.checksum;
+        h.applied_at = h.applied ? TimeOf(e) : "";
+        h.last_error.clear();
+        p_.no_tx_progress.erase(CanonicalVersion(s.version()));
+      } else if (s.outcome() == v1::RECOVERED_ROLLED_BACK) {
+        p_.no_tx_progress.erase(CanonicalVersion(s.version()));
+      }
+      Close(s.attempt_id());
+      break;
+    }
+    case v1::Event::kAppliedOutOfBand: {
+      const auto& s = e.applied_out_of_band();
+      auto& h = history(s.version());
+      h.applied = true;
+      h.checksum = s.checksum();
+      h.applied_at = TimeOf(e);
+      break;
+    }
+    case v1::Event::kBaselined: {
+      for (const auto& v : e.baselined().versions()) {
+        auto& h = history(v);
+        h.applied = true;
+        h.applied_at = TimeOf(e);
+      }
+      break;
+    }
+    case v1::Event::kChecksumAccepted: {
+      const auto& s = e.checksum_accepted();
+      auto& h = history(s.version());
+      h.checksum = s.new_checksum();
+      h.accepted_checksums.push_back(s.new_checksum());
+      break;
+    }
+    default:
+      break;
+  }
+  p_.open_attempts.clear();
+  for (const auto& id : open_order_) {
+    auto it = open_.find(id);
+    if (it != open_.end()) p_.open_attempts.push_back(it->second);
+  }
+  if (open_order_.size() > 64 && open_.size() < open_order_.size() / 2) {
+    std::vector<std::string> kept;
+    for (const auto& id : open_order_) {
+      if (open_.count(id)) kept.push_back(id);
+    }
+    open_order_ = std::move(kept);
+  }
+}
+
+void CheckTarget(const std::vector<Migration>& migrations,
+                 const Projection& projection,
+                 const std::vector<MarkerRow>& markers,
+                 std::vector<DriftItem>* drift,
+                 std::vector<OutOfBandStep>* out_of_band) {
+  std::map<std::string, const Migration*> files;
+  for (const auto& m : migrations) files[CanonicalVersion(m.version)] = &m;
+  std::set<std::string> marked;
+  for (const auto& row : markers) {
+    std::string key = CanonicalVersion(row.version);
+    marked.insert(key);
+    auto h = projection.versions.find(key);
+    bool known = h != projection.versions.end() && h->second.applied;
+    auto f = files.find(key);
+    if (!known) {
+      bool offline = row.attempt_id.empty() || row.attempt_id.rfind("offline:", 0) == 0;
+      if (offline && f != files.end() && f->second->up.checksum == row.checksum) {
+        out_of_band->push_back({row.version, row.checksum,
+                                "marker row written at " + row.applied_at +
+                                    " by an offline script (attempt " +
+                                    (row.attempt_id.empty() ? "none" : row.attempt_id) +
+                                    ")"});
+        continue;
+      }
+      drift->push_back({row.version, "unknown_marker",
+                        "the target has a marker row for version " + row.version +
+                            " (attempt " + row.attempt_id + ", " + row.applied_at +
+                            ") that the ledger does not record as applied"});
+      continue;
+    }
+    if (f == files.end()) {
+      drift->push_back({row.version, "missing_file",
+                        "version " + row.version +
+                            " is applied but its migration file is gone"});
+      continue;
+    }
+    const std::string& applied = h->second.checksum.empty() ? row.checksum
+                                                             : h->second.checksum;
+    if (f->second->up.checksum != applied) {
+      drift->push_back({row.version, "checksum_changed",
+                        f->second->up.path + " changed after it was applied (applied " +
+                            applied.substr(0, 12) + ", file now " +
+                            f->second->up.checksum.substr(0, 12) +
+                            "); restore the file or run `migledger accept-checksum`"});
+    }
+  }
+  for (const auto& [key, h] : projection.versions) {
+    if (h.applied && !marked.count(key)) {
+      drift->push_back({h.version, "missing_marker",
+                        "the ledger records version " + h.version +
+                            " as applied but the target has no marker row (database "
+                            "restored to an older state?)"});
+    }
+  }
+}
+
+StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
+                                       const std::vector<MarkerRow>& markers,
+                                       const std::string& to) {
+  std::set<std::string> applied;
+  for (const auto& r : markers) applied.insert(CanonicalVersion(r.version));
+  if (!to.empty() &&
+      std::none_of(migrations.begin(), migrations.end(), [&](const Migration& m) {
+        return CompareVersions(m.version, to) == 0;
+      })) {
+    return InvalidInput("--to " + to + ": no migration has that version");
+  }
+  std::vector<StepPlan> plan;
+  for (const auto& m : migrations) {
+    if (!to.empty() && CompareVersions(m.version, to) > 0) break;
+    if (applied.count(CanonicalVersion(m.version))) continue;
+    plan.push_back({&m, v1::DIRECTION_UP});
+  }
+  return plan;
+}
+
+StatusOr<std::vector<StepPlan>> PlanDown(const std::vector<Migration>& migrations,
+                                         const std::vector<MarkerRow>& markers,
+                                         const std::string& to, int steps) {
+  std::set<std::string> applied;
+  for (const auto& r : markers) applied.insert(CanonicalVersion(r.version));
+  if (!to.empty() && to != "0" &&
+      std::none_of(migrations.begin(), migrations.end(), [&](const Migration& m) {
+        return CompareVersions(m.version, to) == 0;
+      })) {
+    return InvalidInput("--to " + to + ": no migration has that version");
+  }
+  std::vector<StepPlan> plan;
+  for (auto it = migrations.rbegin(); it != migrations.rend(); ++it) {
+    if (!applied.count(CanonicalVersion(it->version))) continue;
+    if (!to.empty()) {
+      if (CompareVersions(it->version, to) <= 0) break;
+    } else if (static_cast<int>(plan.size()) >= steps) {
+      break;
+    }
+    if (!it->has_down) {
+      return InvalidInput("version " + it->version + " (" + it->up.file +
+                          ") has no down migration; cannot revert it");
+    }
+    plan.push_back({&*it, v1::DIRECTION_DOWN});
+  }
+  return plan;
+}
+
+}  // namespace migledger

@@ -1,0 +1,1012 @@
+#include "applier/postgres_driver.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace migledger {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Redaction
+
+bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[i])) !=
+        std::tolower(static_cast<unsigned char>(prefix[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Length of the URI scheme designator ("postgresql://" or "postgres://"), or
+// 0 when `s` is not a URI.
+size_t UriPrefixLength(std::string_view s) {
+  for (std::string_view scheme : {"postgresql://", "postgres://"}) {
+    if (StartsWithNoCase(s, scheme)) return scheme.size();
+  }
+  return 0;
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      int hi = HexValue(s[i + 1]);
+      int lo = HexValue(s[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+std::string ToLower(std::string s) {
+  for (char& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// A conninfo with its passwords removed, and the passwords that were there
+// (raw and decoded), for scrubbing messages.
+struct Redaction {
+  std::string text;
+  std::vector<std::string> passwords;
+};
+
+void AddSecret(std::vector<std::string>* secrets, std::string_view s) {
+  if (s.empty()) return;
+  secrets->emplace_back(s);
+  std::string decoded = PercentDecode(s);
+  if (decoded != s) secrets->push_back(std::move(decoded));
+}
+
+Redaction RedactConninfo(const std::string& conninfo);
+
+Redaction RedactUriForm(const std::string& uri, size_t prefix_len) {
+  Redaction r;
+  std::string s = uri;
+  // User info: "user:password@" before the first '/' after the scheme. The
+  // last '@' there is taken, so an unencoded '@' in a password is covered.
+  size_t slash = s.find('/', prefix_len);
+  if (slash == std::string::npos) slash = s.size();
+  size_t at = std::string::npos;
+  for (size_t i = prefix_len; i < slash; ++i) {
+    if (s[i] == '@') at = i;
+  }
+  size_t query_from = prefix_len;
+  if (at != std::string::npos) {
+    size_t colon = s.find(':', prefix_len);
+    if (colon != std::string::npos && colon < at) {
+      AddSecret(&r.passwords,
+                std::string_view(s).substr(colon + 1, at - colon - 1));
+      s.erase(colon, at - colon);
+      at = colon;
+      query_from = at + 1;
+    }
+  }
+  // Query parameters: drop every "password=...".
+  size_t q = s.find('?', query_from);
+  if (q != std::string::npos) {
+    std::string query = s.substr(q + 1);
+    std::vector<std::string> kept;
+    size_t start = 0;
+    while (start <= query.size()) {
+      size_t amp = query.find('&', start);
+      if (amp == std::string::npos) amp = query.size();
+      std::string param = query.substr(start, amp - start);
+      size_t eq = param.find('=');
+      std::string key = ToLower(PercentDecode(param.substr(0, eq)));
+      if (key == "password") {
+        if (eq != std::string::npos) {
+          AddSecret(&r.passwords, std::string_view(param).substr(eq + 1));
+        }
+      } else if (key == "dbname" && eq != std::string::npos) {
+        // libpq does not expand a dbname inside a URI, but scrub it anyway.
+        Redaction inner = RedactConninfo(PercentDecode(param.substr(eq + 1)));
+        if (!inner.passwords.empty()) {
+          for (auto& p : inner.passwords) r.passwords.push_back(p);
+          param = param.substr(0, eq + 1) + "REDACTED";
+        }
+        kept.push_back(param);
+      } else if (!param.empty()) {
+        kept.push_back(param);
+      }
+      start = amp + 1;
+    }
+    s.erase(q);
+    for (size_t i = 0; i < kept.size(); ++i) {
+      s += (i == 0 ? "?" : "&");
+      s += kept[i];
+    }
+  }
+  r.text = std::move(s);
+  return r;
+}
+
+bool IsConninfoSpace(char c) {
+  return std::isspace(static_cast<unsigned char>(c)) != 0;
+}
+
+std::string QuoteConninfoValue(std::string_view v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+// key=value conninfo, scanned the way libpq's conninfo_parse does.
+Redaction RedactKeyValueForm(const std::string& s) {
+  Redaction r;
+  std::vector<std::string> kept;
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n) {
+    while (i < n && IsConninfoSpace(s[i])) ++i;
+    if (i >= n) break;
+    size_t key_start = i;
+    while (i < n && !IsConninfoSpace(s[i]) && s[i] != '=') ++i;
+    std::string key = s.substr(key_start, i - key_start);
+    while (i < n && IsConninfoSpace(s[i])) ++i;
+    if (i >= n || s[i] != '=') {
+      // Malformed: keep the rest as it is (libpq rejects it anyway), but
+      // never let a password through.
+      std::string rest = s.substr(key_start);
+      if (ToLower(rest).find("password") != std::string::npos) {
+        kept.push_back("REDACTED");
+      } else {
+        kept.push_back(rest);
+      }
+      break;
+    }
+    ++i;  // '='
+    while (i < n && IsConninfoSpace(s[i])) ++i;
+    std::string value;
+    if (i < n && s[i] == '\'') {
+      ++i;
+      while (i < n && s[i] != '\'') {
+        if (s[i] == '\\' && i + 1 < n) ++i;
+        value.push_back(s[i]);
+        ++i;
+      }
+      if (i < n) ++i;  // closing quote
+    } else {
+      while (i < n && !IsConninfoSpace(s[i])) {
+        if (s[i] == '\\' && i + 1 < n) ++i;
+        value.push_back(s[i]);
+        ++i;
+      }
+    }
+    std::string lower_key = ToLower(key);
+    if (lower_key == "password") {
+      AddSecret(&r.passwords, value);
+      continue;
+    }
+    std::string pair = s.substr(key_start, i - key_start);
+    if (lower_key == "dbname" &&
+        (UriPrefixLength(value) > 0 || value.find('=') != std::string::npos)) {
+      // libpq expands a connection string given as dbname.
+      Redaction inner = RedactConninfo(value);
+      if (!inner.passwords.empty()) {
+        for (auto& p : inner.passwords) r.passwords.push_back(p);
+        pair = key + "=" + QuoteConninfoValue(inner.text);
+      }
+    }
+    kept.push_back(std::move(pair));
+  }
+  for (size_t k = 0; k < kept.size(); ++k) {
+    if (k > 0) r.text += ' ';
+    r.text += kept[k];
+  }
+  return r;
+}
+
+Redaction RedactConninfo(const std::string& conninfo) {
+  if (size_t prefix = UriPrefixLength(conninfo); prefix > 0) {
+    return RedactUriForm(conninfo, prefix);
+  }
+  if (conninfo.find('=') != std::string::npos) {
+    return RedactKeyValueForm(conninfo);
+  }
+  return Redaction{conninfo, {}};
+}
+
+// Replaces every occurrence of each secret in `text`.
+std::string Scrub(std::string text, const std::vector<std::string>& secrets) {
+  for (const std::string& secret : secrets) {
+    if (secret.empty()) continue;
+    size_t pos = 0;
+    while ((pos = text.find(secret, pos)) != std::string::npos) {
+      text.replace(pos, secret.size(), "***");
+      pos += 3;
+    }
+  }
+  return text;
+}
+
+// libpq messages end in '\n' and may hold several lines: one per host tried,
+// plus indented hints. Keeps the unindented lines, joined by "; ".
+std::string LibpqMessage(const char* raw) {
+  std::string out;
+  std::string_view s = raw ? raw : "";
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t nl = s.find('\n', start);
+    if (nl == std::string_view::npos) nl = s.size();
+    std::string_view line = s.substr(start, nl - start);
+    start = nl + 1;
+    if (line.empty() || line[0] == '\t' || line[0] == ' ') continue;
+    if (!out.empty()) out += "; ";
+    out += line;
+  }
+  if (out.empty()) out = "unknown libpq error";
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// libpq helpers
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ResultDeleter>;
+
+void DiscardNotice(void*, const char*) {}
+
+std::string ErrorField(const PGresult* res, int field) {
+  const char* v = res ? PQresultErrorField(res, field) : nullptr;
+  return v ? v : "";
+}
+
+// The primary message of a failed result, or libpq's own message.
+std::string PrimaryMessage(const PGresult* res, PGconn* conn) {
+  std::string m = ErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  if (m.empty() && res) m = LibpqMessage(PQresultErrorMessage(res));
+  if (m.empty() || m == "unknown libpq error")
+    m = LibpqMessage(PQerrorMessage(conn));
+  return m;
+}
+
+// Converts PostgreSQL's 1-based character position in `sql` to a 0-based
+// byte offset. `utf8` is false when the server counts bytes (SQL_ASCII).
+int PositionToByteOffset(const std::string& sql, int position, bool utf8) {
+  if (position <= 0) return -1;
+  size_t chars_to_skip = static_cast<size_t>(position - 1);
+  if (!utf8) {
+    return chars_to_skip <= sql.size() ? static_cast<int>(chars_to_skip) : -1;
+  }
+  size_t i = 0;
+  while (chars_to_skip > 0) {
+    if (i >= sql.size()) return -1;
+    ++i;  // the lead byte
+    while (i < sql.size() &&
+           (static_cast<unsigned char>(sql[i]) & 0xC0) == 0x80) {
+      ++i;
+    }
+    --chars_to_skip;
+  }
+  return static_cast<int>(i);
+}
+
+bool ParseUint64(std::string_view s, uint64_t* out) {
+  if (s.empty()) return false;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && ptr == s.data() + s.size();
+}
+
+uint64_t DecodeBigEndian64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+std::string HexPrefix(const std::string& bytes, size_t n = 8) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < bytes.size() && i < n; ++i) {
+    out.push_back(kHex[static_cast<unsigned char>(bytes[i]) >> 4]);
+    out.push_back(kHex[static_cast<unsigned char>(bytes[i]) & 0xF]);
+  }
+  return out;
+}
+
+constexpr int64_t kMaxSequence = INT64_MAX;
+// Rows per INSERT statement for the mirror (4 parameters each; the protocol
+// allows 65535 parameters).
+constexpr size_t kMirrorRowsPerStatement = 500;
+
+// A query parameter: text unless `binary`.
+struct Param {
+  std::string value;
+  bool binary = false;
+  bool null = false;
+};
+
+// ---------------------------------------------------------------------------
+// The driver
+
+class PostgresDriver final : public Driver {
+ public:
+  PostgresDriver(std::string conninfo, std::vector<std::string> secrets)
+      : conninfo_(std::move(conninfo)), secrets_(std::move(secrets)) {}
+
+  ~PostgresDriver() override {
+    Unlock();
+    if (conn_ != nullptr) PQfinish(conn_);
+  }
+
+  PostgresDriver(const PostgresDriver&) = delete;
+  PostgresDriver& operator=(const PostgresDriver&) = delete;
+
+  // Connects the work session and reads the identity.
+  Status Init() {
+    identity_.kind = "postgres";
+    identity_.redacted_uri = RedactConninfo(conninfo_).text;
+    auto conn = Connect();
+    if (!conn.ok()) return conn.status();
+    conn_ = *conn;
+
+    const char* encoding = PQparameterStatus(conn_, "server_encoding");
+    server_counts_bytes_ =
+        encoding != nullptr && std::strcmp(encoding, "SQL_ASCII") == 0;
+
+    auto res = Run(
+        "reading the target's identity",
+        "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())"
+        "::text, pg_catalog.current_database(), "
+        "pg_catalog.current_setting('server_version')",
+        {}, false, Code::kTargetUnavailable);
+    if (!res.ok()) return res.status();
+    PGresult* r = res->get();
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
+      return TargetUnavailable("cannot read the system identifier of " +
+                               Target());
+    }
+    identity_.database_name = PQgetvalue(r, 0, 1);
+    identity_.database_id =
+        std::string(PQgetvalue(r, 0, 0)) + "/" + identity_.database_name;
+    // "15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
+    std::string version = PQgetvalue(r, 0, 2);
+    size_t space = version.find(' ');
+    if (space != std::string::npos) version.resize(space);
+    identity_.server_version = version;
+    return Status::Ok();
+  }
+
+  SqlDialect dialect() const override { return SqlDialect::kPostgres; }
+  const TargetIdentity& identity() const override { return identity_; }
+
+  Status Lock(std::chrono::milliseconds timeout) override {
+    if (lock_held_) return Status::Ok();
+    if (lock_conn_ == nullptr) {
+      auto conn = Connect();
+      if (!conn.ok()) return conn.status();
+      lock_conn_ = *conn;
+    }
+    const std::string sql = "SELECT pg_catalog.pg_try_advisory_lock(" +
+                            std::to_string(kPostgresApplierLockKey) + ")";
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      Result res(PQexec(lock_conn_, sql.c_str()));
+      if (PQresultStatus(res.get()) != PGRES_TUPLES_OK ||
+          PQntuples(res.get()) != 1) {
+        Status st =
+            PQstatus(lock_conn_) == CONNECTION_BAD
+                ? TargetUnavailable(
+                      "lost the lock session to " + Target() + ": " +
+                      Scrub(PrimaryMessage(res.get(), lock_conn_)))
+                : TargetUnavailable(
+                      "cannot take the migledger lock on " + Target() + ": " +
+                      Scrub(PrimaryMessage(res.get(), lock_conn_)));
+        CloseLockSession();
+        return st;
+      }
+      if (std::strcmp(PQgetvalue(res.get(), 0, 0), "t") == 0) {
+        lock_held_ = true;
+        return Status::Ok();
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) break;
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          std::chrono::milliseconds(50), deadline - now));
+    }
+    CloseLockSession();
+    return LedgerBusy("another migledger process holds the lock on target " +
+                      Target() + "; gave up after " +
+                      std::to_string(timeout.count()) + " ms");
+  }
+
+  void Unlock() override {
+    if (lock_conn_ == nullptr) return;
+    if (lock_held_ && PQstatus(lock_conn_) == CONNECTION_OK) {
+      const std::string sql = "SELECT pg_catalog.pg_advisory_unlock(" +
+                              std::to_string(kPostgresApplierLockKey) + ")";
+      Result res(PQexec(lock_conn_, sql.c_str()));
+      // Closing the session below frees the lock in any case.
+    }
+    CloseLockSession();
+  }
+
+  Status EnsureSchema() override {
+    // Fast path without side effects (and without needing CREATE rights)
+    // when everything is there.
+    {
+      auto res =
+          Run("checking the migledger schema",
+              "SELECT pg_catalog.to_regclass('\"migledger\".\"applied\"')"
+              " IS NOT NULL AND pg_catalog.to_regclass("
+              "'\"migledger\".\"events\"') IS NOT NULL",
+              {}, false, Code::kTargetUnavailable);
+      if (!res.ok()) return res.status();
+      if (std::strcmp(PQgetvalue(res->get(), 0, 0), "t") == 0) {
+        return Status::Ok();
+      }
+    }
+    const std::string body =
+        "SELECT pg_catalog.pg_advisory_xact_lock(" +
+        std::to_string(kPostgresSchemaLockKey) +
+        ");\n"
+        "CREATE SCHEMA IF NOT EXISTS \"migledger\";\n"
+        "CREATE TABLE IF NOT EXISTS \"migledger\".\"applied\" (\n"
+        "  \"version\" text PRIMARY KEY,\n"
+        "  \"checksum\" text NOT NULL,\n"
+        "  \"attempt_id\" text NOT NULL,\n"
+        "  \"applied_at\" timestamptz NOT NULL DEFAULT now()\n"
+        ");\n"
+        "CREATE TABLE IF NOT EXISTS \"migledger\".\"events\" (\n"
+        "  \"target_sequence\" bigint PRIMARY KEY,\n"
+        "  \"event_bytes\" bytea NOT NULL,\n"
+        "  \"leaf_hash\" bytea NOT NULL,\n"
+        "  \"chain_head\" bytea NOT NULL\n"
+        ");\n";
+    // Own transaction when none is open; inside the caller's otherwise.
+    const bool own = PQtransactionStatus(conn_) == PQTRANS_IDLE;
+    const std::string sql = own ? "BEGIN;\n" + body + "COMMIT;" : body;
+    Result res(PQexec(conn_, sql.c_str()));
+    ExecStatusType st = PQresultStatus(res.get());
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+      return Status::Ok();
+    }
+    if (PQstatus(conn_) == CONNECTION_BAD) {
+      return LostConnection("creating the migledger schema", res.get());
+    }
+    std::string message = Scrub(PrimaryMessage(res.get(), conn_));
+    if (own && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+      Result rb(PQexec(conn_, "ROLLBACK"));
+    }
+    return TargetUnavailable("cannot create the migledger schema on " +
+                             Target() + ": " + message);
+  }
+
+  StatusOr<bool> HasSchema() override {
+    auto res = Run("checking the migledger schema",
+                   "SELECT pg_catalog.to_regclass('\"migledger\".\"applied\"') "
+                   "IS NOT NULL",
+                   {}, false, Code::kTargetUnavailable);
+    if (!res.ok()) return res.status();
+    return std::strcmp(PQgetvalue(res->get(), 0, 0), "t") == 0;
+  }
+
+  Status Begin() override {
+    PGTransactionStatusType ts = PQtransactionStatus(conn_);
+    if (ts == PQTRANS_UNKNOWN) return LostConnection("BEGIN", nullptr);
+    if (ts != PQTRANS_IDLE) {
+      return Internal("Begin: a transaction is already open on " + Target());
+    }
+    return Simple("BEGIN");
+  }
+
+  Status Commit() override {
+    switch (PQtransactionStatus(conn_)) {
+      case PQTRANS_UNKNOWN:
+        return LostConnection("COMMIT", nullptr);
+      case PQTRANS_IDLE:
+        return Internal("Commit: no transaction is open on " + Target());
+      case PQTRANS_INERROR: {
+        // COMMIT would silently roll back; say so instead.
+        Status rb = Simple("ROLLBACK");
+        if (!rb.ok()) return rb;
+        return MigrationFailed(
+            "the transaction on " + Target() +
+            " was aborted by an earlier error; rolled back instead of "
+            "committing");
+      }
+      default:
+        break;
+    }
+    Result res(PQexec(conn_, "COMMIT"));
+    if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
+      if (PQstatus(conn_) == CONNECTION_BAD) {
+        return LostConnection("COMMIT", res.get());
+      }
+      return MigrationFailed("COMMIT failed on " + Target() + ": " +
+                             Scrub(PrimaryMessage(res.get(), conn_)));
+    }
+    if (std::strcmp(PQcmdStatus(res.get()), "COMMIT") != 0) {
+      return MigrationFailed("COMMIT on " + Target() + " ended in " +
+                             PQcmdStatus(res.get()));
+    }
+    return Status::Ok();
+  }
+
+  Status Rollback() override {
+    PGTransactionStatusType ts = PQtransactionStatus(conn_);
+    if (ts == PQTRANS_IDLE) return Status::Ok();
+    if (ts == PQTRANS_UNKNOWN) return LostConnection("ROLLBACK", nullptr);
+    return Simple("ROLLBACK");
+  }
+
+  Status Exec(const std::string& sql, SqlError* error) override {
+    if (error != nullptr) *error = SqlError{};
+    if (PQsendQuery(conn_, sql.c_str()) == 0) {
+      if (PQstatus(conn_) == CONNECTION_BAD) {
+        return LostConnection("sending a statement", nullptr);
+      }
+      return Internal("cannot send a statement to " + Target() + ": " +
+                      Scrub(LibpqMessage(PQerrorMessage(conn_))));
+    }
+    // A simple query may hold several statements: one result each, and the
+    // server stops at the first error.
+    Result failed;
+    while (PGresult* raw = PQgetResult(conn_)) {
+      Result res(raw);
+      switch (PQresultStatus(raw)) {
+        case PGRES_COPY_IN:
+          PQputCopyEnd(conn_,
+                       "migledger does not supply data to COPY FROM STDIN");
+          break;
+        case PGRES_COPY_OUT: {
+          char* buf = nullptr;
+          while (PQgetCopyData(conn_, &buf, 0) > 0) PQfreemem(buf);
+          break;
+        }
+        case PGRES_FATAL_ERROR:
+        case PGRES_BAD_RESPONSE:
+        case PGRES_NONFATAL_ERROR:
+          if (!failed) failed = std::move(res);
+          break;
+        default:
+          break;
+      }
+      if (PQstatus(conn_) == CONNECTION_BAD) break;
+    }
+    if (PQstatus(conn_) == CONNECTION_BAD) {
+      if (error != nullptr && failed) FillSqlError(sql, failed.get(), error);
+      return LostConnection("running a statement", failed.get());
+    }
+    if (!failed) return Status::Ok();
+    SqlError local;
+    SqlError* e = error != nullptr ? error : &local;
+    FillSqlError(sql, failed.get(), e);
+    return MigrationFailed(e->message);
+  }
+
+  StatusOr<std::vector<MarkerRow>> ReadMarkers() override {
+    auto res = Run("reading migledger.applied",
+                   "SELECT \"version\", \"checksum\", \"attempt_id\", "
+                   "pg_catalog.to_char(\"applied_at\" AT TIME ZONE 'UTC', "
+                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+                   "FROM \"migledger\".\"applied\" "
+                   "ORDER BY \"version\" COLLATE \"C\"",
+                   {}, false, Code::kTargetUnavailable);
+    if (!res.ok()) return res.status();
+    PGresult* r = res->get();
+    std::vector<MarkerRow> rows;
+    rows.reserve(PQntuples(r));
+    for (int i = 0; i < PQntuples(r); ++i) {
+      rows.push_back(MarkerRow{PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                               PQgetvalue(r, i, 2), PQgetvalue(r, i, 3)});
+    }
+    return rows;
+  }
+
+  Status InsertMarker(const MarkerRow& row) override {
+    std::string sqlstate;
+    auto res =
+        Run("writing the marker for version " + row.version,
+            "INSERT INTO \"migledger\".\"applied\" "
+            "(\"version\", \"checksum\", \"attempt_id\", \"applied_at\") "
+            "VALUES ($1, $2, $3, "
+            "COALESCE(NULLIF($4::text, '')::timestamptz, now()))",
+            {{row.version}, {row.checksum}, {row.attempt_id}, {row.applied_at}},
+            false, Code::kMigrationFailed, &sqlstate);
+    if (!res.ok()) {
+      if (sqlstate == "23505") {
+        return Drift("a marker for version " + row.version +
+                     " already exists in migledger.applied on " + Target());
+      }
+      return res.status();
+    }
+    return Status::Ok();
+  }
+
+  Status DeleteMarker(const std::string& version) override {
+    auto res = Run("deleting the marker for version " + version,
+                   "DELETE FROM \"migledger\".\"applied\" WHERE \"version\" = "
+                   "$1",
+                   {{version}}, false, Code::kMigrationFailed);
+    return res.ok() ? Status::Ok() : res.status();
+  }
+
+  Status InsertMirrorRows(const std::vector<MirrorRow>& input) override {
+    // Validate and drop exact duplicates within the batch.
+    std::map<uint64_t, const MirrorRow*> by_sequence;
+    for (const MirrorRow& row : input) {
+      if (row.target_sequence > static_cast<uint64_t>(kMaxSequence)) {
+        return InvalidInput("target sequence " +
+                            std::to_string(row.target_sequence) +
+                            " does not fit the mirror's bigint column");
+      }
+      auto [it, inserted] = by_sequence.emplace(row.target_sequence, &row);
+      if (!inserted && !SameRow(*it->second, row)) {
+        return Internal("two different events for target sequence " +
+                        std::to_string(row.target_sequence) +
+                        " in one mirror batch");
+      }
+    }
+    std::vector<const MirrorRow*> rows;
+    rows.reserve(by_sequence.size());
+    for (auto& [seq, row] : by_sequence) rows.push_back(row);
+
+    for (size_t begin = 0; begin < rows.size();
+         begin += kMirrorRowsPerStatement) {
+      size_t end = std::min(rows.size(), begin + kMirrorRowsPerStatement);
+      MIGLEDGER_RETURN_IF_ERROR(InsertMirrorChunk(rows, begin, end));
+    }
+    return Status::Ok();
+  }
+
+  StatusOr<std::vector<MirrorRow>> ReadMirror(uint64_t after) override {
+    std::vector<MirrorRow> rows;
+    if (after >= static_cast<uint64_t>(kMaxSequence)) return rows;
+    auto res = Run("reading migledger.events",
+                   "SELECT \"target_sequence\", \"event_bytes\", "
+                   "\"leaf_hash\", \"chain_head\" "
+                   "FROM \"migledger\".\"events\" "
+                   "WHERE \"target_sequence\" > $1::bigint "
+                   "ORDER BY \"target_sequence\"",
+                   {{std::to_string(after)}}, true, Code::kTargetUnavailable);
+    if (!res.ok()) return res.status();
+    PGresult* r = res->get();
+    rows.reserve(PQntuples(r));
+    for (int i = 0; i < PQntuples(r); ++i) {
+      auto row = DecodeMirrorRow(r, i);
+      if (!row.ok()) return row.status();
+      rows.push_back(std::move(row).value());
+    }
+    return rows;
+  }
+
+  StatusOr<uint64_t> MirrorHead() override {
+    auto res = Run("reading migledger.events",
+                   "SELECT COALESCE(max(\"target_sequence\"), 0)::text "
+                   "FROM \"migledger\".\"events\"",
+                   {}, false, Code::kTargetUnavailable);
+    if (!res.ok()) return res.status();
+    uint64_t head = 0;
+    if (!ParseUint64(PQgetvalue(res->get(), 0, 0), &head)) {
+      return Internal("bad mirror head from " + Target());
+    }
+    return head;
+  }
+
+  StatusOr<std::vector<std::string>> InvalidIndexes() override {
+    auto res = Run("listing invalid indexes",
+                   "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) "
+                   "FROM pg_catalog.pg_index i "
+                   "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+                   "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                   "WHERE NOT i.indisvalid "
+                   "AND n.nspname <> 'information_schema' "
+                   "AND n.nspname !~ '^pg_' "
+                   "ORDER BY 1",
+                   {}, false, Code::kTargetUnavailable);
+    if (!res.ok()) return res.status();
+    std::vector<std::string> names;
+    for (int i = 0; i < PQntuples(res->get()); ++i) {
+      names.emplace_back(PQgetvalue(res->get(), i, 0));
+    }
+    return names;
+  }
+
+ private:
+  const std::string& Target() const { return identity_.redacted_uri; }
+
+  // Scrubs every password this driver knows of from `text`.
+  std::string Scrub(std::string text) const {
+    std::vector<std::string> secrets = secrets_;
+    if (const char* env = std::getenv("PGPASSWORD")) AddSecret(&secrets, env);
+    return ::migledger::Scrub(std::move(text), secrets);
+  }
+
+  // Remembers the password libpq used for `conn` (from the conninfo,
+  // PGPASSWORD or ~/.pgpass) for scrubbing.
+  void LearnPassword(PGconn* conn) {
+    if (const char* pass = PQpass(conn); pass != nullptr) {
+      AddSecret(&secrets_, pass);
+    }
+    if (PQconninfoOption* opts = PQconninfo(conn)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+        if (std::strcmp(o->keyword, "password") == 0 && o->val != nullptr) {
+          AddSecret(&secrets_, o->val);
+        }
+      }
+      PQconninfoFree(opts);
+    }
+  }
+
+  StatusOr<PGconn*> Connect() {
+    // Later entries override earlier ones; the conninfo (expanded from
+    // "dbname") may override connect_timeout and application_name.
+    const char* keys[] = {"connect_timeout", "application_name", "dbname",
+                          "client_encoding", nullptr};
+    const char* values[] = {"10", "migledger", conninfo_.c_str(), "UTF8",
+                            nullptr};
+    PGconn* conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+    if (conn == nullptr) {
+      return TargetUnavailable("cannot connect to " + Target() +
+                               ": out of memory");
+    }
+    LearnPassword(conn);
+    if (PQstatus(conn) != CONNECTION_OK) {
+      std::string message = Scrub(LibpqMessage(PQerrorMessage(conn)));
+      PQfinish(conn);
+      return TargetUnavailable("cannot connect to " + Target() + ": " +
+                               message);
+    }
+    PQsetNoticeProcessor(conn, DiscardNotice, nullptr);
+    Result res(PQexec(conn, "SET client_min_messages = warning"));
+    if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
+      std::string message = Scrub(PrimaryMessage(res.get(), conn));
+      PQfinish(conn);
+      return TargetUnavailable("cannot set up the session on " + Target() +
+                               ": " + message);
+    }
+    return conn;
+  }
+
+  void CloseLockSession() {
+    if (lock_conn_ != nullptr) PQfinish(lock_conn_);
+    lock_conn_ = nullptr;
+    lock_held_ = false;
+  }
+
+  Status LostConnection(const std::string& what, const PGresult* res) {
+    std::string message = res != nullptr ? PrimaryMessage(res, conn_)
+                                         : LibpqMessage(PQerrorMessage(conn_));
+    return TargetUnavailable("lost the connection to " + Target() + " while " +
+                             what + ": " + Scrub(message));
+  }
+
+  // Runs a statement without parameters or rows (transaction control).
+  Status Simple(const char* sql) {
+    Result res(PQexec(conn_, sql));
+    if (PQresultStatus(res.get()) == PGRES_COMMAND_OK) return Status::Ok();
+    if (PQstatus(conn_) == CONNECTION_BAD) {
+      return LostConnection(sql, res.get());
+    }
+    return MigrationFailed(std::string(sql) + " failed on " + Target() + ": " +
+                           Scrub(PrimaryMessage(res.get(), conn_)));
+  }
+
+  // Runs one parameterized statement on the work session. A SQL error gives
+  // `sql_error_code` ("<what> on <target>: <message>") and its SQLSTATE in
+  // *sqlstate; a lost connection gives kTargetUnavailable.
+  StatusOr<Result> Run(const std::string& what, const std::string& sql,
+                       const std::vector<Param>& params, bool binary_result,
+                       Code sql_error_code, std::string* sqlstate = nullptr) {
+    std::vector<const char*> values(params.size());
+    std::vector<int> lengths(params.size());
+    std::vector<int> formats(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      values[i] = params[i].null ? nullptr : params[i].value.data();
+      lengths[i] = static_cast<int>(params[i].value.size());
+      formats[i] = params[i].binary ? 1 : 0;
+    }
+    Result res(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
+                            nullptr, values.data(), lengths.data(),
+                            formats.data(), binary_result ? 1 : 0));
+    ExecStatusType st = PQresultStatus(res.get());
+    if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) return res;
+    if (PQstatus(conn_) == CONNECTION_BAD) {
+      return LostConnection(what, res.get());
+    }
+    if (sqlstate != nullptr)
+      *sqlstate = ErrorField(res.get(), PG_DIAG_SQLSTATE);
+    return Status(sql_error_code, what + " on " + Target() + ": " +
+                                      Scrub(PrimaryMessage(res.get(), conn_)));
+  }
+
+  void FillSqlError(const std::string& sql, const PGresult* res,
+                    SqlError* error) const {
+    error->sqlstate = ErrorField(res, PG_DIAG_SQLSTATE);
+    error->native_code = 0;
+    error->message = Scrub(ErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    if (error->message.empty()) {
+      error->message = Scrub(LibpqMessage(PQresultErrorMessage(res)));
+    }
+    error->detail = Scrub(ErrorField(res, PG_DIAG_MESSAGE_DETAIL));
+    error->hint = Scrub(ErrorField(res, PG_DIAG_MESSAGE_HINT));
+    error->position = -1;
+    std::string position = ErrorField(res, PG_DIAG_STATEMENT_POSITION);
+    uint64_t pos = 0;
+    if (ParseUint64(position, &pos) &&
+        pos <= static_cast<uint64_t>(INT32_MAX)) {
+      error->position = PositionToByteOffset(sql, static_cast<int>(pos),
+                                             !server_counts_bytes_);
+    }
+  }
+
+  static bool SameRow(const MirrorRow& a, const MirrorRow& b) {
+    return a.event_bytes == b.event_bytes && a.leaf_hash == b.leaf_hash &&
+           a.chain_head == b.chain_head;
+  }
+
+  StatusOr<MirrorRow> DecodeMirrorRow(const PGresult* r, int i) const {
+    if (PQgetlength(r, i, 0) != 8) {
+      return Internal("bad target_sequence from " + Target());
+    }
+    MirrorRow row;
+    row.target_sequence = DecodeBigEndian64(PQgetvalue(r, i, 0));
+    row.event_bytes.assign(PQgetvalue(r, i, 1), PQgetlength(r, i, 1));
+    row.leaf_hash.assign(PQgetvalue(r, i, 2), PQgetlength(r, i, 2));
+    row.chain_head.assign(PQgetvalue(r, i, 3), PQgetlength(r, i, 3));
+    return row;
+  }
+
+  Status InsertMirrorChunk(const std::vector<const MirrorRow*>& rows,
+                           size_t begin, size_t end) {
+    std::string sql =
+        "INSERT INTO \"migledger\".\"events\" (\"target_sequence\", "
+        "\"event_bytes\", \"leaf_hash\", \"chain_head\") VALUES ";
+    std::vector<Param> params;
+    params.reserve((end - begin) * 4);
+    for (size_t i = begin; i < end; ++i) {
+      size_t p = params.size();
+      if (i > begin) sql += ", ";
+      sql += "($" + std::to_string(p + 1) + "::bigint, $" +
+             std::to_string(p + 2) + "::bytea, $" + std::to_string(p + 3) +
+             "::bytea, $" + std::to_string(p + 4) + "::bytea)";
+      params.push_back({std::to_string(rows[i]->target_sequence)});
+      params.push_back({rows[i]->event_bytes, /*binary=*/true});
+      params.push_back({rows[i]->leaf_hash, /*binary=*/true});
+      params.push_back({rows[i]->chain_head, /*binary=*/true});
+    }
+    sql +=
+        " ON CONFLICT (\"target_sequence\") DO NOTHING "
+        "RETURNING \"target_sequence\"";
+    auto res = Run("writing migledger.events", sql, params, false,
+                   Code::kMigrationFailed);
+    if (!res.ok()) return res.status();
+
+    std::set<uint64_t> inserted;
+    for (int i = 0; i < PQntuples(res->get()); ++i) {
+      uint64_t seq = 0;
+      if (ParseUint64(PQgetvalue(res->get(), i, 0), &seq)) inserted.insert(seq);
+    }
+    if (inserted.size() == end - begin) return Status::Ok();
+
+    // The rest already existed: they must be byte-for-byte the same. This
+    // is a separate statement so that it sees rows committed concurrently.
+    std::map<uint64_t, const MirrorRow*> wanted;
+    std::string array = "{";
+    for (size_t i = begin; i < end; ++i) {
+      if (inserted.count(rows[i]->target_sequence) != 0) continue;
+      if (!wanted.empty()) array += ",";
+      array += std::to_string(rows[i]->target_sequence);
+      wanted.emplace(rows[i]->target_sequence, rows[i]);
+    }
+    array += "}";
+    auto existing = Run("reading migledger.events",
+                        "SELECT \"target_sequence\", \"event_bytes\", "
+                        "\"leaf_hash\", \"chain_head\" "
+                        "FROM \"migledger\".\"events\" "
+                        "WHERE \"target_sequence\" = ANY ($1::bigint[]) "
+                        "ORDER BY \"target_sequence\"",
+                        {{array}}, true, Code::kTargetUnavailable);
+    if (!existing.ok()) return existing.status();
+    PGresult* r = existing->get();
+    for (int i = 0; i < PQntuples(r); ++i) {
+      auto found = DecodeMirrorRow(r, i);
+      if (!found.ok()) return found.status();
+      auto it = wanted.find(found->target_sequence);
+      if (it == wanted.end()) continue;
+      const MirrorRow& ours = *it->second;
+      if (!SameRow(*found, ours)) {
+        std::string what =
+            found->event_bytes != ours.event_bytes
+                ? "the target holds different event bytes (" +
+                      std::to_string(found->event_bytes.size()) +
+                      " bytes, leaf " + HexPrefix(found->leaf_hash) +
+                      ") than the ledger (" +
+                      std::to_string(ours.event_bytes.size()) +
+                      " bytes, leaf " + HexPrefix(ours.leaf_hash) + ")"
+                : "the event bytes match but the stored hashes differ";
+        return Drift("mirror fork at target sequence " +
+                     std::to_string(ours.target_sequence) + " on " + Target() +
+                     ": " + what);
+      }
+      wanted.erase(it);
+    }
+    if (!wanted.empty()) {
+      return Internal("mirror row for target sequence " +
+                      std::to_string(wanted.begin()->first) + " on " +
+                      Target() + " was neither inserted nor found");
+    }
+    return Status::Ok();
+  }
+
+  std::string conninfo_;
+  std::vector<std::string> secrets_;
+  TargetIdentity identity_;
+  PGconn* conn_ = nullptr;       // the work session
+  PGconn* lock_conn_ = nullptr;  // the lock session, while Lock() holds it
+  bool lock_held_ = false;
+  bool server_counts_bytes_ = false;  // SQL_ASCII database
+};
+
+}  // namespace
+
+std::string RedactPostgresUri(const std::string& uri) {
+  return RedactConninfo(uri).text;
+}
+
+StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
+    const std::string& conninfo) {
+  Redaction redaction = RedactConninfo(conninfo);
+  // Reject what libpq cannot parse before connecting (a plain database name
+  // is not a conninfo, libpq takes it as dbname).
+  if (UriPrefixLength(conninfo) > 0 ||
+      conninfo.find('=') != std::string::npos) {
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+    if (opts == nullptr) {
+      std::string message =
+          err != nullptr ? LibpqMessage(err) : "out of memory";
+      if (err != nullptr) PQfreemem(err);
+      return InvalidInput("invalid PostgreSQL connection string " +
+                          redaction.text + ": " +
+                          Scrub(message, redaction.passwords));
+    }
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+      if (std::strcmp(o->keyword, "password") == 0 && o->val != nullptr) {
+        AddSecret(&redaction.passwords, o->val);
+      }
+    }
+    PQconninfoFree(opts);
+  }
+  auto driver = std::make_unique<PostgresDriver>(
+      conninfo, std::move(redaction.passwords));
+  MIGLEDGER_RETURN_IF_ERROR(driver->Init());
+  return std::unique_ptr<Driver>(std::move(driver));
+}
+
+}  // namespace migledger

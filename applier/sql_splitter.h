@@ -1,0 +1,45 @@
+// Splits a migration file into statements the way psql / sqlite3 would.
+//
+// Knows single and double quotes, E'' strings with backslash escapes,
+// dollar quoting with tags (PostgreSQL), -- and nested /* */ comments,
+// semicolons inside any of these, and SQLite trigger bodies
+// (CREATE TRIGGER ... BEGIN ...; ...; END;). A last statement without a
+// trailing semicolon is kept; empty and comment-only input gives no
+// statements.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace migledger {
+
+enum class SqlDialect { kPostgres, kSqlite };
+
+struct SqlStatement {
+  // The statement text from its first significant character through its
+  // terminating semicolon (inclusive) or end of input. Comments that precede
+  // the statement are not part of it; comments inside it are kept.
+  std::string text;
+  size_t offset = 0;   // byte offset of text[0] in the input
+  int first_line = 1;  // 1-based line of text[0] in the input
+};
+
+// On success returns the statements in order. Returns kInvalidInput naming
+// the line where an unterminated quote, dollar quote or comment starts.
+StatusOr<std::vector<SqlStatement>> SplitSql(std::string_view sql,
+                                             SqlDialect dialect);
+
+// 1-based line number of byte `offset` in `text`.
+int LineOfOffset(std::string_view text, size_t offset);
+
+// True when the statement is transaction control that a migration must not
+// issue itself inside the tool's transaction: BEGIN, START TRANSACTION,
+// COMMIT, END, ROLLBACK (not ROLLBACK TO SAVEPOINT), ABORT. Case-insensitive,
+// leading comments/whitespace ignored. "BEGIN" as the start of a PL/pgSQL or
+// trigger body is not a statement of its own, so it never reaches here.
+bool IsTransactionControl(std::string_view statement);
+
+}  // namespace migledger

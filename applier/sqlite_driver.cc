@@ -1,0 +1,333 @@
+#include "applier/sqlite_driver.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "common/sha256.h"
+
+namespace migledger {
+namespace {
+
+// Quoted names of the tool's own tables (identifiers are always quoted).
+constexpr char kApplied[] = "\"migledger_applied\"";
+constexpr char kEvents[] = "\"migledger_events\"";
+constexpr char kTargetTable[] = "\"migledger_target\"";
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  bool ok() const { return rc_ == SQLITE_OK; }
+  sqlite3_stmt* get() { return stmt_; }
+  void Text(int i, const std::string& s) {
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  void Blob(int i, const std::string& s) {
+    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  std::string Column(int i) {
+    const void* p = sqlite3_column_blob(stmt_, i);
+    int n = sqlite3_column_bytes(stmt_, i);
+    return p ? std::string(static_cast<const char*>(p), n) : std::string();
+  }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+class SqliteDriver final : public Driver {
+ public:
+  SqliteDriver(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  ~SqliteDriver() override {
+    Unlock();
+    sqlite3_close_v2(db_);
+  }
+
+  Status Init() {
+    sqlite3_extended_result_codes(db_, 1);
+    // Wait for other connections instead of failing with SQLITE_BUSY.
+    sqlite3_busy_timeout(db_, 10000);
+    identity_.kind = "sqlite";
+    identity_.database_name = path_;
+    identity_.redacted_uri = "sqlite:" + path_;
+    identity_.server_version = sqlite3_libversion();
+    return LoadId();
+  }
+
+  SqlDialect dialect() const override { return SqlDialect::kSqlite; }
+  const TargetIdentity& identity() const override { return identity_; }
+
+  Status Lock(std::chrono::milliseconds timeout) override {
+    // A lock file beside the database: flock is released by the kernel when
+    // the process dies, so a killed applier never leaves the target locked.
+    std::string lock_path = path_ + ".migledger-lock";
+    lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd_ < 0) {
+      return TargetUnavailable("cannot create lock file " + lock_path);
+    }
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        ::close(lock_fd_);
+        lock_fd_ = -1;
+        return LedgerBusy("another migledger process holds the lock on target sqlite:" +
+                          path_ + "; gave up after " +
+                          std::to_string(timeout.count()) + " ms");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return Status::Ok();
+  }
+
+  void Unlock() override {
+    if (lock_fd_ >= 0) {
+      ::flock(lock_fd_, LOCK_UN);
+      ::close(lock_fd_);
+      lock_fd_ = -1;
+    }
+  }
+
+  StatusOr<bool> HasSchema() override {
+    Stmt s(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='migledger_applied'");
+    if (!s.ok()) return Error("reading schema");
+    return sqlite3_step(s.get()) == SQLITE_ROW;
+  }
+
+  Status EnsureSchema() override {
+    std::string sql = std::string("BEGIN IMMEDIATE;") +
+        "CREATE TABLE IF NOT EXISTS " + kApplied +
+        " (version TEXT PRIMARY KEY, checksum TEXT NOT NULL, attempt_id TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS " + kEvents +
+        " (target_sequence INTEGER PRIMARY KEY, event_bytes BLOB NOT NULL,"
+        " leaf_hash BLOB NOT NULL, chain_head BLOB NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS " + kTargetTable +
+        " (id TEXT NOT NULL, created_at TEXT NOT NULL);"
+        "INSERT INTO " + kTargetTable + " (id, created_at) SELECT '" + NewId() +
+        "', strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE NOT EXISTS (SELECT 1 FROM " +
+        kTargetTable + ");"
+        "COMMIT;";
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "";
+      sqlite3_free(err);
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return TargetUnavailable("cannot create migledger tables in " + path_ + ": " + msg);
+    }
+    return LoadId();
+  }
+
+  Status Begin() override { return Simple("BEGIN IMMEDIATE", "BEGIN"); }
+  Status Commit() override { return Simple("COMMIT", "COMMIT"); }
+  Status Rollback() override {
+    if (sqlite3_get_autocommit(db_)) return Status::Ok();
+    return Simple("ROLLBACK", "ROLLBACK");
+  }
+
+  Status Exec(const std::string& sql, SqlError* error) override {
+    const char* tail = sql.c_str();
+    const char* end = sql.c_str() + sql.size();
+    while (tail < end) {
+      sqlite3_stmt* stmt = nullptr;
+      const char* next = nullptr;
+      int rc = sqlite3_prepare_v2(db_, tail, static_cast<int>(end - tail), &stmt, &next);
+      if (rc == SQLITE_OK && stmt != nullptr) {
+        do {
+          rc = sqlite3_step(stmt);
+        } while (rc == SQLITE_ROW);
+        if (rc == SQLITE_DONE) rc = SQLITE_OK;
+      }
+      if (rc != SQLITE_OK) {
+        if (error) {
+          error->native_code = sqlite3_extended_errcode(db_);
+          error->message = sqlite3_errmsg(db_);
+          int off = sqlite3_error_offset(db_);
+          error->position = off >= 0 ? static_cast<int>(tail - sql.c_str()) + off : -1;
+        }
+        std::string msg = sqlite3_errmsg(db_);
+        sqlite3_finalize(stmt);
+        return MigrationFailed(msg);
+      }
+      sqlite3_finalize(stmt);
+      if (next == nullptr || next == tail) break;
+      tail = next;
+    }
+    return Status::Ok();
+  }
+
+  StatusOr<std::vector<MarkerRow>> ReadMarkers() override {
+    std::vector<MarkerRow> rows;
+    std::string sql = std::string("SELECT version, checksum, attempt_id, applied_at FROM ") +
+                      kApplied;
+    Stmt s(db_, sql.c_str());
+    if (!s.ok()) return Error("reading " + std::string(kApplied));
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      rows.push_back({s.Column(0), s.Column(1), s.Column(2), s.Column(3)});
+    }
+    return rows;
+  }
+
+  Status InsertMarker(const MarkerRow& row) override {
+    std::string sql = std::string("INSERT INTO ") + kApplied +
+                      " (version, checksum, attempt_id, applied_at) VALUES (?,?,?,?)";
+    Stmt s(db_, sql.c_str());
+    if (!s.ok()) return Error("writing marker row");
+    s.Text(1, row.version);
+    s.Text(2, row.checksum);
+    s.Text(3, row.attempt_id);
+    s.Text(4, row.applied_at);
+    if (sqlite3_step(s.get()) != SQLITE_DONE) {
+      return Error("writing marker row for version " + row.version);
+    }
+    return Status::Ok();
+  }
+
+  Status DeleteMarker(const std::string& version) override {
+    std::string sql = std::string("DELETE FROM ") + kApplied + " WHERE version = ?";
+    Stmt s(db_, sql.c_str());
+    if (!s.ok()) return Error("deleting marker row");
+    s.Text(1, version);
+    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("deleting marker row");
+    return Status::Ok();
+  }
+
+  Status InsertMirrorRows(const std::vector<MirrorRow>& rows) override {
+    std::string sql = std::string("INSERT OR IGNORE INTO ") + kEvents +
+                      " (target_sequence, event_bytes, leaf_hash, chain_head) VALUES (?,?,?,?)";
+    std::string check =
+        std::string("SELECT event_bytes FROM ") + kEvents + " WHERE target_sequence = ?";
+    Stmt s(db_, sql.c_str());
+    if (!s.ok()) return Error("writing event mirror");
+    for (const auto& r : rows) {
+      sqlite3_reset(s.get());
+      sqlite3_bind_int64(s.get(), 1, static_cast<sqlite3_int64>(r.target_sequence));
+      s.Blob(2, r.event_bytes);
+      s.Blob(3, r.leaf_hash);
+      s.Blob(4, r.chain_head);
+      if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("writing event mirror");
+      if (sqlite3_changes(db_) == 0) {
+        Stmt c(db_, check.c_str());
+        sqlite3_bind_int64(c.get(), 1, static_cast<sqlite3_int64>(r.target_sequence));
+        if (sqlite3_step(c.get()) != SQLITE_ROW || c.Column(0) != r.event_bytes) {
+          return Drift("the target's event mirror forks from the local ledger at target sequence " +
+                       std::to_string(r.target_sequence));
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  StatusOr<std::vector<MirrorRow>> ReadMirror(uint64_t after) override {
+    std::string sql = std::string(
+                          "SELECT target_sequence, event_bytes, leaf_hash, chain_head FROM ") +
+                      kEvents + " WHERE target_sequence > ? ORDER BY target_sequence";
+    Stmt s(db_, sql.c_str());
+    if (!s.ok()) return Error("reading event mirror");
+    sqlite3_bind_int64(s.get(), 1, static_cast<sqlite3_int64>(after));
+    std::vector<MirrorRow> rows;
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      rows.push_back({static_cast<uint64_t>(sqlite3_column_int64(s.get(), 0)),
+                      s.Column(1), s.Column(2), s.Column(3)});
+    }
+    if (rc != SQLITE_DONE) return Error("reading event mirror");
+    return rows;
+  }
+
+  StatusOr<uint64_t> MirrorHead() override {
+    std::string sql = std::string("SELECT coalesce(max(target_sequence), 0) FROM ") + kEvents;
+    Stmt s(db_, sql.c_str());
+    if (!s.ok() || sqlite3_step(s.get()) != SQLITE_ROW) return Error("reading event mirror");
+    return static_cast<uint64_t>(sqlite3_column_int64(s.get(), 0));
+  }
+
+  StatusOr<std::vector<std::string>> InvalidIndexes() override {
+    return std::vector<std::string>{};
+  }
+
+ private:
+  static std::string NewId() {
+    std::random_device rd;
+    uint8_t raw[16];
+    for (auto& b : raw) b = static_cast<uint8_t>(rd());
+    return ToHex(raw, sizeof raw);
+  }
+
+  Status LoadId() {
+    std::string sql = std::string("SELECT id FROM ") + kTargetTable + " LIMIT 1";
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(raw);
+      identity_.database_id.clear();  // tables not created yet
+      return Status::Ok();
+    }
+    if (sqlite3_step(raw) == SQLITE_ROW) {
+      identity_.database_id = reinterpret_cast<const char*>(sqlite3_column_text(raw, 0));
+    }
+    sqlite3_finalize(raw);
+    return Status::Ok();
+  }
+
+  Status Simple(const char* sql, const char* what) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errmsg(db_);
+      sqlite3_free(err);
+      int code = sqlite3_extended_errcode(db_);
+      if ((code & 0xff) == SQLITE_BUSY) {
+        return LedgerBusy(std::string(what) + " on sqlite:" + path_ + ": database is locked");
+      }
+      return TargetUnavailable(std::string(what) + " on sqlite:" + path_ + ": " + msg);
+    }
+    return Status::Ok();
+  }
+
+  Status Error(const std::string& what) {
+    return TargetUnavailable(what + " in sqlite:" + path_ + ": " + sqlite3_errmsg(db_));
+  }
+
+  sqlite3* db_;
+  std::string path_;
+  TargetIdentity identity_;
+  int lock_fd_ = -1;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Driver>> OpenSqliteDriver(const std::string& path,
+                                                   bool create_if_missing) {
+  std::error_code ec;
+  if (!create_if_missing && !std::filesystem::exists(path, ec)) {
+    return TargetUnavailable("SQLite database " + path + " does not exist");
+  }
+  if (create_if_missing) {
+    auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
+      return TargetUnavailable("cannot create SQLite database " + path +
+                               ": directory " + parent.string() + " does not exist");
+    }
+  }
+  sqlite3* db = nullptr;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+              (create_if_missing ? SQLITE_OPEN_CREATE : 0);
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    return TargetUnavailable("cannot open SQLite database " + path + ": " + msg);
+  }
+  auto driver = std::make_unique<SqliteDriver>(db, path);
+  MIGLEDGER_RETURN_IF_ERROR(driver->Init());
+  return std::unique_ptr<Driver>(std::move(driver));
+}
+
+}  // namespace migledger

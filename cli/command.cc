@@ -1,0 +1,133 @@
+#include "cli/command.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "applier/actor.h"
+#include "cli/exit_codes.h"
+
+namespace migledger {
+
+namespace {
+
+// "5s", "250ms", "2m", or a bare number of milliseconds.
+StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text) {
+  if (text.empty()) return InvalidInput("empty duration");
+  size_t pos = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(text, &pos);
+  } catch (...) {
+    return InvalidInput("bad duration \"" + text + "\" (use 500ms, 10s, 2m)");
+  }
+  std::string unit = text.substr(pos);
+  if (n < 0) return InvalidInput("negative duration \"" + text + "\"");
+  if (unit.empty() || unit == "ms") return std::chrono::milliseconds(n);
+  if (unit == "s") return std::chrono::milliseconds(n * 1000);
+  if (unit == "m") return std::chrono::milliseconds(n * 60000);
+  return InvalidInput("bad duration \"" + text + "\" (use 500ms, 10s, 2m)");
+}
+
+std::string JoinArgs(int argc, char** argv) {
+  std::string s = "migledger";
+  for (int i = 1; i < argc; ++i) {
+    s += " ";
+    s += RedactUri(argv[i]);
+  }
+  return s;
+}
+
+}  // namespace
+
+StatusOr<ApplierOptions> MakeApplierOptions(const GlobalOptions& g) {
+  ApplierOptions o;
+  bool found = false;
+  MIGLEDGER_ASSIGN_OR_RETURN(o.config, LoadProjectConfig(g.project_dir, &found));
+  o.target = g.target;
+  o.command_line = g.command_line;
+  o.lock_timeout = std::chrono::milliseconds(o.config.lock_timeout_ms);
+  if (!g.lock_timeout.empty()) {
+    MIGLEDGER_ASSIGN_OR_RETURN(o.lock_timeout, ParseDuration(g.lock_timeout));
+  }
+  return o;
+}
+
+StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g) {
+  bool found = false;
+  MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c, LoadProjectConfig(g.project_dir, &found));
+  LedgerOptions lo;
+  lo.read_only = true;
+  return Ledger::Open(c.ledger_dir, lo);
+}
+
+int RunCli(int argc, char** argv) {
+  auto logger = spdlog::stderr_color_st("migledger");
+  logger->set_pattern("%^%l%$: %v");
+  spdlog::set_default_logger(logger);
+
+  CLI::App app{
+      "migledger: database migrations with an append-only, tamper-evident ledger.\n"
+      "Exit codes: 0 ok, 1 internal, 2 bad input, 3 migration failed, 4 drift,\n"
+      "5 busy (locked), 6 ledger corrupt, 7 target unavailable, 8 unsupported, 9 I/O."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", ToolVersion());
+  GlobalOptions g;
+  g.command_line = JoinArgs(argc, argv);
+  app.add_option("-C,--project", g.project_dir, "Project directory (holds migledger.toml)")
+      ->capture_default_str();
+  app.add_flag("-v,--verbose", g.verbose, "More logging on stderr (-vv for debug)");
+  app.add_flag("-q,--quiet", g.quiet, "Only errors on stderr");
+  app.fallthrough();
+
+  std::vector<CommandSetup> table;
+  RegisterProjectCommands(&table);
+  RegisterApplyCommands(&table);
+  RegisterAuditCommands(&table);
+  CommandAction selected;
+  for (CommandSetup setup : table) setup(&app, &g, &selected);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
+    return kExitBadInput;
+  }
+  if (g.quiet) {
+    spdlog::set_level(spdlog::level::err);
+  } else if (g.verbose >= 2) {
+    spdlog::set_level(spdlog::level::debug);
+  } else if (g.verbose == 1) {
+    spdlog::set_level(spdlog::level::info);
+  } else {
+    spdlog::set_level(spdlog::level::warn);
+  }
+  if (!selected) {
+    std::fprintf(stderr, "error: no command given (see --help)\n");
+    return kExitBadInput;
+  }
+  Status st;
+  try {
+    st = selected();
+  } catch (const std::exception& e) {
+    st = Internal(std::string("unexpected exception: ") + e.what());
+  }
+  std::fflush(stdout);
+  if (!st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.message().c_str());
+    return ExitCodeFor(st);
+  }
+  return kExitOk;
+}
+
+}  // namespace migledger

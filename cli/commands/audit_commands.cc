@@ -1,0 +1,384 @@
+// audit: read the ledger for people who must know what happened.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "applier/planner.h"
+#include "cli/command.h"
+#include "cli/format.h"
+#include "common/sha256.h"
+#include "common/time_util.h"
+
+namespace migledger {
+namespace {
+
+struct LogFilters {
+  std::string since, until, target, version, type, run, actor;
+};
+
+void AddFilterFlags(CLI::App* cmd, LogFilters* f) {
+  cmd->add_option("--since", f->since, "Events at or after (RFC 3339 or YYYY-MM-DD)");
+  cmd->add_option("--until", f->until, "Events before (RFC 3339 or YYYY-MM-DD)");
+  cmd->add_option("-t,--target", f->target, "Target name, redacted URI or database id");
+  cmd->add_option("--version", f->version, "Migration version");
+  cmd->add_option("--type", f->type, "Event type, e.g. step_failed");
+  cmd->add_option("--run", f->run, "Run id");
+  cmd->add_option("--actor", f->actor, "OS user (or user@host)");
+}
+
+// Builds the ledger scan filter and the predicate for what the index
+// cannot select.
+StatusOr<ScanFilter> ToScanFilter(const LogFilters& f) {
+  ScanFilter s;
+  if (!f.since.empty()) {
+    auto t = ParseTime(f.since);
+    if (!t) return InvalidInput("--since " + f.since + ": not a time (use RFC 3339 or YYYY-MM-DD)");
+    s.since_micros = *t;
+  }
+  if (!f.until.empty()) {
+    auto t = ParseTime(f.until);
+    if (!t) return InvalidInput("--until " + f.until + ": not a time (use RFC 3339 or YYYY-MM-DD)");
+    s.until_micros = *t;
+  }
+  s.run_id = f.run;
+  return s;
+}
+
+bool Matches(const LogFilters& f, const LedgerEntry& e) {
+  const auto& ev = e.event;
+  if (!f.target.empty()) {
+    const auto& t = ev.target();
+    std::string key = t.kind() + ":" + t.database_id();
+    if (f.target != t.name() && f.target != t.redacted_uri() && f.target != key &&
+        f.target != t.database_id()) {
+      return false;
+    }
+  }
+  if (!f.version.empty() && CompareVersions(EventVersion(ev), f.version) != 0) return false;
+  if (!f.version.empty() && EventVersion(ev).empty()) return false;
+  if (!f.type.empty() && EventType(ev) != f.type) return false;
+  if (!f.actor.empty() && ev.actor().os_user() != f.actor &&
+      ev.actor().os_user() + "@" + ev.actor().host() != f.actor) {
+    return false;
+  }
+  return true;
+}
+
+Status ForEachMatching(Ledger* ledger, const LogFilters& f,
+                       const std::function<void(const LedgerEntry&)>& fn) {
+  MIGLEDGER_ASSIGN_OR_RETURN(ScanFilter s, ToScanFilter(f));
+  return ledger->Scan(s, [&](const LedgerEntry& e) {
+    if (Matches(f, e)) fn(e);
+    return true;
+  });
+}
+
+const char* kCsvHeader =
+    "sequence,time,target,database_id,type,version,run_id,os_user,host,summary,leaf_hash\n";
+
+std::string CsvRow(const LedgerEntry& e);
+
+Status WriteLog(Ledger* ledger, const LogFilters& f, const std::string& format, std::FILE* out) {
+  if (format == "table") {
+    std::vector<std::vector<std::string>> rows;
+    MIGLEDGER_RETURN_IF_ERROR(
+        ForEachMatching(ledger, f, [&](const LedgerEntry& e) { rows.push_back(EventRow(e)); }));
+    PrintTable(out, EventRowHeader(), rows);
+    return Status::Ok();
+  }
+  if (format == "json") {
+    bool first = true;
+    std::fputs("[", out);
+    MIGLEDGER_RETURN_IF_ERROR(ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
+      std::fputs(first ? "\n" : ",\n", out);
+      first = false;
+      std::string j = EventJson(e, false);
+      std::fwrite(j.data(), 1, j.size(), out);
+    }));
+    std::fputs("\n]\n", out);
+    return Status::Ok();
+  }
+  if (format == "jsonl") {
+    std::string buf;
+    MIGLEDGER_RETURN_IF_ERROR(ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
+      buf += EventJson(e, false);
+      buf += '\n';
+      if (buf.size() > (1 << 16)) {
+        std::fwrite(buf.data(), 1, buf.size(), out);
+        buf.clear();
+      }
+    }));
+    std::fwrite(buf.data(), 1, buf.size(), out);
+    return Status::Ok();
+  }
+  if (format == "csv") {
+    std::fputs(kCsvHeader, out);
+    MIGLEDGER_RETURN_IF_ERROR(ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
+      std::string row = CsvRow(e);
+      std::fwrite(row.data(), 1, row.size(), out);
+    }));
+    return Status::Ok();
+  }
+  return InvalidInput("unknown format " + format);
+}
+
+std::string CsvRow(const LedgerEntry& e) {
+  const auto& ev = e.event;
+  std::vector<std::string> cells = {std::to_string(e.sequence),
+                                    EventTime(ev),
+                                    ev.target().name().empty() ? ev.target().redacted_uri()
+                                                               : ev.target().name(),
+                                    ev.target().database_id(),
+                                    EventType(ev),
+                                    EventVersion(ev),
+                                    ev.run_id(),
+                                    ev.actor().os_user(),
+                                    ev.actor().host(),
+                                    EventSummary(ev),
+                                    Sha256Hex(std::string(1, '\0') + e.bytes)};
+  std::string row;
+  for (size_t i = 0; i < cells.size(); ++i) {
+    if (i) row += ',';
+    row += CsvField(cells[i]);
+  }
+  row += "\r\n";
+  return row;
+}
+
+std::string DigestText(const LedgerDigest& d) {
+  return "migledger-digest v1\nledger_id: " + d.ledger_id +
+         (d.target_key.empty() ? "" : "\ntarget: " + d.target_key) +
+         "\nsize: " + std::to_string(d.size) + "\nroot: " + ToHex(d.root) + "\n";
+}
+
+StatusOr<LedgerDigest> ParseDigest(const std::string& text) {
+  LedgerDigest d;
+  std::istringstream in(text);
+  std::string line;
+  bool header = false, has_size = false, has_root = false;
+  while (std::getline(in, line)) {
+    if (line == "migledger-digest v1") {
+      header = true;
+    } else if (line.rfind("ledger_id: ", 0) == 0) {
+      d.ledger_id = line.substr(11);
+    } else if (line.rfind("target: ", 0) == 0) {
+      d.target_key = line.substr(8);
+    } else if (line.rfind("size: ", 0) == 0) {
+      try {
+        d.size = std::stoull(line.substr(6));
+        has_size = true;
+      } catch (...) {
+      }
+    } else if (line.rfind("root: ", 0) == 0) {
+      has_root = FromHex(line.substr(6), &d.root);
+    }
+  }
+  if (!header || !has_size || !has_root) {
+    return InvalidInput("not a migledger digest (expected the output of `migledger audit digest`)");
+  }
+  return d;
+}
+
+void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
+  auto* audit = app->add_subcommand("audit", "Inspect, verify and export the ledger");
+  audit->require_subcommand(1);
+
+  // audit log
+  {
+    auto* cmd = audit->add_subcommand("log", "List events, oldest first");
+    auto f = std::make_shared<LogFilters>();
+    auto format = std::make_shared<std::string>("table");
+    AddFilterFlags(cmd, f.get());
+    cmd->add_option("--format", *format, "table, json, jsonl or csv")
+        ->check(CLI::IsMember({"table", "json", "jsonl", "csv"}))
+        ->capture_default_str();
+    cmd->callback([=] {
+      *selected = [=]() -> Status {
+        MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
+        return WriteLog(ledger.get(), *f, *format, stdout);
+      };
+    });
+  }
+  // audit show SEQ
+  {
+    auto* cmd = audit->add_subcommand("show", "One event in full, with the SQL that ran");
+    auto seq = std::make_shared<uint64_t>(0);
+    cmd->add_option("sequence", *seq, "Ledger sequence number")->required();
+    cmd->callback([=] {
+      *selected = [=]() -> Status {
+        MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
+        MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, ledger->Get(*seq));
+        std::printf("%s\n", EventJson(e, true).c_str());
+        if (e.event.has_step_started()) {
+          const std::string& key = e.event.step_started().sql_blob_sha256();
+          auto sql = ledger->GetBlob(key);
+          if (sql.ok()) {
+            std::printf("-- SQL (sha256 %s)\n%s", key.c_str(), sql->c_str());
+            if (!sql->empty() && sql->back() != '\n') std::printf("\n");
+          } else {
+            std::printf("-- SQL text unavailable: %s\n", sql.status().message().c_str());
+          }
+        }
+        return Status::Ok();
+      };
+    });
+  }
+  // audit state
+  {
+    auto* cmd = audit->add_subcommand("state", "Applied migrations as of a time or sequence");
+    auto as_of = std::make_shared<std::string>();
+    auto target = std::make_shared<std::string>();
+    cmd->add_option("--as-of", *as_of, "RFC 3339 time, date, or ledger sequence number");
+    cmd->add_option("-t,--target", *target, "Target name, redacted URI or database id");
+    cmd->callback([=] {
+      *selected = [=]() -> Status {
+        MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
+        ScanFilter s;
+        if (!as_of->empty()) {
+          bool digits = as_of->find_first_not_of("0123456789") == std::string::npos;
+          if (digits && as_of->size() < 12) {
+            s.max_sequence = std::stoull(*as_of);
+          } else if (auto t = ParseTime(*as_of)) {
+            s.until_micros = *t + (as_of->size() == 10 ? 86400000000LL : 1);
+          } else {
+            return InvalidInput("--as-of " + *as_of + ": not a time or a sequence number");
+          }
+        }
+        LogFilters f;
+        f.target = *target;
+        std::map<std::string, ProjectionBuilder> per_target;
+        std::map<std::string, std::string> names;
+        MIGLEDGER_RETURN_IF_ERROR(ledger->Scan(s, [&](const LedgerEntry& e) {
+          if (!Matches(f, e)) return true;
+          std::string key = e.event.target().kind() + ":" + e.event.target().database_id();
+          per_target[key].Add(e.event);
+          names[key] = e.event.target().name().empty() ? e.event.target().redacted_uri()
+                                                       : e.event.target().name();
+          return true;
+        }));
+        if (per_target.empty()) {
+          std::printf("no events%s\n", as_of->empty() ? "" : " at that point");
+          return Status::Ok();
+        }
+        for (const auto& [key, b] : per_target) {
+          const Projection& p = b.projection();
+          std::vector<std::vector<std::string>> rows;
+          std::string latest = "none";
+          for (const auto& [v, h] : p.versions) {
+            if (!h.applied) continue;
+            rows.push_back({h.version, h.applied_at, h.checksum.substr(0, 12)});
+            latest = h.version;
+          }
+          std::printf("target %s (%s): schema version %s, %zu applied, %zu unfinished\n",
+                      names[key].c_str(), key.c_str(), latest.c_str(), rows.size(),
+                      p.open_attempts.size());
+          PrintTable(stdout, {"VERSION", "APPLIED AT", "SHA256"}, rows);
+        }
+        return Status::Ok();
+      };
+    });
+  }
+  // audit verify
+  {
+    auto* cmd = audit->add_subcommand("verify", "Recompute every hash; optionally check a digest");
+    auto digest_file = std::make_shared<std::string>();
+    cmd->add_option("--digest", *digest_file, "A file saved from `migledger audit digest`");
+    cmd->callback([=] {
+      *selected = [=]() -> Status {
+        MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
+        MIGLEDGER_ASSIGN_OR_RETURN(VerifyReport r, ledger->Verify());
+        if (!r.ok()) {
+          return LedgerCorrupt("ledger does not verify: first bad " + r.problem);
+        }
+        if (!digest_file->empty()) {
+          std::ifstream in(*digest_file);
+          if (!in) return InvalidInput("cannot read digest file " + *digest_file);
+          std::stringstream buf;
+          buf << in.rdbuf();
+          MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest saved, ParseDigest(buf.str()));
+          if (saved.ledger_id != ledger->ledger_id()) {
+            return LedgerCorrupt("the digest is of another ledger (" + saved.ledger_id + ")");
+          }
+          uint64_t size = saved.target_key.empty() ? ledger->Head().size
+                                                   : ledger->TargetHead(saved.target_key).size;
+          if (saved.size > size) {
+            return LedgerCorrupt("the ledger has " + std::to_string(size) +
+                                 " events but the digest covers " + std::to_string(saved.size) +
+                                 ": events were removed (first missing sequence " +
+                                 std::to_string(size + 1) + ")");
+          }
+          MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest now, ledger->Digest(saved.target_key, saved.size));
+          if (now.root != saved.root) {
+            // Find the first event whose prefix root differs from the saved
+            // checkpoint: binary search is impossible without old leaves, so
+            // report the range the checkpoint covers.
+            return LedgerCorrupt("the ledger is not an append-only extension of the digest: the "
+                                 "first " + std::to_string(saved.size) +
+                                 " events no longer hash to the saved root (an event at or before "
+                                 "sequence " + std::to_string(saved.size) +
+                                 " was edited, removed or reordered)");
+          }
+          std::printf("ok: the digest of %llu events is a prefix of this ledger\n",
+                      static_cast<unsigned long long>(saved.size));
+        }
+        std::printf("ok: %llu events verified, root %s\n",
+                    static_cast<unsigned long long>(r.events_checked), ToHex(r.digest.root).c_str());
+        return Status::Ok();
+      };
+    });
+  }
+  // audit digest
+  {
+    auto* cmd = audit->add_subcommand("digest", "Print a checkpoint (size + RFC 6962 root) to save");
+    auto target = std::make_shared<std::string>();
+    cmd->add_option("--target-key", *target, "Digest of one target's chain (kind:database_id)");
+    cmd->callback([=] {
+      *selected = [=]() -> Status {
+        MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
+        MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest d, ledger->Digest(*target, 0));
+        std::fputs(DigestText(d).c_str(), stdout);
+        return Status::Ok();
+      };
+    });
+  }
+  // audit export
+  {
+    auto* cmd = audit->add_subcommand("export", "Write a compliance export (jsonl, csv)");
+    auto f = std::make_shared<LogFilters>();
+    auto format = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    AddFilterFlags(cmd, f.get());
+    cmd->add_option("--format", *format, "jsonl or csv")
+        ->check(CLI::IsMember({"jsonl", "csv"}))
+        ->required();
+    cmd->add_option("--out", *out, "Output file")->required();
+    cmd->callback([=] {
+      *selected = [=]() -> Status {
+        MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
+        std::string tmp = *out + ".tmp";
+        std::FILE* file = std::fopen(tmp.c_str(), "wb");
+        if (!file) return IoError("cannot write " + *out);
+        Status st = WriteLog(ledger.get(), *f, *format, file);
+        bool closed = std::fclose(file) == 0;
+        if (st.ok() && !closed) st = IoError("cannot write " + *out + " (disk full?)");
+        if (!st.ok()) {
+          std::remove(tmp.c_str());
+          return st;
+        }
+        if (std::rename(tmp.c_str(), out->c_str()) != 0) return IoError("cannot write " + *out);
+        std::printf("wrote %s\n", out->c_str());
+        return Status::Ok();
+      };
+    });
+  }
+}
+
+}  // namespace
+
+void RegisterAuditCommands(std::vector<CommandSetup>* table) { table->push_back(&SetupAudit); }
+
+}  // namespace migledger

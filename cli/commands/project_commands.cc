@@ -1,0 +1,125 @@
+// init and new: create a project and its migration files.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "cli/command.h"
+#include "common/time_util.h"
+
+namespace migledger {
+namespace fs = std::filesystem;
+
+namespace {
+
+Status WriteNewFile(const fs::path& path, const std::string& content) {
+  std::error_code ec;
+  if (fs::exists(path, ec)) return InvalidInput(path.string() + " already exists");
+  std::ofstream out(path, std::ios::binary);
+  out << content;
+  out.close();
+  if (!out) return IoError("cannot write " + path.string());
+  return Status::Ok();
+}
+
+void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
+  auto* cmd = app->add_subcommand("init", "Create migledger.toml, migrations/ and the ledger");
+  auto target = std::make_shared<std::string>("sqlite:app.db");
+  cmd->add_option("--target", *target, "Default target URI (sqlite:PATH or postgres://...)")
+      ->capture_default_str();
+  cmd->callback([=] {
+    *selected = [=]() -> Status {
+      fs::path root(g->project_dir);
+      std::error_code ec;
+      fs::create_directories(root, ec);
+      if (ec) return IoError("cannot create " + root.string() + ": " + ec.message());
+      fs::path config = root / kConfigFileName;
+      if (!fs::exists(config, ec)) {
+        std::string url = *target;
+        std::string text =
+            "# migledger project: see README.md\n"
+            "migrations_dir = \"migrations\"\n"
+            "ledger_dir = \".migledger\"\n"
+            "default_target = \"dev\"\n"
+            "lock_timeout_ms = 10000\n\n"
+            "[targets.dev]\n";
+        if (url.find(":@") != std::string::npos || url.find("password") != std::string::npos) {
+          return InvalidInput("do not put passwords in migledger.toml; use url_env or .pgpass");
+        }
+        text += "url = \"" + url + "\"\n";
+        MIGLEDGER_RETURN_IF_ERROR(WriteNewFile(config, text));
+        std::printf("created %s\n", config.string().c_str());
+      }
+      bool found = false;
+      MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c, LoadProjectConfig(root.string(), &found));
+      if (!fs::exists(c.migrations_dir, ec)) {
+        fs::create_directories(c.migrations_dir, ec);
+        if (ec) return IoError("cannot create " + c.migrations_dir + ": " + ec.message());
+        std::printf("created %s/\n", c.migrations_dir.c_str());
+      }
+      LedgerOptions lo;
+      lo.create_if_missing = true;
+      MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, Ledger::Open(c.ledger_dir, lo));
+      std::printf("ledger %s (id %s)\n", c.ledger_dir.c_str(), ledger->ledger_id().c_str());
+      return Status::Ok();
+    };
+  });
+}
+
+void SetupNew(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
+  auto* cmd = app->add_subcommand("new", "Create the next <version>_<slug>.up.sql / .down.sql");
+  auto slug = std::make_shared<std::string>();
+  auto no_tx = std::make_shared<bool>(false);
+  cmd->add_option("slug", *slug, "Short name: letters, digits, _ and -")->required();
+  cmd->add_flag("--no-transaction", *no_tx, "Add the -- migledger:no-transaction directive");
+  cmd->callback([=] {
+    *selected = [=]() -> Status {
+      for (char c : *slug) {
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') {
+          return InvalidInput("slug \"" + *slug + "\": use letters, digits, _ and -");
+        }
+      }
+      bool found = false;
+      MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c, LoadProjectConfig(g->project_dir, &found));
+      MIGLEDGER_ASSIGN_OR_RETURN(auto migrations, LoadMigrations(c.migrations_dir));
+      // Sequential numbering when the project already uses short numbers
+      // (0001_...), otherwise a UTC timestamp (merges well across branches).
+      std::string version;
+      if (!migrations.empty() && migrations.back().version.size() < 14) {
+        std::string last = CanonicalVersion(migrations.back().version);
+        unsigned long long next = std::stoull(last) + 1;
+        version = std::to_string(next);
+        size_t width = migrations.back().version.size();
+        if (version.size() < width) version.insert(0, width - version.size(), '0');
+      } else {
+        std::time_t now = NowMicros() / 1000000;
+        std::tm tm;
+        gmtime_r(&now, &tm);
+        char buf[32];
+        std::strftime(buf, sizeof buf, "%Y%m%d%H%M%S", &tm);
+        version = buf;
+        if (!migrations.empty() && CompareVersions(version, migrations.back().version) <= 0) {
+          version = std::to_string(std::stoull(CanonicalVersion(migrations.back().version)) + 1);
+        }
+      }
+      fs::path dir(c.migrations_dir);
+      fs::path up = dir / (version + "_" + *slug + ".up.sql");
+      fs::path down = dir / (version + "_" + *slug + ".down.sql");
+      std::string header = *no_tx ? "-- migledger:no-transaction\n" : "";
+      MIGLEDGER_RETURN_IF_ERROR(WriteNewFile(up, header + "-- " + *slug + ": up\n"));
+      MIGLEDGER_RETURN_IF_ERROR(WriteNewFile(down, header + "-- " + *slug + ": down\n"));
+      std::printf("%s\n%s\n", up.string().c_str(), down.string().c_str());
+      return Status::Ok();
+    };
+  });
+}
+
+}  // namespace
+
+void RegisterProjectCommands(std::vector<CommandSetup>* table) {
+  table->push_back(&SetupInit);
+  table->push_back(&SetupNew);
+}
+
+}  // namespace migledger

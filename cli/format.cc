@@ -1,0 +1,188 @@
+#include "cli/format.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+
+#include "common/sha256.h"
+#include "common/time_util.h"
+#include "ledger/merkle.h"
+
+namespace migledger {
+
+void PrintTable(std::FILE* out, const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], r[i].size());
+    }
+  }
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string s;
+    for (size_t i = 0; i < width.size(); ++i) {
+      std::string cell = i < r.size() ? r[i] : "";
+      if (i + 1 < width.size()) cell.resize(width[i], ' ');
+      s += cell;
+      if (i + 1 < width.size()) s += "  ";
+    }
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    s += '\n';
+    std::fputs(s.c_str(), out);
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+}
+
+std::string CsvField(const std::string& f) {
+  if (f.find_first_of(",\"\r\n") == std::string::npos) return f;
+  std::string q = "\"";
+  for (char c : f) {
+    if (c == '"') q += '"';
+    q += c;
+  }
+  return q + "\"";
+}
+
+std::string EventType(const v1::Event& e) {
+  switch (e.body_case()) {
+    case v1::Event::kRunStarted: return "run_started";
+    case v1::Event::kRunFinished: return "run_finished";
+    case v1::Event::kStepStarted: return "step_started";
+    case v1::Event::kStatementApplied: return "statement_applied";
+    case v1::Event::kStepApplied: return "step_applied";
+    case v1::Event::kStepFailed: return "step_failed";
+    case v1::Event::kStepReverted: return "step_reverted";
+    case v1::Event::kStepRecovered: return "step_recovered";
+    case v1::Event::kPlanExported: return "plan_exported";
+    case v1::Event::kAppliedOutOfBand: return "applied_out_of_band";
+    case v1::Event::kDriftDetected: return "drift_detected";
+    case v1::Event::kBaselined: return "baselined";
+    case v1::Event::kChecksumAccepted: return "checksum_accepted";
+    case v1::Event::kResolved: return "resolved";
+    case v1::Event::BODY_NOT_SET: break;
+  }
+  return "unknown";
+}
+
+std::string EventVersion(const v1::Event& e) {
+  switch (e.body_case()) {
+    case v1::Event::kStepStarted: return e.step_started().version();
+    case v1::Event::kStatementApplied: return e.statement_applied().version();
+    case v1::Event::kStepApplied: return e.step_applied().version();
+    case v1::Event::kStepFailed: return e.step_failed().version();
+    case v1::Event::kStepReverted: return e.step_reverted().version();
+    case v1::Event::kStepRecovered: return e.step_recovered().version();
+    case v1::Event::kAppliedOutOfBand: return e.applied_out_of_band().version();
+    case v1::Event::kDriftDetected: return e.drift_detected().version();
+    case v1::Event::kBaselined: return e.baselined().version();
+    case v1::Event::kChecksumAccepted: return e.checksum_accepted().version();
+    default: return "";
+  }
+}
+
+namespace {
+std::string Ms(int64_t micros) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f ms", static_cast<double>(micros) / 1000.0);
+  return buf;
+}
+const char* Dir(v1::Direction d) { return d == v1::DIRECTION_DOWN ? "down" : "up"; }
+}  // namespace
+
+std::string EventSummary(const v1::Event& e) {
+  switch (e.body_case()) {
+    case v1::Event::kRunStarted: {
+      const auto& r = e.run_started();
+      std::string s = r.command() + " (" + std::to_string(r.plan_size()) + " step(s) planned)";
+      if (!r.reason().empty()) s += " reason: " + r.reason();
+      return s;
+    }
+    case v1::Event::kRunFinished: {
+      const auto& r = e.run_finished();
+      std::string s = r.outcome() == v1::OUTCOME_SUCCEEDED ? "succeeded" : "failed";
+      s += ", " + std::to_string(r.steps_done()) + " step(s) done";
+      if (!r.message().empty()) s += ": " + r.message();
+      return s;
+    }
+    case v1::Event::kStepStarted: {
+      const auto& s = e.step_started();
+      std::string out = std::string(Dir(s.direction())) + " " + s.slug() + " sha256:" +
+                        s.checksum().substr(0, 12);
+      if (s.tx_mode() == v1::TX_MODE_NO_TRANSACTION) out += " no-transaction";
+      if (s.resume_at_statement() > 0) {
+        out += " resuming at statement " + std::to_string(s.resume_at_statement() + 1);
+      }
+      return out;
+    }
+    case v1::Event::kStatementApplied:
+      return "statement " + std::to_string(e.statement_applied().statement_index() + 1) +
+             " in " + Ms(e.statement_applied().duration_micros());
+    case v1::Event::kStepApplied: return "applied in " + Ms(e.step_applied().duration_micros());
+    case v1::Event::kStepReverted:
+      return "reverted in " + Ms(e.step_reverted().duration_micros());
+    case v1::Event::kStepFailed: {
+      const auto& f = e.step_failed();
+      std::string s = std::string(Dir(f.direction())) + " failed at line " +
+                      std::to_string(f.file_line()) + ": " + f.message();
+      if (!f.sqlstate().empty()) s += " [" + f.sqlstate() + "]";
+      return s;
+    }
+    case v1::Event::kStepRecovered: {
+      const auto& r = e.step_recovered();
+      const char* o = r.outcome() == v1::RECOVERED_COMMITTED     ? "committed"
+                      : r.outcome() == v1::RECOVERED_ROLLED_BACK ? "rolled back"
+                                                                 : "resumed";
+      return std::string(o) + ": " + r.evidence();
+    }
+    case v1::Event::kPlanExported:
+      return "offline script sha256:" + e.plan_exported().script_sha256().substr(0, 12) +
+             " (" + std::to_string(e.plan_exported().plan_size()) + " step(s))";
+    case v1::Event::kAppliedOutOfBand: return e.applied_out_of_band().evidence();
+    case v1::Event::kDriftDetected:
+      return e.drift_detected().kind() + ": " + e.drift_detected().details();
+    case v1::Event::kBaselined:
+      return "baseline of " + std::to_string(e.baselined().versions_size()) +
+             " version(s): " + e.baselined().reason();
+    case v1::Event::kChecksumAccepted:
+      return "checksum " + e.checksum_accepted().new_checksum().substr(0, 12) +
+             " accepted: " + e.checksum_accepted().reason();
+    case v1::Event::kResolved: return e.resolved().decision() + ": " + e.resolved().reason();
+    default: return "";
+  }
+}
+
+std::string EventTime(const v1::Event& e) {
+  return FormatRfc3339(e.time().seconds() * 1000000 + e.time().nanos() / 1000);
+}
+
+std::string EventJson(const LedgerEntry& entry, bool pretty) {
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = pretty;
+  o.preserve_proto_field_names = true;
+  std::string body;
+  (void)google::protobuf::util::MessageToJsonString(entry.event, &body, o);
+  std::string s = "{\"sequence\":" + std::to_string(entry.sequence) + ",\"type\":\"" +
+                  EventType(entry.event) + "\",\"leaf_hash\":\"" +
+                  ToHex(MerkleLeafHash(entry.bytes)) + "\",\"event\":" + body + "}";
+  return s;
+}
+
+const std::vector<std::string>& EventRowHeader() {
+  static const std::vector<std::string> h = {"SEQ", "TIME", "TARGET", "TYPE",
+                                             "VERSION", "ACTOR", "DETAILS"};
+  return h;
+}
+
+std::vector<std::string> EventRow(const LedgerEntry& entry) {
+  const v1::Event& e = entry.event;
+  std::string target = e.target().name().empty() ? e.target().redacted_uri() : e.target().name();
+  std::string actor = e.actor().os_user() + "@" + e.actor().host();
+  std::string t = EventTime(e);
+  t = t.substr(0, 19) + "Z";
+  return {std::to_string(entry.sequence), t, target, EventType(e), EventVersion(e), actor,
+          EventSummary(e)};
+}
+
+}  // namespace migledger

@@ -1,0 +1,149 @@
+// The ledger: an append-only, tamper-evident log of migledger events in
+// RocksDB. This header is the whole public API of ledger/; everything else
+// in the folder is internal. The on-disk format is in ledger/FORMAT.md.
+//
+// Every event is stored as the exact bytes it was serialized to, and those
+// bytes are what is hashed (RFC 6962 leaf hash). Two hash chains run in the
+// same WriteBatch as each event: the ledger-wide chain and the chain of the
+// event's target, so one database's history can be verified (and mirrored)
+// on its own. Events are never rewritten or deleted.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/sha256.h"
+#include "common/status.h"
+#include "migledger/v1/event.pb.h"
+
+namespace migledger {
+
+// One stored event as read back.
+struct LedgerEntry {
+  uint64_t sequence = 0;  // ledger-wide, 1-based
+  std::string bytes;      // the exact stored bytes
+  v1::Event event;        // decoded from bytes
+};
+
+// An event serialized and hashed, ready to append. Produced by Prepare();
+// the same bytes can be written to the target's mirror before they are
+// appended locally (the terminal event of a transactional step is written in
+// the step's own transaction).
+struct PreparedEvent {
+  std::string target_key;  // "" for events about no target
+  uint64_t target_sequence = 0;
+  std::string bytes;
+  Digest32 leaf_hash{};
+  Digest32 target_chain_head{};  // the target's chain after this event
+};
+
+struct ChainHead {
+  uint64_t size = 0;
+  Digest32 chain{};  // all zero for an empty chain
+};
+
+// A checkpoint a person can save: RFC 6962 tree head of the whole ledger, or
+// of one target's chain when target_key is set.
+struct LedgerDigest {
+  std::string ledger_id;
+  std::string target_key;
+  uint64_t size = 0;
+  Digest32 root{};
+};
+
+struct VerifyReport {
+  uint64_t events_checked = 0;
+  // 0 when everything verified; else the first ledger sequence found bad.
+  uint64_t first_bad_sequence = 0;
+  std::string problem;  // human description of what failed, "" when ok
+  LedgerDigest digest;  // of the whole ledger as it verified
+  bool ok() const { return first_bad_sequence == 0 && problem.empty(); }
+};
+
+// Which events a scan returns; empty fields match everything.
+struct ScanFilter {
+  std::string target_key;
+  std::string version;  // needs target_key to use the index; else filtered
+  std::string run_id;
+  std::optional<int64_t> since_micros;  // inclusive, event time
+  std::optional<int64_t> until_micros;  // exclusive
+  uint64_t min_sequence = 0;            // inclusive
+  uint64_t max_sequence = 0;            // inclusive; 0 = no limit
+};
+
+struct LedgerOptions {
+  bool read_only = false;
+  bool create_if_missing = false;
+  // How long a writer waits for another process to release the ledger.
+  std::chrono::milliseconds lock_timeout{0};
+};
+
+class Ledger {
+ public:
+  // Opens the ledger in `dir`. A writer takes RocksDB's lock; a second
+  // writer waits up to lock_timeout and then returns kLedgerBusy. A reader
+  // never waits. On open the tail is checked cheaply (last event's hashes
+  // against the stored head): a torn or edited tail is kLedgerCorrupt.
+  static StatusOr<std::unique_ptr<Ledger>> Open(const std::string& dir,
+                                                const LedgerOptions& options);
+  virtual ~Ledger() = default;
+
+  virtual const std::string& ledger_id() const = 0;
+  virtual bool read_only() const = 0;
+
+  // Serializes `event` (after setting its target_sequence from the target
+  // chain head when it has a target) and hashes it. Does not write.
+  virtual StatusOr<PreparedEvent> Prepare(v1::Event* event) = 0;
+  // Appends a prepared event in one atomic WriteBatch with its indexes and
+  // both chain heads. REQUIRES: nothing was appended to its target since
+  // Prepare(). With `sync` the WAL is fsynced before returning, which also
+  // makes every earlier unsynced append durable.
+  virtual StatusOr<uint64_t> Append(const PreparedEvent& prepared,
+                                    bool sync) = 0;
+  // Prepare + Append.
+  virtual StatusOr<PreparedEvent> AppendEvent(v1::Event* event, bool sync) = 0;
+  // Appends an event pulled from a target's mirror: decodes it, checks that
+  // it is the next event of its target and that its hashes match
+  // `leaf_hash` / `chain_head`. Returns kLedgerCorrupt otherwise.
+  virtual Status AppendMirrored(const std::string& bytes,
+                                const std::string& leaf_hash,
+                                const std::string& chain_head) = 0;
+  // Makes every append so far durable.
+  virtual Status Sync() = 0;
+
+  // Content-addressed blobs (SQL text). Returns the hex SHA-256 key.
+  virtual StatusOr<std::string> PutBlob(const std::string& content) = 0;
+  virtual StatusOr<std::string> GetBlob(const std::string& sha256_hex) = 0;
+
+  virtual ChainHead Head() const = 0;
+  virtual ChainHead TargetHead(const std::string& target_key) const = 0;
+  virtual std::vector<std::string> TargetKeys() const = 0;
+
+  // Calls `fn` for every matching event in ledger order until it returns
+  // false. Uses the run, target+version or time index when the filter
+  // allows.
+  virtual Status Scan(const ScanFilter& filter,
+                      const std::function<bool(const LedgerEntry&)>& fn) = 0;
+  // The target's events with target_sequence > after, in target order, with
+  // the hashes the mirror stores.
+  virtual Status ScanTarget(
+      const std::string& target_key, uint64_t after,
+      const std::function<bool(const LedgerEntry&, const Digest32& leaf,
+                               const Digest32& chain)>& fn) = 0;
+  virtual StatusOr<LedgerEntry> Get(uint64_t sequence) = 0;
+
+  // Recomputes every hash, both chains and the Merkle tree from the stored
+  // bytes and reports the first bad sequence.
+  virtual StatusOr<VerifyReport> Verify() = 0;
+  // RFC 6962 tree head over the first `size` events (0 = all) of the whole
+  // ledger, or of one target's chain when target_key is not empty.
+  virtual StatusOr<LedgerDigest> Digest(const std::string& target_key,
+                                        uint64_t size) = 0;
+};
+
+}  // namespace migledger
