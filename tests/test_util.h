@@ -1,0 +1,49 @@
+// Helpers for tests that run the real migledger binary on real files.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace migledger::testing {
+
+// A fresh directory under $TMPDIR, removed when the object dies (unless
+// MIGLEDGER_KEEP_TEST_DIRS is set).
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct RunResult {
+  int exit_code = -1;  // -1: killed by a signal (see signal)
+  int signal = 0;
+  std::string out;
+  std::string err;
+};
+
+// Runs the migledger binary with `args` in `cwd`, with extra environment
+// variables (added to the current environment). Never throws.
+RunResult RunMigledger(const std::vector<std::string>& args, const std::string& cwd,
+                       const std::map<std::string, std::string>& env = {});
+
+// Path of the migledger binary under test.
+std::string MigledgerBinary();
+
+void WriteFile(const std::string& path, const std::string& content);
+std::string ReadFile(const std::string& path);
+
+// Runs one SQL query on a SQLite file and returns the rows, cells joined by
+// '|' (like the sqlite3 shell).
+std::vector<std::string> SqliteQuery(const std::string& db, const std::string& sql);
+
+// A project directory with migledger.toml pointing at `target_url`
+// (default: sqlite:app.db in the project) and an empty migrations/.
+void MakeProject(const std::string& dir, const std::string& target_url = "sqlite:app.db");
+
+}  // namespace migledger::testing
