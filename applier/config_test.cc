@@ -1,1 +1,77 @@
+#include "applier/config.h"
+
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+
+namespace migledger {
+namespace {
+
+TEST(ConfigTest, DefaultsAnchorPathsAtTheProjectRoot) {
+  auto c = ParseProjectConfig("", "/srv/app");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->migrations_dir, "/srv/app/migrations");
+  EXPECT_EQ(c->ledger_dir, "/srv/app/.migledger");
+  EXPECT_EQ(c->lock_timeout_ms, 10000);
+}
+
+TEST(ConfigTest, NamedTargetsResolveLiteralAndEnvironmentUrls) {
+  auto c = ParseProjectConfig(
+      "default_target = \"dev\"\n[targets.dev]\nurl = \"sqlite:dev.db\"\n"
+      "[targets.prod]\nurl_env = \"MIGLEDGER_TEST_PROD_URL\"\n",
+      "/srv/app");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  std::string name;
+  auto dev = ResolveTarget(*c, "", &name);
+  ASSERT_TRUE(dev.ok());
+  EXPECT_EQ(*dev, "sqlite:/srv/app/dev.db");
+  EXPECT_EQ(name, "dev");
+  unsetenv("MIGLEDGER_TEST_PROD_URL");
+  auto missing = ResolveTarget(*c, "prod", &name);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("MIGLEDGER_TEST_PROD_URL"), std::string::npos);
+  setenv("MIGLEDGER_TEST_PROD_URL", "postgresql://u@h/db", 1);
+  auto prod = ResolveTarget(*c, "prod", &name);
+  ASSERT_TRUE(prod.ok());
+  EXPECT_EQ(*prod, "postgresql://u@h/db");
+  EXPECT_EQ(name, "prod");
+}
+
+TEST(ConfigTest, BareUrisPassThroughAndUnknownNamesFail) {
+  auto c = ParseProjectConfig("", "/p");
+  ASSERT_TRUE(c.ok());
+  std::string name;
+  EXPECT_EQ(*ResolveTarget(*c, "sqlite:x.db", &name), "sqlite:/p/x.db");
+  EXPECT_EQ(*ResolveTarget(*c, "sqlite:/abs/x.db", &name), "sqlite:/abs/x.db");
+  EXPECT_EQ(*ResolveTarget(*c, "host=h dbname=d", &name), "host=h dbname=d");
+  auto unknown = ResolveTarget(*c, "staging", &name);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), Code::kInvalidInput);
+  auto none = ResolveTarget(*c, "", &name);
+  ASSERT_FALSE(none.ok());
+}
+
+TEST(ConfigTest, SyntaxErrorsNameTheLine) {
+  auto c = ParseProjectConfig("a = 1\nb = = 2\n", "/p");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("migledger.toml:2"), std::string::npos)
+      << c.status().message();
+}
+
+TEST(ConfigTest, TargetNeedsExactlyOneOfUrlAndUrlEnv) {
+  auto c = ParseProjectConfig("[targets.x]\nurl = \"sqlite:a\"\nurl_env = \"B\"\n", "/p");
+  ASSERT_FALSE(c.ok());
+  auto d = ParseProjectConfig("[targets.x]\n", "/p");
+  ASSERT_FALSE(d.ok());
+  auto e = ParseProjectConfig("lock_timeout_ms = \"soon\"\n", "/p");
+  ASSERT_FALSE(e.ok());
+}
+
+TEST(ConfigTest, GroupsListTargetNames) {
+  auto c = ParseProjectConfig("[groups]\nfleet = [\"a\", \"b\"]\n", "/p");
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->groups["fleet"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace migledger

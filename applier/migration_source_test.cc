@@ -1,1 +1,139 @@
+#include "applier/migration_source.h"
+
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/sha256.h"
+
+namespace migledger {
+namespace {
+namespace fs = std::filesystem;
+
+class MigrationSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/migledger-src-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void Write(const std::string& name, const std::string& content) {
+    std::ofstream(dir_ + "/" + name, std::ios::binary) << content;
+  }
+  std::string dir_;
+};
+
+TEST_F(MigrationSourceTest, VersionsSortNumericallyAtAnyWidth) {
+  Write("10_ten.up.sql", "SELECT 10;");
+  Write("9_nine.up.sql", "SELECT 9;");
+  Write("0100_hundred.up.sql", "SELECT 100;");
+  Write("20261125120000_stamp.up.sql", "SELECT 1;");
+  auto m = LoadMigrations(dir_);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  ASSERT_EQ(m->size(), 4u);
+  EXPECT_EQ((*m)[0].version, "9");
+  EXPECT_EQ((*m)[1].version, "10");
+  EXPECT_EQ((*m)[2].version, "0100");
+  EXPECT_EQ((*m)[3].version, "20261125120000");
+}
+
+TEST_F(MigrationSourceTest, UpAndDownArePairedAndChecksummed) {
+  Write("1_users.up.sql", "CREATE TABLE users(id int);");
+  Write("1_users.down.sql", "DROP TABLE users;");
+  Write("2_no_down.up.sql", "SELECT 1;");
+  Write("README.md", "not a migration");
+  auto m = LoadMigrations(dir_);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  ASSERT_EQ(m->size(), 2u);
+  EXPECT_TRUE((*m)[0].has_down);
+  EXPECT_FALSE((*m)[1].has_down);
+  EXPECT_EQ((*m)[0].slug, "users");
+  EXPECT_EQ((*m)[0].up.checksum, Sha256Hex("CREATE TABLE users(id int);"));
+  EXPECT_EQ((*m)[0].down.sql, "DROP TABLE users;");
+}
+
+TEST_F(MigrationSourceTest, DuplicateVersionsAcrossWidthsAreRejected) {
+  Write("1_a.up.sql", "SELECT 1;");
+  Write("001_b.up.sql", "SELECT 1;");
+  auto m = LoadMigrations(dir_);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kInvalidInput);
+  EXPECT_NE(m.status().message().find("duplicate migration version"), std::string::npos);
+}
+
+TEST_F(MigrationSourceTest, MalformedNamesAreRejectedWithTheFileName) {
+  for (const char* name : {"abc.up.sql", "1.up.sql", "1_x.sql", "1_a b.up.sql", "x1_a.up.sql"}) {
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    Write(name, "SELECT 1;");
+    auto m = LoadMigrations(dir_);
+    ASSERT_FALSE(m.ok()) << name;
+    EXPECT_NE(m.status().message().find(name), std::string::npos) << m.status().message();
+  }
+}
+
+TEST_F(MigrationSourceTest, DownWithoutUpIsRejected) {
+  Write("3_orphan.down.sql", "SELECT 1;");
+  auto m = LoadMigrations(dir_);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("without its up file"), std::string::npos);
+}
+
+TEST_F(MigrationSourceTest, DirectivesAreParsedFromTheLeadingComments) {
+  Write("1_idx.up.sql",
+        "-- a comment\n-- migledger:no-transaction\n--   migledger:requires 0\n\nCREATE INDEX x;\n"
+        "-- migledger:not-a-directive-after-sql\n");
+  auto m = LoadMigrations(dir_);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_TRUE((*m)[0].up.no_transaction);
+  ASSERT_EQ((*m)[0].up.requires_versions.size(), 1u);
+  EXPECT_EQ((*m)[0].up.requires_versions[0], "0");
+}
+
+TEST_F(MigrationSourceTest, UnknownDirectiveIsAnErrorNamingFileAndLine) {
+  Write("1_x.up.sql", "\n-- migledger:no-transactoin\nSELECT 1;");
+  auto m = LoadMigrations(dir_);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("1_x.up.sql:2"), std::string::npos) << m.status().message();
+  EXPECT_NE(m.status().message().find("unknown directive"), std::string::npos);
+}
+
+TEST_F(MigrationSourceTest, NonUtf8FileIsRejected) {
+  Write("1_x.up.sql", std::string("SELECT '\xff\xfe';"));
+  auto m = LoadMigrations(dir_);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("UTF-8"), std::string::npos);
+}
+
+TEST_F(MigrationSourceTest, SymlinkLeavingTheDirectoryIsRejected) {
+  char tmpl[] = "/tmp/migledger-outside-XXXXXX";
+  std::string outside = mkdtemp(tmpl);
+  std::ofstream(outside + "/secret.sql") << "SELECT 1;";
+  fs::create_symlink(outside + "/secret.sql", dir_ + "/1_x.up.sql");
+  auto m = LoadMigrations(dir_);
+  fs::remove_all(outside);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("outside the migrations directory"), std::string::npos);
+}
+
+TEST_F(MigrationSourceTest, MissingDirectoryIsAClearError) {
+  auto m = LoadMigrations(dir_ + "/nope");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kInvalidInput);
+  EXPECT_NE(m.status().message().find("does not exist"), std::string::npos);
+}
+
+TEST(CompareVersionsTest, NumericOrderIgnoresLeadingZeros) {
+  EXPECT_LT(CompareVersions("9", "10"), 0);
+  EXPECT_EQ(CompareVersions("0010", "10"), 0);
+  EXPECT_GT(CompareVersions("20261125120000", "9999"), 0);
+  EXPECT_EQ(CanonicalVersion("000"), "0");
+  EXPECT_FALSE(IsValidVersion("1a"));
+  EXPECT_FALSE(IsValidVersion(""));
+}
+
+}  // namespace
+}  // namespace migledger

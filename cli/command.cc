@@ -36,8 +36,15 @@ StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text) {
 std::string JoinArgs(int argc, char** argv) {
   std::string s = "migledger";
   for (int i = 1; i < argc; ++i) {
+    std::string arg = RedactUri(argv[i]);
     s += " ";
-    s += RedactUri(argv[i]);
+    if (arg.find_first_of(" \t'\"") != std::string::npos || arg.empty()) {
+      std::string q = "'";
+      for (char c : arg) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      s += q + "'";
+    } else {
+      s += arg;
+    }
   }
   return s;
 }
