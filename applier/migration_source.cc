@@ -149,12 +149,14 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
     MigrationFile f;
     f.path = (fs::path(dir) / name).string();
     f.file = name;
-    fs::path real = fs::canonical(entry.path(), ec);
-    if (ec) return IoError(f.path + ": cannot resolve: " + ec.message());
-    auto rel = real.lexically_relative(root);
-    if (rel.empty() || *rel.begin() == "..") {
-      return InvalidInput(f.path + ": symlink points outside the migrations directory (" +
-                          real.string() + ")");
+    if (entry.is_symlink(ec)) {
+      fs::path real = fs::canonical(entry.path(), ec);
+      if (ec) return IoError(f.path + ": cannot resolve symlink: " + ec.message());
+      auto rel = real.lexically_relative(root);
+      if (rel.empty() || *rel.begin() == "..") {
+        return InvalidInput(f.path + ": symlink points outside the migrations directory (" +
+                            real.string() + ")");
+      }
     }
     std::ifstream in(entry.path(), std::ios::binary);
     if (!in) return IoError(f.path + ": cannot read file");
