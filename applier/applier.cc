@@ -12,6 +12,7 @@
 #include "common/crash_points.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
+#include "ledger/merkle.h"
 
 namespace migledger {
 namespace fs = std::filesystem;
@@ -103,55 +104,122 @@ struct Applier::Impl {
     return ::migledger::Status::Ok();
   }
 
-  // Catches the local ledger up with the target's mirror, or pushes what the
-  // mirror lacks. A mirror that does not extend the local chain (a fork, an
-  // edited or deleted row) is drift: refuse until an operator decides.
-  ::migledger::Status SyncMirror() {
+  // Checks the target's whole mirror: contiguous target sequences from 1,
+  // every row's bytes hash to its leaf, the chain links, and every event is
+  // about this target. Returns kDrift naming the first bad target sequence.
+  StatusOr<std::vector<MirrorRow>> ReadVerifiedMirror() {
     const std::string key = TargetKey();
-    MIGLEDGER_ASSIGN_OR_RETURN(uint64_t remote, driver->MirrorHead());
-    ChainHead local = ledger->TargetHead(key);
-    if (remote > local.size) {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto rows, driver->ReadMirror(local.size));
-      uint64_t expect = local.size + 1;
-      for (const auto& r : rows) {
-        if (r.target_sequence != expect) {
-          return Drift("the target's event mirror is missing target sequence " +
-                       std::to_string(expect) + " (rows deleted?); refusing to continue");
-        }
-        auto st = ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head);
-        if (!st.ok()) {
-          return Drift("the target's event mirror does not verify: " + st.message() +
-                       "; refusing to continue until an operator resolves it");
-        }
-        ++expect;
-        ++pulled;
+    MIGLEDGER_ASSIGN_OR_RETURN(auto rows, driver->ReadMirror(0));
+    Digest32 chain{};
+    uint64_t expect = 1;
+    v1::Event e;
+    for (const auto& r : rows) {
+      const std::string at = "the target's event mirror at target sequence " + std::to_string(expect);
+      if (r.target_sequence != expect) {
+        return Drift(at + " is missing (rows deleted?); refusing to continue until an operator "
+                          "resolves it");
       }
-      if (pulled > 0) {
-        MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
-        spdlog::info("caught up {} event(s) from the target's mirror", pulled);
+      Digest32 leaf = MerkleLeafHash(r.event_bytes);
+      if (r.leaf_hash != AsBytes(leaf)) {
+        return Drift(at + " was edited (its bytes do not match its hash); refusing to continue");
       }
-      mirror_head = remote;
+      chain = Sha256(AsBytes(chain), AsBytes(leaf));
+      if (r.chain_head != AsBytes(chain)) {
+        return Drift(at + " breaks the hash chain; refusing to continue");
+      }
+      if (!e.ParseFromString(r.event_bytes) || e.target_sequence() != expect ||
+          e.target().kind() + ":" + e.target().database_id() != key) {
+        return Drift(at + " holds an event that is not this target's; refusing to continue");
+      }
+      ++expect;
+    }
+    return rows;
+  }
+
+  // Compares a verified mirror with the local chain of this target. Returns
+  // kDrift naming the first target sequence where they differ (a fork).
+  ::migledger::Status CheckMirrorAgainstLedger(const std::vector<MirrorRow>& rows) {
+    ChainHead local = ledger ? ledger->TargetHead(TargetKey()) : ChainHead{};
+    uint64_t common = std::min<uint64_t>(local.size, rows.size());
+    if (common == 0) return ::migledger::Status::Ok();
+    bool same_at_common = false;
+    MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
+        TargetKey(), common - 1,
+        [&](const LedgerEntry&, const Digest32&, const Digest32& chain) {
+          same_at_common = rows[common - 1].chain_head == AsBytes(chain);
+          return false;
+        }));
+    if (same_at_common) return ::migledger::Status::Ok();
+    uint64_t first = 0;
+    MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
+        TargetKey(), 0, [&](const LedgerEntry& e, const Digest32&, const Digest32&) {
+          uint64_t ts = e.event.target_sequence();
+          if (ts > common) return false;
+          if (rows[ts - 1].event_bytes != e.bytes) {
+            first = ts;
+            return false;
+          }
+          return true;
+        }));
+    return Drift("the target's event mirror forks from the local ledger at target sequence " +
+                 std::to_string(first ? first : common) +
+                 " (another ledger wrote a different history); refusing to continue until an "
+                 "operator resolves it");
+  }
+
+  // Catches the local ledger up with the target's mirror, or pushes what the
+  // mirror lacks (the outbox). A mirror that does not verify or that forks
+  // from the local chain is drift: refuse, never silently pick a side.
+  ::migledger::Status SyncMirror() {
+    MIGLEDGER_ASSIGN_OR_RETURN(auto rows, ReadVerifiedMirror());
+    MIGLEDGER_RETURN_IF_ERROR(CheckMirrorAgainstLedger(rows));
+    ChainHead local = ledger->TargetHead(TargetKey());
+    for (uint64_t i = local.size; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      MIGLEDGER_RETURN_IF_ERROR(ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
+      ++pulled;
+    }
+    if (pulled > 0) {
+      MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
+      spdlog::info("caught up {} event(s) from the target's mirror", pulled);
+    }
+    mirror_head = rows.size();
+    return FlushMirror();
+  }
+
+  // Read mode: when the target's mirror holds events the local ledger lacks
+  // (a fresh runner, another operator's runs), pull them in under the
+  // ledger's write lock. If another process holds the ledger, show the local
+  // history and say so.
+  ::migledger::Status CatchUpForReading() {
+    if (!target_has_schema || driver->identity().database_id.empty()) {
       return ::migledger::Status::Ok();
     }
-    // remote <= local: the mirror's head row must match our chain there.
-    if (remote > 0) {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto rows, driver->ReadMirror(remote - 1));
-      bool match = false;
-      MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-          key, remote - 1,
-          [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& chain) {
-            match = !rows.empty() && rows[0].event_bytes == e.bytes &&
-                    rows[0].chain_head == AsBytes(chain) &&
-                    rows[0].leaf_hash == AsBytes(leaf);
-            return false;
-          }));
-      if (!match) {
-        return Drift("the target's event mirror forks from the local ledger at target sequence " +
-                     std::to_string(remote) + "; refusing to continue until an operator resolves it");
-      }
+    MIGLEDGER_ASSIGN_OR_RETURN(uint64_t remote, driver->MirrorHead());
+    uint64_t local = ledger ? ledger->TargetHead(TargetKey()).size : 0;
+    if (remote <= local) return ::migledger::Status::Ok();
+    LedgerOptions wo;
+    wo.create_if_missing = true;
+    ledger.reset();
+    auto writer = Ledger::Open(options.config.ledger_dir, wo);
+    if (!writer.ok()) {
+      if (writer.status().code() != Code::kLedgerBusy) return writer.status();
+      spdlog::warn("the ledger is busy; showing its history without the target's newer events");
+      LedgerOptions ro;
+      ro.read_only = true;
+      MIGLEDGER_ASSIGN_OR_RETURN(ledger, Ledger::Open(options.config.ledger_dir, ro));
+      return ::migledger::Status::Ok();
     }
-    mirror_head = remote;
-    return FlushMirror();
+    ledger = std::move(writer).value();
+    MIGLEDGER_ASSIGN_OR_RETURN(auto rows, ReadVerifiedMirror());
+    MIGLEDGER_RETURN_IF_ERROR(CheckMirrorAgainstLedger(rows));
+    for (uint64_t i = ledger->TargetHead(TargetKey()).size; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      MIGLEDGER_RETURN_IF_ERROR(ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
+      ++pulled;
+    }
+    spdlog::info("caught up {} event(s) from the target's mirror", pulled);
+    return ledger->Sync();
   }
 
   // ---- projection ----------------------------------------------------------
@@ -629,6 +697,7 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
     MIGLEDGER_RETURN_IF_ERROR(impl->SyncMirror());
   } else {
     MIGLEDGER_ASSIGN_OR_RETURN(impl->target_has_schema, impl->driver->HasSchema());
+    MIGLEDGER_RETURN_IF_ERROR(impl->CatchUpForReading());
   }
   return std::unique_ptr<Applier>(new Applier(std::move(impl)));
 }

@@ -537,6 +537,10 @@ class RocksLedger final : public Ledger {
     } else {
       ChainHead th = TargetHead(target_key);
       uint64_t limit = size ? size : th.size;
+      if (limit > th.size) {
+        return InvalidInput("target " + target_key + " has only " + std::to_string(th.size) +
+                            " events, not " + std::to_string(limit));
+      }
       MIGLEDGER_RETURN_IF_ERROR(ScanTarget(
           target_key, 0,
           [&](const LedgerEntry&, const Digest32& leaf, const Digest32&) {

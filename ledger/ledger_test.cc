@@ -1,1 +1,1026 @@
+// Tests of the RocksDB ledger through its public API (ledger/ledger.h), on
+// real RocksDB directories. Tampering is done with plain RocksDB on the
+// closed ledger, the way an attacker (or a bad disk) would.
+#include "ledger/ledger.h"
+
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/sha256.h"
+#include "common/status.h"
+#include "ledger/merkle.h"
+#include "migledger/v1/event.pb.h"
+
+namespace migledger {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh directory from mkdtemp, removed with everything in it at the end.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") +
+                       "/migledger-ledger-test-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (mkdtemp(buf.data()) != nullptr) path_ = buf.data();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string Be64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    s[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return s;
+}
+
+std::string Raw(const Digest32& d) { return std::string(AsBytes(d)); }
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// An event about target `kind:db_id` ("" db_id: about no target), at
+// `micros` since the epoch. With a version it is a step_started event (so it
+// is in the version index), else a run_started one.
+v1::Event MakeEvent(const std::string& kind, const std::string& db_id,
+                    const std::string& run_id, int64_t micros,
+                    const std::string& version = "") {
+  v1::Event e;
+  int64_t seconds = micros / 1000000;
+  int64_t rest = micros % 1000000;
+  if (rest < 0) {
+    rest += 1000000;
+    seconds -= 1;
+  }
+  e.mutable_time()->set_seconds(seconds);
+  e.mutable_time()->set_nanos(static_cast<int32_t>(rest * 1000));
+  e.set_run_id(run_id);
+  e.mutable_actor()->set_os_user("tester");
+  if (!db_id.empty()) {
+    e.mutable_target()->set_kind(kind);
+    e.mutable_target()->set_database_id(db_id);
+    e.mutable_target()->set_name(db_id + "-name");
+  }
+  if (version.empty()) {
+    e.mutable_run_started()->set_command("apply");
+  } else {
+    e.mutable_step_started()->set_version(version);
+    e.mutable_step_started()->set_slug("step-" + version);
+  }
+  return e;
+}
+
+LedgerOptions Writable() {
+  LedgerOptions o;
+  o.create_if_missing = true;
+  return o;
+}
+
+LedgerOptions ReadOnly() {
+  LedgerOptions o;
+  o.read_only = true;
+  return o;
+}
+
+std::unique_ptr<Ledger> MustOpen(const std::string& dir,
+                                 const LedgerOptions& options) {
+  auto l = Ledger::Open(dir, options);
+  EXPECT_TRUE(l.ok()) << l.status().ToString();
+  if (!l.ok()) return nullptr;
+  return std::move(l).value();
+}
+
+uint64_t MustAppend(Ledger* ledger, v1::Event event,
+                    PreparedEvent* prepared = nullptr) {
+  auto p = ledger->Prepare(&event);
+  EXPECT_TRUE(p.ok()) << p.status().ToString();
+  if (!p.ok()) return 0;
+  auto seq = ledger->Append(*p, /*sync=*/false);
+  EXPECT_TRUE(seq.ok()) << seq.status().ToString();
+  if (!seq.ok()) return 0;
+  if (prepared != nullptr) *prepared = *p;
+  return *seq;
+}
+
+std::vector<LedgerEntry> ScanAll(Ledger* ledger, const ScanFilter& filter) {
+  std::vector<LedgerEntry> out;
+  Status s = ledger->Scan(filter, [&](const LedgerEntry& e) {
+    out.push_back(e);
+    return true;
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return out;
+}
+
+std::vector<uint64_t> Sequences(const std::vector<LedgerEntry>& entries) {
+  std::vector<uint64_t> out;
+  for (const auto& e : entries) out.push_back(e.sequence);
+  return out;
+}
+
+// The ledger's RocksDB opened directly, with every column family.
+class RawDb {
+ public:
+  explicit RawDb(const std::string& dir) {
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    for (const char* name :
+         {"default", "events", "hashes", "target_index", "version_index",
+          "run_index", "time_index", "blobs", "meta"}) {
+      descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    }
+    status_ = rocksdb::DB::Open(rocksdb::DBOptions(), dir, descriptors,
+                                &handles_, &db_);
+    for (size_t i = 0; i < handles_.size(); ++i) {
+      by_name_[descriptors[i].name] = handles_[i];
+    }
+  }
+  ~RawDb() {
+    for (auto* h : handles_) (void)db_->DestroyColumnFamilyHandle(h);
+    delete db_;
+  }
+  const rocksdb::Status& status() const { return status_; }
+
+  std::string Get(const std::string& cf, const std::string& key) {
+    std::string v;
+    rocksdb::Status s = db_->Get({}, by_name_.at(cf), key, &v);
+    EXPECT_TRUE(s.ok()) << cf << ": " << s.ToString();
+    return v;
+  }
+  void Put(const std::string& cf, const std::string& key,
+           const std::string& value) {
+    rocksdb::Status s = db_->Put({}, by_name_.at(cf), key, value);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  void Delete(const std::string& cf, const std::string& key) {
+    rocksdb::Status s = db_->Delete({}, by_name_.at(cf), key);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  uint64_t LatestSequence() { return db_->GetLatestSequenceNumber(); }
+  size_t CountKeys(const std::string& cf) {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator({}, by_name_.at(cf)));
+    size_t n = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+    EXPECT_TRUE(it->status().ok()) << it->status().ToString();
+    return n;
+  }
+  void CreateColumnFamily(const std::string& name) {
+    rocksdb::ColumnFamilyHandle* h = nullptr;
+    rocksdb::Status s = db_->CreateColumnFamily({}, name, &h);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    handles_.push_back(h);
+  }
+  std::string GetEvent(uint64_t seq) { return Get("events", Be64(seq)); }
+  void PutEvent(uint64_t seq, const std::string& bytes) {
+    Put("events", Be64(seq), bytes);
+  }
+
+ private:
+  rocksdb::Status status_;
+  rocksdb::DB* db_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
+};
+
+class LedgerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_FALSE(tmp_.path().empty()) << "mkdtemp"; }
+
+  std::string Dir(const std::string& name = "ledger") const {
+    return tmp_.path() + "/" + name;
+  }
+
+  // The suite's templates: an empty ledger, and one with 10 events alternating
+  // between sqlite:db-a (odd sequences) and sqlite:db-b (even ones), built once
+  // and closed.
+  static void SetUpTestSuite() {
+    template_dir_ = new TempDir();
+    template_bytes_ = new std::vector<std::string>();
+    MustOpen(template_dir_->path() + "/empty", Writable());
+    auto ledger = MustOpen(template_dir_->path() + "/ledger", Writable());
+    if (!ledger) return;
+    for (int i = 1; i <= 10; ++i) {
+      PreparedEvent p;
+      MustAppend(ledger.get(),
+                 MakeEvent("sqlite", i % 2 ? "db-a" : "db-b", "run-1",
+                           1700000000000000 + i * 1000, std::to_string(i)),
+                 &p);
+      template_bytes_->push_back(p.bytes);
+    }
+  }
+  static void TearDownTestSuite() {
+    delete template_dir_;
+    template_dir_ = nullptr;
+    delete template_bytes_;
+    template_bytes_ = nullptr;
+  }
+
+  // Copies the empty template ledger to `dir` and returns `dir`: faster than
+  // creating one, for tests that do not care about creation.
+  std::string EmptyLedger(const std::string& dir) {
+    std::error_code ec;
+    fs::copy(template_dir_->path() + "/empty", dir, fs::copy_options::recursive,
+             ec);
+    EXPECT_FALSE(ec) << ec.message();
+    return dir;
+  }
+
+  // Copies the template ledger (closed) to `dir` and returns its events'
+  // bytes (index 0 = sequence 1). Copying is much faster than building.
+  std::vector<std::string> BuildLedger(const std::string& dir) {
+    std::error_code ec;
+    fs::copy(template_dir_->path() + "/ledger", dir,
+             fs::copy_options::recursive, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    if (ec) return {};
+    return *template_bytes_;
+  }
+
+  // Reopens a tampered ledger read-only and verifies it.
+  VerifyReport VerifyTampered(const std::string& dir) {
+    auto ledger = MustOpen(dir, ReadOnly());
+    if (!ledger) return VerifyReport{};
+    auto report = ledger->Verify();
+    EXPECT_TRUE(report.ok()) << report.status().ToString();
+    if (!report.ok()) return VerifyReport{};
+    return *report;
+  }
+
+  TempDir tmp_;
+  static inline TempDir* template_dir_ = nullptr;
+  static inline std::vector<std::string>* template_bytes_ = nullptr;
+};
+
+TEST_F(LedgerTest, AppendAssignsLedgerAndPerTargetSequences) {
+  auto ledger = MustOpen(Dir(), Writable());
+  ASSERT_TRUE(ledger);
+  EXPECT_FALSE(ledger->read_only());
+  EXPECT_EQ(ledger->ledger_id().size(), 32u);
+  EXPECT_EQ(ledger->Head().size, 0u);
+  EXPECT_EQ(ledger->Head().chain, Digest32{});
+
+  // a, b, a, (none), b, a, b, b: interleaved targets and one targetless event.
+  const std::vector<std::string> targets = {"db-a", "db-b", "db-a", "",
+                                            "db-b", "db-a", "db-b", "db-b"};
+  std::vector<std::string> bytes;
+  std::map<std::string, uint64_t> per_target;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    v1::Event e = MakeEvent("postgres", targets[i], "run-1",
+                            1700000000000000 + static_cast<int64_t>(i));
+    auto p = ledger->Prepare(&e);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    uint64_t want_tseq = targets[i].empty() ? 0 : ++per_target[targets[i]];
+    EXPECT_EQ(p->target_sequence, want_tseq);
+    EXPECT_EQ(e.target_sequence(), want_tseq);
+    EXPECT_EQ(p->target_key,
+              targets[i].empty() ? "" : "postgres:" + targets[i]);
+    EXPECT_EQ(p->leaf_hash, MerkleLeafHash(p->bytes));
+    auto seq = ledger->Append(*p, /*sync=*/i == targets.size() - 1);
+    ASSERT_TRUE(seq.ok()) << seq.status().ToString();
+    EXPECT_EQ(*seq, i + 1);
+    bytes.push_back(p->bytes);
+  }
+  EXPECT_EQ(ledger->Head().size, 8u);
+  EXPECT_EQ(ledger->TargetHead("postgres:db-a").size, 3u);
+  EXPECT_EQ(ledger->TargetHead("postgres:db-b").size, 4u);
+  EXPECT_EQ(ledger->TargetHead("postgres:db-c").size, 0u);
+  EXPECT_EQ(ledger->TargetKeys(),
+            (std::vector<std::string>{"postgres:db-a", "postgres:db-b"}));
+
+  // Get and Scan return exactly the stored bytes.
+  for (uint64_t seq = 1; seq <= bytes.size(); ++seq) {
+    auto e = ledger->Get(seq);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    EXPECT_EQ(e->sequence, seq);
+    EXPECT_EQ(e->bytes, bytes[seq - 1]);
+    EXPECT_EQ(
+        e->event.target_sequence(),
+        targets[seq - 1].empty()
+            ? 0u
+            : static_cast<uint64_t>(std::count(
+                  targets.begin(), targets.begin() + seq, targets[seq - 1])));
+  }
+  auto missing = ledger->Get(9);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), Code::kNotFound);
+  std::vector<LedgerEntry> all = ScanAll(ledger.get(), {});
+  ASSERT_EQ(all.size(), bytes.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].sequence, i + 1);
+    EXPECT_EQ(all[i].bytes, bytes[i]);
+  }
+
+  // Heads survive a reopen, and appends continue from them.
+  const ChainHead head = ledger->Head();
+  const ChainHead head_a = ledger->TargetHead("postgres:db-a");
+  const std::string id = ledger->ledger_id();
+  ledger.reset();
+  ledger = MustOpen(Dir(), Writable());
+  ASSERT_TRUE(ledger);
+  EXPECT_EQ(ledger->ledger_id(), id);
+  EXPECT_EQ(ledger->Head().size, head.size);
+  EXPECT_EQ(ledger->Head().chain, head.chain);
+  EXPECT_EQ(ledger->TargetHead("postgres:db-a").chain, head_a.chain);
+  PreparedEvent p;
+  EXPECT_EQ(
+      MustAppend(ledger.get(), MakeEvent("postgres", "db-a", "run-2", 1), &p),
+      9u);
+  EXPECT_EQ(p.target_sequence, 4u);
+}
+
+TEST_F(LedgerTest, AppendRejectsStalePreparedEvent) {
+  auto ledger = MustOpen(EmptyLedger(Dir()), Writable());
+  ASSERT_TRUE(ledger);
+  v1::Event first = MakeEvent("sqlite", "db-a", "run-1", 1);
+  v1::Event second = MakeEvent("sqlite", "db-a", "run-1", 2);
+  auto p1 = ledger->Prepare(&first);
+  auto p2 = ledger->Prepare(&second);
+  ASSERT_TRUE(p1.ok() && p2.ok());
+  ASSERT_TRUE(ledger->Append(*p1, false).ok());
+  // p2 was prepared for target sequence 1, which is now taken.
+  EXPECT_FALSE(ledger->Append(*p2, false).ok());
+  EXPECT_EQ(ledger->Head().size, 1u);
+  EXPECT_EQ(ledger->TargetHead("sqlite:db-a").size, 1u);
+}
+
+TEST_F(LedgerTest, VerifyOfGoodLedgerIsOkAndItsRootIsTheMerkleRoot) {
+  std::vector<std::string> bytes = BuildLedger(Dir());
+  ASSERT_EQ(bytes.size(), 10u);
+  auto ledger = MustOpen(Dir(), Writable());
+  ASSERT_TRUE(ledger);
+  auto report = ledger->Verify();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->ok()) << report->problem;
+  EXPECT_EQ(report->first_bad_sequence, 0u);
+  EXPECT_EQ(report->events_checked, 10u);
+  EXPECT_EQ(report->digest.ledger_id, ledger->ledger_id());
+  EXPECT_EQ(report->digest.target_key, "");
+  EXPECT_EQ(report->digest.size, 10u);
+  std::vector<Digest32> leaves;
+  for (const auto& b : bytes) leaves.push_back(MerkleLeafHash(b));
+  EXPECT_EQ(report->digest.root, MerkleRoot(leaves));
+}
+
+TEST_F(LedgerTest, VerifyOfEmptyLedgerIsOk) {
+  auto ledger = MustOpen(EmptyLedger(Dir()), Writable());
+  ASSERT_TRUE(ledger);
+  auto report = ledger->Verify();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->ok()) << report->problem;
+  EXPECT_EQ(report->digest.size, 0u);
+  EXPECT_EQ(report->digest.root, MerkleEmptyRoot());
+}
+
+TEST_F(LedgerTest, DigestOfPrefixesIsTheMerkleRootOfTheirLeaves) {
+  std::vector<std::string> bytes = BuildLedger(Dir());
+  auto ledger = MustOpen(Dir(), ReadOnly());
+  ASSERT_TRUE(ledger);
+  std::vector<Digest32> leaves;
+  for (const auto& b : bytes) leaves.push_back(MerkleLeafHash(b));
+  for (uint64_t m = 1; m <= leaves.size(); ++m) {
+    auto d = ledger->Digest("", m);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_EQ(d->size, m);
+    EXPECT_EQ(d->ledger_id, ledger->ledger_id());
+    EXPECT_EQ(d->root, MerkleRoot(std::vector<Digest32>(leaves.begin(),
+                                                        leaves.begin() + m)))
+        << "m=" << m;
+  }
+  auto all = ledger->Digest("", 0);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size, 10u);
+  EXPECT_EQ(all->root, MerkleRoot(leaves));
+  auto too_big = ledger->Digest("", 11);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().code(), Code::kInvalidInput);
+}
+
+TEST_F(LedgerTest, TargetDigestIsTheMerkleRootOfThatTargetsLeaves) {
+  // Odd sequences are db-a, even ones db-b.
+  std::vector<std::string> bytes = BuildLedger(Dir());
+  auto ledger = MustOpen(Dir(), ReadOnly());
+  ASSERT_TRUE(ledger);
+  std::map<std::string, std::vector<Digest32>> leaves;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    leaves[i % 2 == 0 ? "sqlite:db-a" : "sqlite:db-b"].push_back(
+        MerkleLeafHash(bytes[i]));
+  }
+  for (const auto& [key, target_leaves] : leaves) {
+    auto d = ledger->Digest(key, 0);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_EQ(d->target_key, key);
+    EXPECT_EQ(d->size, target_leaves.size());
+    EXPECT_EQ(d->root, MerkleRoot(target_leaves)) << key;
+    for (uint64_t m = 1; m <= target_leaves.size(); ++m) {
+      auto prefix = ledger->Digest(key, m);
+      ASSERT_TRUE(prefix.ok()) << prefix.status().ToString();
+      EXPECT_EQ(prefix->size, m);
+      EXPECT_EQ(prefix->root,
+                MerkleRoot(std::vector<Digest32>(target_leaves.begin(),
+                                                 target_leaves.begin() + m)))
+          << key << " m=" << m;
+    }
+  }
+  auto unknown = ledger->Digest("sqlite:nope", 0);
+  ASSERT_TRUE(unknown.ok()) << unknown.status().ToString();
+  EXPECT_EQ(unknown->size, 0u);
+  EXPECT_EQ(unknown->root, MerkleEmptyRoot());
+}
+
+TEST_F(LedgerTest, VerifyReportsFlippedByteAtItsSequence) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    std::string bytes = raw.GetEvent(5);
+    ASSERT_GT(bytes.size(), 10u);
+    bytes[bytes.size() / 2] ^= 0x01;
+    raw.PutEvent(5, bytes);
+  }
+  VerifyReport r = VerifyTampered(Dir());
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.first_bad_sequence, 5u) << r.problem;
+  EXPECT_EQ(r.events_checked, 4u);
+  EXPECT_FALSE(r.problem.empty());
+}
+
+TEST_F(LedgerTest, VerifyReportsDeletedEventAtItsSequence) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    raw.Delete("events", Be64(5));
+  }
+  VerifyReport r = VerifyTampered(Dir());
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.first_bad_sequence, 5u) << r.problem;
+  EXPECT_TRUE(Contains(r.problem, "missing")) << r.problem;
+}
+
+TEST_F(LedgerTest, VerifyReportsSwappedEventsAtTheFirstOfThem) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    std::string five = raw.GetEvent(5);
+    std::string six = raw.GetEvent(6);
+    ASSERT_NE(five, six);
+    raw.PutEvent(5, six);
+    raw.PutEvent(6, five);
+  }
+  VerifyReport r = VerifyTampered(Dir());
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.first_bad_sequence, 5u) << r.problem;
+}
+
+TEST_F(LedgerTest, VerifyReportsEditedStoredHashes) {
+  // Rewriting event 5 together with its leaf hash still breaks the chain.
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    std::string bytes = raw.GetEvent(5);
+    bytes[bytes.size() / 2] ^= 0x01;
+    raw.PutEvent(5, bytes);
+    std::string hashes = raw.Get("hashes", Be64(5));
+    ASSERT_EQ(hashes.size(), 64u);
+    raw.Put("hashes", Be64(5), Raw(MerkleLeafHash(bytes)) + hashes.substr(32));
+  }
+  VerifyReport r = VerifyTampered(Dir());
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.first_bad_sequence, 5u) << r.problem;
+}
+
+TEST_F(LedgerTest, TornTailIsReportedOnOpen) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    raw.Delete("events", Be64(10));
+  }
+  for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
+    auto ledger = Ledger::Open(Dir(), options);
+    ASSERT_FALSE(ledger.ok());
+    EXPECT_EQ(ledger.status().code(), Code::kLedgerCorrupt);
+    EXPECT_TRUE(Contains(ledger.status().message(), "torn"))
+        << ledger.status().ToString();
+  }
+}
+
+TEST_F(LedgerTest, EditedTailIsReportedOnOpen) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    std::string bytes = raw.GetEvent(10);
+    bytes[bytes.size() / 2] ^= 0x01;
+    raw.PutEvent(10, bytes);
+  }
+  auto ledger = Ledger::Open(Dir(), ReadOnly());
+  ASSERT_FALSE(ledger.ok());
+  EXPECT_EQ(ledger.status().code(), Code::kLedgerCorrupt)
+      << ledger.status().ToString();
+  EXPECT_TRUE(Contains(ledger.status().message(), "sequence 10"))
+      << ledger.status().ToString();
+}
+
+// Fixture data for the scan tests: 12 events over two targets and three runs.
+// The scan tests share one ledger (they only read): 12 events over two
+// targets and three runs.
+class LedgerScanTest : public ::testing::Test {
+ protected:
+  static constexpr int64_t kBase = 1700000000000000;
+
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    auto ledger = MustOpen(dir_->path() + "/ledger", Writable());
+    if (!ledger) return;
+    struct Spec {
+      const char* db;
+      const char* run;
+      int64_t micros;
+      const char* version;
+    };
+    // Times are not in ledger order on purpose (seq 4 is earliest, seq 12 is
+    // before the epoch); "r1" must not match "r10", nor "1" match "10".
+    const Spec specs[] = {
+        {"db-a", "r1", kBase + 10, "1"},    // 1
+        {"db-b", "r1", kBase + 20, "1"},    // 2
+        {"db-a", "r10", kBase + 30, "10"},  // 3
+        {"", "r10", kBase + 5, ""},         // 4
+        {"db-a", "r1", kBase + 40, "1"},    // 5
+        {"db-b", "r2", kBase + 40, "10"},   // 6
+        {"db-a", "r2", kBase + 50, ""},     // 7
+        {"db-a", "r2", kBase + 60, "2"},    // 8
+        {"db-b", "r2", kBase + 70, "2"},    // 9
+        {"db-a", "r1", kBase + 80, "10"},   // 10
+        {"db-b", "", kBase + 90, "1"},      // 11
+        {"db-a", "", -1500000, "3"},        // 12
+    };
+    for (const Spec& s : specs) {
+      MustAppend(ledger.get(),
+                 MakeEvent("sqlite", s.db, s.run, s.micros, s.version));
+    }
+    ledger_ = ledger.release();
+  }
+  static void TearDownTestSuite() {
+    delete ledger_;
+    ledger_ = nullptr;
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(ledger_, nullptr);
+    ASSERT_EQ(ledger_->Head().size, 12u);
+  }
+
+  std::vector<uint64_t> Scan(const ScanFilter& f) {
+    return Sequences(ScanAll(ledger_, f));
+  }
+
+  static inline TempDir* dir_ = nullptr;
+  static inline Ledger* ledger_ = nullptr;
+};
+
+using Seqs = std::vector<uint64_t>;
+
+TEST_F(LedgerScanTest, FullScanIsInLedgerOrder) {
+  EXPECT_EQ(Scan({}), (Seqs{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+}
+
+TEST_F(LedgerScanTest, ScanStopsWhenCallbackReturnsFalse) {
+  Seqs seen;
+  ASSERT_TRUE(ledger_
+                  ->Scan({},
+                         [&](const LedgerEntry& e) {
+                           seen.push_back(e.sequence);
+                           return seen.size() < 3;
+                         })
+                  .ok());
+  EXPECT_EQ(seen, (Seqs{1, 2, 3}));
+}
+
+TEST_F(LedgerScanTest, ScanByRunId) {
+  ScanFilter f;
+  f.run_id = "r1";
+  EXPECT_EQ(Scan(f), (Seqs{1, 2, 5, 10}));
+  f.run_id = "r10";
+  EXPECT_EQ(Scan(f), (Seqs{3, 4}));
+  f.run_id = "r2";
+  EXPECT_EQ(Scan(f), (Seqs{6, 7, 8, 9}));
+  f.run_id = "r";
+  EXPECT_EQ(Scan(f), Seqs{});
+  // Combined with other fields, the run index is filtered further.
+  f.run_id = "r2";
+  f.target_key = "sqlite:db-a";
+  EXPECT_EQ(Scan(f), (Seqs{7, 8}));
+  f.target_key.clear();
+  f.min_sequence = 7;
+  f.max_sequence = 8;
+  EXPECT_EQ(Scan(f), (Seqs{7, 8}));
+}
+
+TEST_F(LedgerScanTest, ScanByTargetAndVersion) {
+  ScanFilter f;
+  f.target_key = "sqlite:db-a";
+  f.version = "1";
+  EXPECT_EQ(Scan(f), (Seqs{1, 5}));
+  f.version = "10";
+  EXPECT_EQ(Scan(f), (Seqs{3, 10}));
+  f.target_key = "sqlite:db-b";
+  EXPECT_EQ(Scan(f), (Seqs{6}));
+  f.version = "3";
+  EXPECT_EQ(Scan(f), Seqs{});
+  // Target alone, and version alone (filtered full scans).
+  ScanFilter target_only;
+  target_only.target_key = "sqlite:db-b";
+  EXPECT_EQ(Scan(target_only), (Seqs{2, 6, 9, 11}));
+  ScanFilter version_only;
+  version_only.version = "1";
+  EXPECT_EQ(Scan(version_only), (Seqs{1, 2, 5, 11}));
+}
+
+TEST_F(LedgerScanTest, ScanByTimeRangeIsSinceInclusiveUntilExclusive) {
+  ScanFilter f;
+  f.since_micros = kBase + 20;
+  f.until_micros = kBase + 50;
+  // 2 (at since) .. 6, not 7 (at until); 4 is before since.
+  EXPECT_EQ(Scan(f), (Seqs{2, 3, 5, 6}));
+  ScanFilter since_only;
+  since_only.since_micros = kBase + 70;
+  EXPECT_EQ(Scan(since_only), (Seqs{9, 10, 11}));
+  ScanFilter until_only;
+  until_only.until_micros = kBase + 10;
+  EXPECT_EQ(Scan(until_only), (Seqs{4, 12}));
+  ScanFilter before_epoch;
+  before_epoch.until_micros = 0;
+  EXPECT_EQ(Scan(before_epoch), (Seqs{12}));
+  ScanFilter around;
+  around.since_micros = -1500000;
+  around.until_micros = -1499999;
+  EXPECT_EQ(Scan(around), (Seqs{12}));
+  ScanFilter empty;
+  empty.since_micros = kBase + 41;
+  empty.until_micros = kBase + 50;
+  EXPECT_EQ(Scan(empty), Seqs{});
+  // With a sequence range and a target.
+  f.min_sequence = 3;
+  f.max_sequence = 5;
+  EXPECT_EQ(Scan(f), (Seqs{3, 5}));
+  f.target_key = "sqlite:db-a";
+  f.min_sequence = 0;
+  f.max_sequence = 0;
+  EXPECT_EQ(Scan(f), (Seqs{3, 5}));
+}
+
+TEST_F(LedgerScanTest, ScanBySequenceRange) {
+  ScanFilter f;
+  f.min_sequence = 4;
+  f.max_sequence = 7;
+  EXPECT_EQ(Scan(f), (Seqs{4, 5, 6, 7}));
+  f.max_sequence = 0;
+  f.min_sequence = 11;
+  EXPECT_EQ(Scan(f), (Seqs{11, 12}));
+  f.min_sequence = 13;
+  EXPECT_EQ(Scan(f), Seqs{});
+  f.min_sequence = 0;
+  f.max_sequence = 1;
+  EXPECT_EQ(Scan(f), (Seqs{1}));
+}
+
+TEST_F(LedgerScanTest, ScanTargetReturnsTargetOrderWithMirrorHashes) {
+  Seqs seqs;
+  std::vector<uint64_t> tseqs;
+  Digest32 chain{};
+  Status s = ledger_->ScanTarget(
+      "sqlite:db-b", 1,
+      [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& head) {
+        seqs.push_back(e.sequence);
+        tseqs.push_back(e.event.target_sequence());
+        EXPECT_EQ(leaf, MerkleLeafHash(e.bytes));
+        chain = head;
+        return true;
+      });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(seqs, (Seqs{6, 9, 11}));
+  EXPECT_EQ(tseqs, (std::vector<uint64_t>{2, 3, 4}));
+  EXPECT_EQ(chain, ledger_->TargetHead("sqlite:db-b").chain);
+}
+
+TEST_F(LedgerTest, ReadOnlyOpenWorksWhileAWriterHoldsTheLedger) {
+  auto writer = MustOpen(EmptyLedger(Dir()), Writable());
+  ASSERT_TRUE(writer);
+  for (int i = 1; i <= 3; ++i) {
+    MustAppend(writer.get(), MakeEvent("sqlite", "db-a", "run-1", i, "1"));
+  }
+  ASSERT_TRUE(writer->Sync().ok());
+  auto reader = MustOpen(Dir(), ReadOnly());
+  ASSERT_TRUE(reader);
+  EXPECT_TRUE(reader->read_only());
+  EXPECT_EQ(reader->ledger_id(), writer->ledger_id());
+  EXPECT_EQ(reader->Head().size, 3u);
+  EXPECT_EQ(reader->Head().chain, writer->Head().chain);
+  auto report = reader->Verify();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->ok()) << report->problem;
+  // A reader cannot write.
+  v1::Event e = MakeEvent("sqlite", "db-a", "run-1", 9);
+  auto p = reader->Prepare(&e);
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(reader->Append(*p, false).ok());
+  EXPECT_FALSE(reader->PutBlob("select 1;").ok());
+  EXPECT_EQ(reader->Head().size, 3u);
+  // The writer keeps writing while the reader is open.
+  EXPECT_EQ(MustAppend(writer.get(), MakeEvent("sqlite", "db-a", "run-1", 4)),
+            4u);
+}
+
+TEST_F(LedgerTest, SecondWriterIsBusyAfterLockTimeout) {
+  auto writer = MustOpen(EmptyLedger(Dir()), Writable());
+  ASSERT_TRUE(writer);
+  LedgerOptions second = Writable();
+  second.lock_timeout = std::chrono::milliseconds(100);
+  auto start = std::chrono::steady_clock::now();
+  auto busy = Ledger::Open(Dir(), second);
+  auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(busy.status().code(), Code::kLedgerBusy)
+      << busy.status().ToString();
+  EXPECT_GE(waited, std::chrono::milliseconds(100));
+  EXPECT_LT(waited, std::chrono::seconds(2));
+
+  // Without a timeout it does not wait.
+  auto busy_now = Ledger::Open(Dir(), Writable());
+  ASSERT_FALSE(busy_now.ok());
+  EXPECT_EQ(busy_now.status().code(), Code::kLedgerBusy);
+
+  // Once the first writer is gone the ledger opens again.
+  writer.reset();
+  auto again = MustOpen(Dir(), second);
+  EXPECT_TRUE(again);
+}
+
+TEST_F(LedgerTest, BlobsAreContentAddressedAndStoredOnce) {
+  const std::string sql = "CREATE TABLE t (id INTEGER PRIMARY KEY);\n";
+  std::string key;
+  {
+    auto ledger = MustOpen(EmptyLedger(Dir()), Writable());
+    ASSERT_TRUE(ledger);
+    auto k1 = ledger->PutBlob(sql);
+    ASSERT_TRUE(k1.ok()) << k1.status().ToString();
+    key = *k1;
+    EXPECT_EQ(key, Sha256Hex(sql));
+    auto got = ledger->GetBlob(key);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, sql);
+    auto unknown = ledger->GetBlob(Sha256Hex("never stored"));
+    ASSERT_FALSE(unknown.ok());
+    EXPECT_EQ(unknown.status().code(), Code::kNotFound);
+  }
+  uint64_t writes_before = 0;
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    EXPECT_EQ(raw.Get("blobs", key), sql);
+    writes_before = raw.LatestSequence();
+  }
+  {
+    auto ledger = MustOpen(Dir(), Writable());
+    ASSERT_TRUE(ledger);
+    for (int i = 0; i < 2; ++i) {
+      auto again = ledger->PutBlob(sql);
+      ASSERT_TRUE(again.ok()) << again.status().ToString();
+      EXPECT_EQ(*again, key);
+    }
+    auto other = ledger->PutBlob("");
+    ASSERT_TRUE(other.ok()) << other.status().ToString();
+    EXPECT_EQ(*other, Sha256Hex(""));
+    auto got_other = ledger->GetBlob(*other);
+    ASSERT_TRUE(got_other.ok()) << got_other.status().ToString();
+    EXPECT_EQ(*got_other, "");
+  }
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    // Only the new content was written; the repeated PutBlob wrote nothing.
+    EXPECT_EQ(raw.LatestSequence(), writes_before + 1);
+    EXPECT_EQ(raw.CountKeys("blobs"), 2u);
+    // Edit the stored blob behind the ledger's back.
+    raw.Put("blobs", key, "DROP TABLE t;");
+  }
+  auto ledger = MustOpen(Dir(), ReadOnly());
+  ASSERT_TRUE(ledger);
+  auto edited = ledger->GetBlob(key);
+  ASSERT_FALSE(edited.ok());
+  EXPECT_EQ(edited.status().code(), Code::kLedgerCorrupt);
+}
+
+TEST_F(LedgerTest, MirroredEventsReproduceTheTargetChain) {
+  auto a = MustOpen(EmptyLedger(Dir("a")), Writable());
+  auto b = MustOpen(EmptyLedger(Dir("b")), Writable());
+  ASSERT_TRUE(a && b);
+  std::vector<PreparedEvent> prepared;
+  for (int i = 1; i <= 5; ++i) {
+    PreparedEvent p;
+    MustAppend(a.get(),
+               MakeEvent("postgres", "db-t", "run-a", i, std::to_string(i)),
+               &p);
+    prepared.push_back(p);
+    // Another target interleaved in A only.
+    MustAppend(a.get(), MakeEvent("postgres", "db-u", "run-a", i));
+  }
+  const std::string key = "postgres:db-t";
+  ASSERT_EQ(a->TargetHead(key).size, 5u);
+
+  // Out of order: event 2 before event 1.
+  Status s = b->AppendMirrored(prepared[1].bytes, Raw(prepared[1].leaf_hash),
+                               Raw(prepared[1].target_chain_head));
+  EXPECT_EQ(s.code(), Code::kLedgerCorrupt) << s.ToString();
+  // Wrong leaf hash.
+  Digest32 bad_leaf = prepared[0].leaf_hash;
+  bad_leaf[0] ^= 0x80;
+  s = b->AppendMirrored(prepared[0].bytes, Raw(bad_leaf),
+                        Raw(prepared[0].target_chain_head));
+  EXPECT_EQ(s.code(), Code::kLedgerCorrupt) << s.ToString();
+  // Wrong chain head.
+  Digest32 bad_chain = prepared[0].target_chain_head;
+  bad_chain[31] ^= 0x01;
+  s = b->AppendMirrored(prepared[0].bytes, Raw(prepared[0].leaf_hash),
+                        Raw(bad_chain));
+  EXPECT_EQ(s.code(), Code::kLedgerCorrupt) << s.ToString();
+  // Hashes of the wrong length.
+  s = b->AppendMirrored(prepared[0].bytes, "short",
+                        Raw(prepared[0].target_chain_head));
+  EXPECT_EQ(s.code(), Code::kLedgerCorrupt) << s.ToString();
+  // Bytes that do not decode.
+  s = b->AppendMirrored("\xff\xff\xff", Raw(prepared[0].leaf_hash),
+                        Raw(prepared[0].target_chain_head));
+  EXPECT_EQ(s.code(), Code::kLedgerCorrupt) << s.ToString();
+  EXPECT_EQ(b->Head().size, 0u);
+  EXPECT_EQ(b->TargetHead(key).size, 0u);
+
+  for (const PreparedEvent& p : prepared) {
+    Status ok =
+        b->AppendMirrored(p.bytes, Raw(p.leaf_hash), Raw(p.target_chain_head));
+    ASSERT_TRUE(ok.ok()) << ok.ToString();
+  }
+  EXPECT_EQ(b->TargetHead(key).size, a->TargetHead(key).size);
+  EXPECT_EQ(b->TargetHead(key).chain, a->TargetHead(key).chain);
+  EXPECT_EQ(b->Head().size, 5u);
+  EXPECT_EQ(b->TargetKeys(), std::vector<std::string>{key});
+  for (uint64_t seq = 1; seq <= 5; ++seq) {
+    auto e = b->Get(seq);
+    ASSERT_TRUE(e.ok());
+    EXPECT_EQ(e->bytes, prepared[seq - 1].bytes);
+  }
+  auto da = a->Digest(key, 0);
+  auto db = b->Digest(key, 0);
+  ASSERT_TRUE(da.ok() && db.ok());
+  EXPECT_EQ(da->root, db->root);
+  auto report = b->Verify();
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok()) << report->problem;
+
+  // Replaying an already mirrored event is out of order.
+  s = b->AppendMirrored(prepared[4].bytes, Raw(prepared[4].leaf_hash),
+                        Raw(prepared[4].target_chain_head));
+  EXPECT_EQ(s.code(), Code::kLedgerCorrupt) << s.ToString();
+  EXPECT_EQ(b->Head().size, 5u);
+
+  // A ScanTarget of A is exactly what a mirror carries.
+  auto c = MustOpen(EmptyLedger(Dir("c")), Writable());
+  ASSERT_TRUE(c);
+  s = a->ScanTarget(
+      key, 0,
+      [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& chain) {
+        Status st = c->AppendMirrored(e.bytes, Raw(leaf), Raw(chain));
+        EXPECT_TRUE(st.ok()) << st.ToString();
+        return st.ok();
+      });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(c->TargetHead(key).chain, a->TargetHead(key).chain);
+}
+
+TEST_F(LedgerTest, MirroredEventWithoutTargetIsRejected) {
+  auto a = MustOpen(EmptyLedger(Dir("a")), Writable());
+  auto b = MustOpen(EmptyLedger(Dir("b")), Writable());
+  ASSERT_TRUE(a && b);
+  PreparedEvent p;
+  MustAppend(a.get(), MakeEvent("", "", "run-a", 1), &p);
+  Status s =
+      b->AppendMirrored(p.bytes, Raw(p.leaf_hash), Raw(p.target_chain_head));
+  EXPECT_EQ(s.code(), Code::kLedgerCorrupt) << s.ToString();
+  EXPECT_EQ(b->Head().size, 0u);
+}
+
+TEST_F(LedgerTest, NewerFormatIsUnsupported) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    EXPECT_EQ(raw.Get("meta", "format"), "1");
+    raw.Put("meta", "format", "99");
+  }
+  for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
+    auto ledger = Ledger::Open(Dir(), options);
+    ASSERT_FALSE(ledger.ok());
+    EXPECT_EQ(ledger.status().code(), Code::kUnsupported)
+        << ledger.status().ToString();
+  }
+}
+
+TEST_F(LedgerTest, OpenMissingDirectoryWithoutCreateIsNotFound) {
+  LedgerOptions options;
+  auto ledger = Ledger::Open(Dir("missing"), options);
+  ASSERT_FALSE(ledger.ok());
+  EXPECT_EQ(ledger.status().code(), Code::kNotFound);
+  auto reader = Ledger::Open(Dir("missing"), ReadOnly());
+  ASSERT_FALSE(reader.ok());
+  EXPECT_EQ(reader.status().code(), Code::kNotFound);
+  // Read-only never creates, even when asked to.
+  LedgerOptions ro_create = ReadOnly();
+  ro_create.create_if_missing = true;
+  auto ro = Ledger::Open(Dir("missing"), ro_create);
+  ASSERT_FALSE(ro.ok());
+  EXPECT_EQ(ro.status().code(), Code::kNotFound);
+  EXPECT_FALSE(fs::exists(Dir("missing")));
+}
+
+TEST_F(LedgerTest, CreateIfMissingMakesAPrivateDirectory) {
+  const std::string dir = Dir("new");
+  auto ledger = MustOpen(dir, Writable());
+  ASSERT_TRUE(ledger);
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_EQ(ledger->Head().size, 0u);
+  const std::string id = ledger->ledger_id();
+  ledger.reset();
+  // Reopening does not make a new ledger.
+  auto again = MustOpen(dir, Writable());
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->ledger_id(), id);
+}
+
+TEST_F(LedgerTest, RocksDbThatIsNotALedgerIsCorrupt) {
+  // A RocksDB database without the ledger's column families or format.
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, Dir("other"), &db).ok());
+    delete db;
+  }
+  for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
+    auto ledger = Ledger::Open(Dir("other"), options);
+    ASSERT_FALSE(ledger.ok());
+    EXPECT_EQ(ledger.status().code(), Code::kLedgerCorrupt)
+        << ledger.status().ToString();
+    EXPECT_FALSE(Contains(ledger.status().message(), "newer"))
+        << ledger.status().ToString();
+  }
+}
+
+TEST_F(LedgerTest, UnknownColumnFamilyIsUnsupportedForAWriter) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    raw.CreateColumnFamily("from_the_future");
+  }
+  auto ledger = Ledger::Open(Dir(), Writable());
+  ASSERT_FALSE(ledger.ok());
+  EXPECT_EQ(ledger.status().code(), Code::kUnsupported)
+      << ledger.status().ToString();
+}
+
+}  // namespace
+}  // namespace migledger

@@ -12,6 +12,7 @@
 #include "cli/format.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
+#include "ledger/merkle.h"
 
 namespace migledger {
 namespace {
@@ -311,8 +312,13 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
                                  ": events were removed (first missing sequence " +
                                  std::to_string(size + 1) + ")");
           }
-          MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest now, ledger->Digest(saved.target_key, saved.size));
-          if (now.root != saved.root) {
+          Digest32 root_now = MerkleEmptyRoot();
+          if (saved.size > 0) {
+            MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest now,
+                                       ledger->Digest(saved.target_key, saved.size));
+            root_now = now.root;
+          }
+          if (root_now != saved.root) {
             // Find the first event whose prefix root differs from the saved
             // checkpoint: binary search is impossible without old leaves, so
             // report the range the checkpoint covers.
