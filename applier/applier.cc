@@ -8,6 +8,7 @@
 #include <set>
 
 #include "applier/actor.h"
+#include "applier/audit_store.h"
 #include "applier/sql_splitter.h"
 #include "common/crash_points.h"
 #include "common/sha256.h"
@@ -43,7 +44,7 @@ struct Applier::Impl {
   std::string target_uri;
   std::string target_name;
   std::vector<Migration> migrations;
-  std::unique_ptr<Ledger> ledger;
+  std::shared_ptr<Ledger> ledger;  // shared by the targets of a fleet apply
   std::unique_ptr<Driver> driver;  // null: read mode and the target is absent
   bool target_has_schema = false;
   std::string run_id = RandomId();
@@ -220,6 +221,26 @@ struct Applier::Impl {
     }
     spdlog::info("caught up {} event(s) from the target's mirror", pulled);
     return ledger->Sync();
+  }
+
+  // Sends this ledger's new events to the central audit store, when one is
+  // configured. A failure is a warning: the store's head is the outbox
+  // pointer, so the next run sends what this one could not.
+  void PushToAuditStore() {
+    std::string url = AuditStoreUrl(options.config.audit_store_url,
+                                    options.config.audit_store_url_env);
+    if (url.empty() || !ledger || ledger->read_only()) return;
+    auto store = AuditStore::Open(url);
+    if (!store.ok()) {
+      spdlog::warn("audit store not updated (will retry next run): {}", store.status().message());
+      return;
+    }
+    auto sent = (*store)->Push(ledger.get());
+    if (!sent.ok()) {
+      spdlog::warn("audit store not updated (will retry next run): {}", sent.status().message());
+      return;
+    }
+    if (*sent > 0) spdlog::info("sent {} event(s) to the audit store", *sent);
   }
 
   // ---- projection ----------------------------------------------------------
@@ -646,6 +667,7 @@ struct Applier::Impl {
     if (!flushed.ok()) {
       spdlog::warn("event mirror not updated (will retry next run): {}", flushed.message());
     }
+    PushToAuditStore();
     report.failure = failure;
     return report;
   }
@@ -671,8 +693,11 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
   lo.read_only = mode == AccessMode::kRead;
   lo.create_if_missing = mode == AccessMode::kWrite;
   lo.lock_timeout = options.lock_timeout;
-  auto ledger = Ledger::Open(options.config.ledger_dir, lo);
-  if (!ledger.ok() && mode == AccessMode::kRead && ledger.status().code() == Code::kNotFound) {
+  if (options.shared_ledger) {
+    impl->ledger = options.shared_ledger;
+  } else if (auto ledger = Ledger::Open(options.config.ledger_dir, lo);
+             !ledger.ok() && mode == AccessMode::kRead &&
+             ledger.status().code() == Code::kNotFound) {
     // No ledger yet: read an empty one so status still works.
     impl->ledger = nullptr;
   } else if (!ledger.ok()) {
@@ -764,6 +789,7 @@ StatusOr<RunReport> Applier::Apply(const std::string& to) {
   report.pulled_events = impl_->pulled;
   MIGLEDGER_RETURN_IF_ERROR(impl_->Prepare(&report));
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanApply(to));
+  if (plan.empty()) impl_->PushToAuditStore();  // resend what an earlier run could not
   return impl_->RunPlan(plan, "apply", std::move(report));
 }
 
@@ -787,6 +813,7 @@ StatusOr<RunReport> Applier::Recover() {
   std::vector<OutOfBandStep> oob;
   CheckTarget(impl_->migrations, p, markers, &drift, &oob);
   MIGLEDGER_RETURN_IF_ERROR(impl_->RecordOutOfBand(oob, &report));
+  impl_->PushToAuditStore();
   return report;
 }
 
@@ -836,6 +863,7 @@ Status Applier::Baseline(const std::string& version, const std::string& reason) 
   }
   d.mirror_head = prepared.target_sequence;
   MIGLEDGER_RETURN_IF_ERROR(d.ledger->Append(prepared, true).status());
+  d.PushToAuditStore();
   return ::migledger::Status::Ok();
 }
 
@@ -856,7 +884,9 @@ Status Applier::AcceptChecksum(const std::string& version, const std::string& re
   c->set_new_checksum(m->up.checksum);
   c->set_reason(reason);
   MIGLEDGER_RETURN_IF_ERROR(d.Record(&e, true).status());
-  return d.FlushMirror();
+  MIGLEDGER_RETURN_IF_ERROR(d.FlushMirror());
+  d.PushToAuditStore();
+  return ::migledger::Status::Ok();
 }
 
 StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {

@@ -6,9 +6,12 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "applier/actor.h"
+#include "applier/audit_store.h"
 #include "cli/exit_codes.h"
 
 namespace migledger {
@@ -64,16 +67,51 @@ StatusOr<ApplierOptions> MakeApplierOptions(const GlobalOptions& g) {
   return o;
 }
 
+namespace {
+// Temporary ledgers built from the audit store, removed at exit.
+std::vector<std::string>& TemporaryLedgers() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+void RemoveTemporaryLedgers() {
+  for (const auto& d : TemporaryLedgers()) {
+    std::error_code ec;
+    std::filesystem::remove_all(d, ec);
+  }
+}
+}  // namespace
+
 StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g) {
   bool found = false;
   MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c, LoadProjectConfig(g.project_dir, &found));
+  if (!g.use_store) {
+    LedgerOptions lo;
+    lo.read_only = true;
+    return Ledger::Open(c.ledger_dir, lo);
+  }
+  std::string url = AuditStoreUrl(c.audit_store_url, c.audit_store_url_env);
+  if (url.empty()) {
+    return InvalidInput("--store: no audit_store (or audit_store_url_env) in migledger.toml");
+  }
+  MIGLEDGER_ASSIGN_OR_RETURN(auto store, AuditStore::Open(url));
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/migledger-store-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) return IoError("cannot create a temporary directory");
+  std::string dir = buf.data();
+  if (TemporaryLedgers().empty()) std::atexit(RemoveTemporaryLedgers);
+  TemporaryLedgers().push_back(dir);
   LedgerOptions lo;
-  lo.read_only = true;
-  return Ledger::Open(c.ledger_dir, lo);
+  lo.create_if_missing = true;
+  MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, Ledger::Open(dir + "/ledger", lo));
+  MIGLEDGER_ASSIGN_OR_RETURN(uint64_t n, store->PullAll(ledger.get()));
+  spdlog::info("read {} event(s) from the audit store", n);
+  return ledger;
 }
 
 int RunCli(int argc, char** argv) {
-  auto logger = spdlog::stderr_color_st("migledger");
+  auto logger = spdlog::stderr_color_mt("migledger");
   logger->set_pattern("%^%l%$: %v");
   spdlog::set_default_logger(logger);
 
@@ -89,6 +127,8 @@ int RunCli(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("-v,--verbose", g.verbose, "More logging on stderr (-vv for debug)");
   app.add_flag("-q,--quiet", g.quiet, "Only errors on stderr");
+  app.add_flag("--store", g.use_store,
+               "audit commands: read the whole fleet's history from the central audit store");
   app.fallthrough();
 
   std::vector<CommandSetup> table;

@@ -22,6 +22,7 @@ struct GlobalOptions {
   std::string project_dir = ".";
   std::string target;
   std::string lock_timeout = "";  // "" = from config; "5s", "200ms", "0"
+  bool use_store = false;  // audit commands read the central audit store
   int verbose = 0;
   bool quiet = false;
   std::string command_line;  // argv joined, passwords redacted
@@ -29,7 +30,9 @@ struct GlobalOptions {
 
 // Loads migledger.toml from the project dir and builds applier options.
 StatusOr<ApplierOptions> MakeApplierOptions(const GlobalOptions& g);
-// Opens the ledger of the project read-only (audit commands).
+// Opens the ledger of the project read-only (audit commands). With
+// use_store, the whole fleet's history is pulled from the central audit
+// store into a temporary ledger (every hash verified) and that is returned.
 StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g);
 
 using CommandAction = std::function<Status()>;

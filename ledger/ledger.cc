@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -26,17 +27,17 @@ constexpr int kFormatVersionNumber = 1;
 // Column families, in the order they are opened.
 enum Cf {
   kDefault = 0,
-  kEvents,        // BE64(seq) -> event bytes
-  kHashes,        // BE64(seq) -> leaf hash (32) || ledger chain head (32)
-  kTargetIndex,   // target_key \0 BE64(tseq) -> BE64(seq) || target chain (32)
-  kVersionIndex,  // target_key \0 version \0 BE64(seq) -> ""
-  kRunIndex,      // run_id \0 BE64(seq) -> ""
-  kTimeIndex,     // BE64(micros + 2^63) BE64(seq) -> ""
-  kBlobs,         // hex sha256 -> content
-  kMeta,          // see FORMAT.md
+  kEvents,       // BE64(seq) -> event bytes
+  kHashes,       // BE64(seq) -> leaf hash (32) || ledger chain head (32)
+  kTargetIndex,  // target_key \0 BE64(tseq) -> BE64(seq) || target chain (32)
+  kVersionIndex, // target_key \0 version \0 BE64(seq) -> ""
+  kRunIndex,     // run_id \0 BE64(seq) -> ""
+  kTimeIndex,    // BE64(micros + 2^63) BE64(seq) -> ""
+  kBlobs,        // hex sha256 -> content
+  kMeta,         // see FORMAT.md
   kNumCfs
 };
-const char* const kCfNames[kNumCfs] = {
+const char *const kCfNames[kNumCfs] = {
     rocksdb::kDefaultColumnFamilyName.c_str(),
     "events",
     "hashes",
@@ -66,37 +67,50 @@ uint64_t ReadBe64(std::string_view s) {
 
 Digest32 ToDigest(std::string_view s) {
   Digest32 d{};
-  if (s.size() >= 32) std::memcpy(d.data(), s.data(), 32);
+  if (s.size() >= 32)
+    std::memcpy(d.data(), s.data(), 32);
   return d;
 }
 
-Digest32 ChainNext(const Digest32& prev, const Digest32& leaf) {
+Digest32 ChainNext(const Digest32 &prev, const Digest32 &leaf) {
   return Sha256(AsBytes(prev), AsBytes(leaf));
 }
 
-std::string TargetKeyOf(const v1::Event& e) {
-  if (!e.has_target() || e.target().database_id().empty()) return "";
+std::string TargetKeyOf(const v1::Event &e) {
+  if (!e.has_target() || e.target().database_id().empty())
+    return "";
   return e.target().kind() + ":" + e.target().database_id();
 }
 
-int64_t MicrosOf(const v1::Event& e) {
+int64_t MicrosOf(const v1::Event &e) {
   return e.time().seconds() * 1000000 + e.time().nanos() / 1000;
 }
 
 // Version string of a step-like event, "" for others.
-std::string VersionOf(const v1::Event& e) {
+std::string VersionOf(const v1::Event &e) {
   switch (e.body_case()) {
-    case v1::Event::kStepStarted: return e.step_started().version();
-    case v1::Event::kStatementApplied: return e.statement_applied().version();
-    case v1::Event::kStepApplied: return e.step_applied().version();
-    case v1::Event::kStepFailed: return e.step_failed().version();
-    case v1::Event::kStepReverted: return e.step_reverted().version();
-    case v1::Event::kStepRecovered: return e.step_recovered().version();
-    case v1::Event::kAppliedOutOfBand: return e.applied_out_of_band().version();
-    case v1::Event::kDriftDetected: return e.drift_detected().version();
-    case v1::Event::kBaselined: return e.baselined().version();
-    case v1::Event::kChecksumAccepted: return e.checksum_accepted().version();
-    default: return "";
+  case v1::Event::kStepStarted:
+    return e.step_started().version();
+  case v1::Event::kStatementApplied:
+    return e.statement_applied().version();
+  case v1::Event::kStepApplied:
+    return e.step_applied().version();
+  case v1::Event::kStepFailed:
+    return e.step_failed().version();
+  case v1::Event::kStepReverted:
+    return e.step_reverted().version();
+  case v1::Event::kStepRecovered:
+    return e.step_recovered().version();
+  case v1::Event::kAppliedOutOfBand:
+    return e.applied_out_of_band().version();
+  case v1::Event::kDriftDetected:
+    return e.drift_detected().version();
+  case v1::Event::kBaselined:
+    return e.baselined().version();
+  case v1::Event::kChecksumAccepted:
+    return e.checksum_accepted().version();
+  default:
+    return "";
   }
 }
 
@@ -104,28 +118,33 @@ std::string TimeKey(int64_t micros, uint64_t seq) {
   return Be64(static_cast<uint64_t>(micros) ^ (1ull << 63)) + Be64(seq);
 }
 
-Status FromRocks(const rocksdb::Status& s, const std::string& what) {
-  if (s.ok()) return Status::Ok();
-  if (s.IsCorruption()) return LedgerCorrupt(what + ": " + s.ToString());
-  if (s.IsNotFound()) return NotFound(what + ": " + s.ToString());
+Status FromRocks(const rocksdb::Status &s, const std::string &what) {
+  if (s.ok())
+    return Status::Ok();
+  if (s.IsCorruption())
+    return LedgerCorrupt(what + ": " + s.ToString());
+  if (s.IsNotFound())
+    return NotFound(what + ": " + s.ToString());
   return IoError(what + ": " + s.ToString());
 }
 
 std::string NewLedgerId() {
   std::random_device rd;
   std::string raw(16, '\0');
-  for (auto& c : raw) c = static_cast<char>(rd());
-  return ToHex(reinterpret_cast<const uint8_t*>(raw.data()), raw.size());
+  for (auto &c : raw)
+    c = static_cast<char>(rd());
+  return ToHex(reinterpret_cast<const uint8_t *>(raw.data()), raw.size());
 }
 
 class RocksLedger final : public Ledger {
- public:
-  RocksLedger(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> cfs,
+public:
+  RocksLedger(rocksdb::DB *db, std::vector<rocksdb::ColumnFamilyHandle *> cfs,
               bool read_only)
       : db_(db), cfs_(std::move(cfs)), read_only_(read_only) {}
 
   ~RocksLedger() override {
-    for (auto* cf : cfs_) db_->DestroyColumnFamilyHandle(cf);
+    for (auto *cf : cfs_)
+      db_->DestroyColumnFamilyHandle(cf);
     delete db_;
   }
 
@@ -143,7 +162,8 @@ class RocksLedger final : public Ledger {
     }
     auto s = db_->Get({}, cfs_[kMeta], "format", &value);
     if (s.IsNotFound()) {
-      return LedgerCorrupt("ledger has no format marker (not a migledger ledger?)");
+      return LedgerCorrupt(
+          "ledger has no format marker (not a migledger ledger?)");
     }
     MIGLEDGER_RETURN_IF_ERROR(FromRocks(s, "reading ledger format"));
     if (std::atoi(value.c_str()) > kFormatVersionNumber) {
@@ -163,8 +183,8 @@ class RocksLedger final : public Ledger {
     }
     // Per-target heads.
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cfs_[kMeta]));
-    for (it->Seek("target_head/"); it->Valid() && it->key().starts_with("target_head/");
-         it->Next()) {
+    for (it->Seek("target_head/");
+         it->Valid() && it->key().starts_with("target_head/"); it->Next()) {
       std::string key = it->key().ToString().substr(strlen("target_head/"));
       std::string_view v(it->value().data(), it->value().size());
       target_heads_[key] = ChainHead{ReadBe64(v), ToDigest(v.substr(8))};
@@ -172,10 +192,11 @@ class RocksLedger final : public Ledger {
     return CheckTail();
   }
 
-  const std::string& ledger_id() const override { return ledger_id_; }
+  const std::string &ledger_id() const override { return ledger_id_; }
   bool read_only() const override { return read_only_; }
 
-  StatusOr<PreparedEvent> Prepare(v1::Event* event) override {
+  StatusOr<PreparedEvent> Prepare(v1::Event *event) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
     PreparedEvent p;
     p.target_key = TargetKeyOf(*event);
     ChainHead th;
@@ -194,8 +215,10 @@ class RocksLedger final : public Ledger {
     return p;
   }
 
-  StatusOr<uint64_t> Append(const PreparedEvent& p, bool sync) override {
-    if (read_only_) return Internal("ledger opened read-only");
+  StatusOr<uint64_t> Append(const PreparedEvent &p, bool sync) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    if (read_only_)
+      return Internal("ledger opened read-only");
     v1::Event event;
     if (!event.ParseFromString(p.bytes)) {
       return InvalidInput("event bytes do not decode");
@@ -211,7 +234,7 @@ class RocksLedger final : public Ledger {
     rocksdb::WriteBatch batch;
     const std::string seq_key = Be64(seq);
     batch.Put(cfs_[kEvents], seq_key, p.bytes);
-    std::string hashes(reinterpret_cast<const char*>(p.leaf_hash.data()), 32);
+    std::string hashes(reinterpret_cast<const char *>(p.leaf_hash.data()), 32);
     hashes.append(AsBytes(chain));
     batch.Put(cfs_[kHashes], seq_key, hashes);
     if (!p.target_key.empty()) {
@@ -247,15 +270,16 @@ class RocksLedger final : public Ledger {
     return seq;
   }
 
-  StatusOr<PreparedEvent> AppendEvent(v1::Event* event, bool sync) override {
+  StatusOr<PreparedEvent> AppendEvent(v1::Event *event, bool sync) override {
     MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent p, Prepare(event));
     MIGLEDGER_ASSIGN_OR_RETURN(uint64_t seq, Append(p, sync));
     (void)seq;
     return p;
   }
 
-  Status AppendMirrored(const std::string& bytes, const std::string& leaf_hash,
-                        const std::string& chain_head) override {
+  Status AppendMirrored(const std::string &bytes, const std::string &leaf_hash,
+                        const std::string &chain_head) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
     v1::Event event;
     if (!event.ParseFromString(bytes)) {
       return LedgerCorrupt("mirrored event does not decode");
@@ -272,15 +296,19 @@ class RocksLedger final : public Ledger {
     }
     ChainHead th = TargetHead(p.target_key);
     if (p.target_sequence != th.size + 1) {
-      return LedgerCorrupt("mirrored event out of order: expected target sequence " +
-                           std::to_string(th.size + 1) + at);
+      return LedgerCorrupt(
+          "mirrored event out of order: expected target sequence " +
+          std::to_string(th.size + 1) + at);
     }
     if (leaf_hash.size() != 32 || ToDigest(leaf_hash) != p.leaf_hash) {
-      return LedgerCorrupt("mirrored event bytes do not match their leaf hash" + at);
+      return LedgerCorrupt("mirrored event bytes do not match their leaf hash" +
+                           at);
     }
     p.target_chain_head = ChainNext(th.chain, p.leaf_hash);
-    if (chain_head.size() != 32 || ToDigest(chain_head) != p.target_chain_head) {
-      return LedgerCorrupt("mirrored event does not extend the local chain" + at);
+    if (chain_head.size() != 32 ||
+        ToDigest(chain_head) != p.target_chain_head) {
+      return LedgerCorrupt("mirrored event does not extend the local chain" +
+                           at);
     }
     MIGLEDGER_ASSIGN_OR_RETURN(uint64_t seq, Append(p, false));
     (void)seq;
@@ -288,26 +316,31 @@ class RocksLedger final : public Ledger {
   }
 
   Status Sync() override {
-    if (read_only_) return Status::Ok();
+    if (read_only_)
+      return Status::Ok();
     return FromRocks(db_->FlushWAL(true), "syncing ledger");
   }
 
-  StatusOr<std::string> PutBlob(const std::string& content) override {
+  StatusOr<std::string> PutBlob(const std::string &content) override {
     std::string key = Sha256Hex(content);
     std::string existing;
     auto s = db_->Get({}, cfs_[kBlobs], key, &existing);
-    if (s.ok()) return key;  // deduplicated
-    if (!s.IsNotFound()) return FromRocks(s, "reading blob");
-    if (read_only_) return Internal("ledger opened read-only");
+    if (s.ok())
+      return key; // deduplicated
+    if (!s.IsNotFound())
+      return FromRocks(s, "reading blob");
+    if (read_only_)
+      return Internal("ledger opened read-only");
     MIGLEDGER_RETURN_IF_ERROR(
         FromRocks(db_->Put({}, cfs_[kBlobs], key, content), "writing blob"));
     return key;
   }
 
-  StatusOr<std::string> GetBlob(const std::string& sha256_hex) override {
+  StatusOr<std::string> GetBlob(const std::string &sha256_hex) override {
     std::string content;
     auto s = db_->Get({}, cfs_[kBlobs], sha256_hex, &content);
-    if (s.IsNotFound()) return NotFound("no SQL text with sha256 " + sha256_hex);
+    if (s.IsNotFound())
+      return NotFound("no SQL text with sha256 " + sha256_hex);
     MIGLEDGER_RETURN_IF_ERROR(FromRocks(s, "reading blob"));
     if (Sha256Hex(content) != sha256_hex) {
       return LedgerCorrupt("blob " + sha256_hex + " does not match its hash");
@@ -315,16 +348,22 @@ class RocksLedger final : public Ledger {
     return content;
   }
 
-  ChainHead Head() const override { return head_; }
+  ChainHead Head() const override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    return head_;
+  }
 
-  ChainHead TargetHead(const std::string& key) const override {
+  ChainHead TargetHead(const std::string &key) const override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
     auto it = target_heads_.find(key);
     return it == target_heads_.end() ? ChainHead{} : it->second;
   }
 
   std::vector<std::string> TargetKeys() const override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
     std::vector<std::string> keys;
-    for (const auto& [k, v] : target_heads_) keys.push_back(k);
+    for (const auto &[k, v] : target_heads_)
+      keys.push_back(k);
     return keys;
   }
 
@@ -343,17 +382,24 @@ class RocksLedger final : public Ledger {
     return e;
   }
 
-  Status Scan(const ScanFilter& f,
-              const std::function<bool(const LedgerEntry&)>& fn) override {
-    auto matches = [&](const LedgerEntry& e) {
-      if (e.sequence < f.min_sequence) return false;
-      if (f.max_sequence && e.sequence > f.max_sequence) return false;
-      if (!f.target_key.empty() && TargetKeyOf(e.event) != f.target_key) return false;
-      if (!f.version.empty() && VersionOf(e.event) != f.version) return false;
-      if (!f.run_id.empty() && e.event.run_id() != f.run_id) return false;
+  Status Scan(const ScanFilter &f,
+              const std::function<bool(const LedgerEntry &)> &fn) override {
+    auto matches = [&](const LedgerEntry &e) {
+      if (e.sequence < f.min_sequence)
+        return false;
+      if (f.max_sequence && e.sequence > f.max_sequence)
+        return false;
+      if (!f.target_key.empty() && TargetKeyOf(e.event) != f.target_key)
+        return false;
+      if (!f.version.empty() && VersionOf(e.event) != f.version)
+        return false;
+      if (!f.run_id.empty() && e.event.run_id() != f.run_id)
+        return false;
       int64_t t = MicrosOf(e.event);
-      if (f.since_micros && t < *f.since_micros) return false;
-      if (f.until_micros && t >= *f.until_micros) return false;
+      if (f.since_micros && t < *f.since_micros)
+        return false;
+      if (f.until_micros && t >= *f.until_micros)
+        return false;
       return true;
     };
     // Index scans collect sequences, then read events in ledger order.
@@ -370,10 +416,12 @@ class RocksLedger final : public Ledger {
       std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cfs_[index]));
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
            it->Next()) {
-        uint64_t seq = ReadBe64(std::string_view(it->key().data(), it->key().size())
-                                    .substr(prefix.size()));
+        uint64_t seq =
+            ReadBe64(std::string_view(it->key().data(), it->key().size())
+                         .substr(prefix.size()));
         MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, Get(seq));
-        if (matches(e) && !fn(e)) break;
+        if (matches(e) && !fn(e))
+          break;
       }
       return FromRocks(it->status(), "scanning ledger index");
     }
@@ -385,7 +433,8 @@ class RocksLedger final : public Ledger {
       const std::string end =
           f.until_micros ? TimeKey(*f.until_micros, 0) : std::string();
       for (; it->Valid(); it->Next()) {
-        if (!end.empty() && it->key().compare(end) >= 0) break;
+        if (!end.empty() && it->key().compare(end) >= 0)
+          break;
         seqs.push_back(ReadBe64(
             std::string_view(it->key().data(), it->key().size()).substr(8)));
       }
@@ -393,7 +442,8 @@ class RocksLedger final : public Ledger {
       std::sort(seqs.begin(), seqs.end());
       for (uint64_t seq : seqs) {
         MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, Get(seq));
-        if (matches(e) && !fn(e)) break;
+        if (matches(e) && !fn(e))
+          break;
       }
       return Status::Ok();
     }
@@ -403,21 +453,25 @@ class RocksLedger final : public Ledger {
     LedgerEntry e;
     for (it->Seek(Be64(std::max<uint64_t>(f.min_sequence, 1))); it->Valid();
          it->Next()) {
-      e.sequence = ReadBe64(std::string_view(it->key().data(), it->key().size()));
-      if (f.max_sequence && e.sequence > f.max_sequence) break;
+      e.sequence =
+          ReadBe64(std::string_view(it->key().data(), it->key().size()));
+      if (f.max_sequence && e.sequence > f.max_sequence)
+        break;
       e.bytes.assign(it->value().data(), it->value().size());
       if (!e.event.ParseFromString(e.bytes)) {
         return LedgerCorrupt("event " + std::to_string(e.sequence) +
                              " does not decode");
       }
-      if (matches(e) && !fn(e)) break;
+      if (matches(e) && !fn(e))
+        break;
     }
     return FromRocks(it->status(), "scanning ledger");
   }
 
-  Status ScanTarget(const std::string& key, uint64_t after,
-                    const std::function<bool(const LedgerEntry&, const Digest32&,
-                                             const Digest32&)>& fn) override {
+  Status
+  ScanTarget(const std::string &key, uint64_t after,
+             const std::function<bool(const LedgerEntry &, const Digest32 &,
+                                      const Digest32 &)> &fn) override {
     const std::string prefix = key + '\0';
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator({}, cfs_[kTargetIndex]));
@@ -425,12 +479,14 @@ class RocksLedger final : public Ledger {
          it->Valid() && it->key().starts_with(prefix); it->Next()) {
       std::string_view v(it->value().data(), it->value().size());
       MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, Get(ReadBe64(v)));
-      if (!fn(e, MerkleLeafHash(e.bytes), ToDigest(v.substr(8)))) break;
+      if (!fn(e, MerkleLeafHash(e.bytes), ToDigest(v.substr(8))))
+        break;
     }
     return FromRocks(it->status(), "scanning target chain");
   }
 
   StatusOr<VerifyReport> Verify() override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
     VerifyReport r;
     r.digest.ledger_id = ledger_id_;
     MerkleTreeBuilder tree;
@@ -448,7 +504,8 @@ class RocksLedger final : public Ledger {
     hs->SeekToFirst();
     v1::Event event;
     for (ev->SeekToFirst(); ev->Valid(); ev->Next(), hs->Next(), ++expected) {
-      uint64_t seq = ReadBe64(std::string_view(ev->key().data(), ev->key().size()));
+      uint64_t seq =
+          ReadBe64(std::string_view(ev->key().data(), ev->key().size()));
       if (ev->key().size() != 8 || seq != expected) {
         fail(expected, "event missing (next stored event is " +
                            std::to_string(seq) + ")");
@@ -462,7 +519,8 @@ class RocksLedger final : public Ledger {
       Digest32 leaf = MerkleLeafHash(bytes);
       std::string_view stored(hs->value().data(), 64);
       if (ToDigest(stored) != leaf) {
-        fail(seq, "event bytes do not match their leaf hash (edited or reordered)");
+        fail(seq,
+             "event bytes do not match their leaf hash (edited or reordered)");
         return r;
       }
       chain = ChainNext(chain, leaf);
@@ -476,7 +534,7 @@ class RocksLedger final : public Ledger {
       }
       std::string key = TargetKeyOf(event);
       if (!key.empty()) {
-        ChainHead& th = targets[key];
+        ChainHead &th = targets[key];
         if (event.target_sequence() != th.size + 1) {
           fail(seq, "target " + key + " sequence " +
                         std::to_string(event.target_sequence()) + " where " +
@@ -486,7 +544,8 @@ class RocksLedger final : public Ledger {
         th.size++;
         th.chain = ChainNext(th.chain, leaf);
         std::string v;
-        auto s = db_->Get({}, cfs_[kTargetIndex], key + '\0' + Be64(th.size), &v);
+        auto s =
+            db_->Get({}, cfs_[kTargetIndex], key + '\0' + Be64(th.size), &v);
         if (!s.ok() || v.size() != 40 || ReadBe64(v) != seq ||
             ToDigest(std::string_view(v).substr(8)) != th.chain) {
           fail(seq, "target " + key + " chain index does not match");
@@ -498,13 +557,14 @@ class RocksLedger final : public Ledger {
     }
     MIGLEDGER_RETURN_IF_ERROR(FromRocks(ev->status(), "reading ledger"));
     if (r.events_checked != head_.size || chain != head_.chain) {
-      fail(r.events_checked + 1 <= head_.size ? r.events_checked + 1 : head_.size,
+      fail(r.events_checked + 1 <= head_.size ? r.events_checked + 1
+                                              : head_.size,
            "ledger head records " + std::to_string(head_.size) +
                " events but " + std::to_string(r.events_checked) +
                " verify (truncated or edited ledger)");
       return r;
     }
-    for (const auto& [key, th] : targets) {
+    for (const auto &[key, th] : targets) {
       ChainHead stored = TargetHead(key);
       if (stored.size != th.size || stored.chain != th.chain) {
         r.problem = "target " + key + " head does not match its events";
@@ -517,7 +577,7 @@ class RocksLedger final : public Ledger {
     return r;
   }
 
-  StatusOr<LedgerDigest> Digest(const std::string& target_key,
+  StatusOr<LedgerDigest> Digest(const std::string &target_key,
                                 uint64_t size) override {
     LedgerDigest d;
     d.ledger_id = ledger_id_;
@@ -526,10 +586,12 @@ class RocksLedger final : public Ledger {
     if (target_key.empty()) {
       uint64_t limit = size ? size : head_.size;
       if (limit > head_.size) {
-        return InvalidInput("the ledger has only " + std::to_string(head_.size) +
-                            " events, not " + std::to_string(limit));
+        return InvalidInput("the ledger has only " +
+                            std::to_string(head_.size) + " events, not " +
+                            std::to_string(limit));
       }
-      std::unique_ptr<rocksdb::Iterator> hs(db_->NewIterator({}, cfs_[kHashes]));
+      std::unique_ptr<rocksdb::Iterator> hs(
+          db_->NewIterator({}, cfs_[kHashes]));
       for (hs->SeekToFirst(); hs->Valid() && tree.size() < limit; hs->Next()) {
         tree.AddLeafHash(ToDigest(std::string_view(hs->value().data(), 32)));
       }
@@ -538,12 +600,13 @@ class RocksLedger final : public Ledger {
       ChainHead th = TargetHead(target_key);
       uint64_t limit = size ? size : th.size;
       if (limit > th.size) {
-        return InvalidInput("target " + target_key + " has only " + std::to_string(th.size) +
-                            " events, not " + std::to_string(limit));
+        return InvalidInput("target " + target_key + " has only " +
+                            std::to_string(th.size) + " events, not " +
+                            std::to_string(limit));
       }
       MIGLEDGER_RETURN_IF_ERROR(ScanTarget(
           target_key, 0,
-          [&](const LedgerEntry&, const Digest32& leaf, const Digest32&) {
+          [&](const LedgerEntry &, const Digest32 &leaf, const Digest32 &) {
             tree.AddLeafHash(leaf);
             return tree.size() < limit;
           }));
@@ -553,38 +616,47 @@ class RocksLedger final : public Ledger {
     return d;
   }
 
- private:
+private:
   // The cheap check on open: the last event's bytes hash to the stored leaf,
   // and the stored chain entry equals the head in meta.
   Status CheckTail() {
     std::unique_ptr<rocksdb::Iterator> ev(db_->NewIterator({}, cfs_[kEvents]));
     ev->SeekToLast();
     MIGLEDGER_RETURN_IF_ERROR(FromRocks(ev->status(), "reading ledger tail"));
-    uint64_t last = ev->Valid() ? ReadBe64(std::string_view(ev->key().data(), 8)) : 0;
+    uint64_t last =
+        ev->Valid() ? ReadBe64(std::string_view(ev->key().data(), 8)) : 0;
     if (last != head_.size) {
       return LedgerCorrupt("ledger tail is torn: head records " +
-                           std::to_string(head_.size) + " events, last stored is " +
-                           std::to_string(last) + "; run `migledger audit verify`");
+                           std::to_string(head_.size) +
+                           " events, last stored is " + std::to_string(last) +
+                           "; run `migledger audit verify`");
     }
-    if (last == 0) return Status::Ok();
+    if (last == 0)
+      return Status::Ok();
     std::string hashes;
     MIGLEDGER_RETURN_IF_ERROR(
-        FromRocks(db_->Get({}, cfs_[kHashes], Be64(last), &hashes), "reading tail hashes"));
-    Digest32 leaf = MerkleLeafHash(std::string_view(ev->value().data(), ev->value().size()));
+        FromRocks(db_->Get({}, cfs_[kHashes], Be64(last), &hashes),
+                  "reading tail hashes"));
+    Digest32 leaf = MerkleLeafHash(
+        std::string_view(ev->value().data(), ev->value().size()));
     if (hashes.size() != 64 || ToDigest(hashes) != leaf ||
         ToDigest(std::string_view(hashes).substr(32)) != head_.chain) {
       return LedgerCorrupt("ledger tail does not match its head at sequence " +
-                           std::to_string(last) + "; run `migledger audit verify`");
+                           std::to_string(last) +
+                           "; run `migledger audit verify`");
     }
     return Status::Ok();
   }
 
-  rocksdb::DB* db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
+  rocksdb::DB *db_;
+  std::vector<rocksdb::ColumnFamilyHandle *> cfs_;
   bool read_only_;
   std::string ledger_id_;
   ChainHead head_;
   std::map<std::string, ChainHead> target_heads_;
+  // Guards head_ and target_heads_: one ledger may serve several targets'
+  // appliers at once (fleet apply), each appending to its own target chain.
+  mutable std::recursive_mutex mu_;
 };
 
 rocksdb::Options LedgerDbOptions() {
@@ -610,10 +682,10 @@ rocksdb::Options LedgerDbOptions() {
   return o;
 }
 
-}  // namespace
+} // namespace
 
-StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
-                                               const LedgerOptions& options) {
+StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
+                                               const LedgerOptions &options) {
   namespace fs = std::filesystem;
   std::error_code ec;
   bool exists = fs::exists(fs::path(dir) / "CURRENT", ec);
@@ -635,9 +707,10 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
   db_options.create_missing_column_families = !options.read_only;
   rocksdb::ColumnFamilyOptions cf_options(LedgerDbOptions());
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const char* name : kCfNames) descriptors.emplace_back(name, cf_options);
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* db = nullptr;
+  for (const char *name : kCfNames)
+    descriptors.emplace_back(name, cf_options);
+  std::vector<rocksdb::ColumnFamilyHandle *> handles;
+  rocksdb::DB *db = nullptr;
   rocksdb::Status s;
   auto deadline = std::chrono::steady_clock::now() + options.lock_timeout;
   for (;;) {
@@ -647,9 +720,10 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
     } else {
       s = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &db);
     }
-    bool locked = s.IsIOError() && (s.ToString().find("lock") != std::string::npos ||
-                                    s.ToString().find("Resource temporarily") !=
-                                        std::string::npos);
+    bool locked =
+        s.IsIOError() &&
+        (s.ToString().find("lock") != std::string::npos ||
+         s.ToString().find("Resource temporarily") != std::string::npos);
     if (!locked || std::chrono::steady_clock::now() >= deadline) {
       if (locked) {
         return LedgerBusy("the ledger " + dir +
@@ -674,9 +748,11 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
         s.ToString().find("olumn family not found") != std::string::npos) {
       return LedgerCorrupt("ledger " + dir +
                            " is missing column families (not a migledger "
-                           "ledger?): " + s.ToString());
+                           "ledger?): " +
+                           s.ToString());
     }
-    if (s.IsIOError() && s.ToString().find("ermission denied") != std::string::npos) {
+    if (s.IsIOError() &&
+        s.ToString().find("ermission denied") != std::string::npos) {
       return IoError("cannot open ledger " + dir + ": permission denied");
     }
     return FromRocks(s, "cannot open ledger " + dir);
@@ -687,4 +763,4 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& dir,
   return std::unique_ptr<Ledger>(std::move(ledger));
 }
 
-}  // namespace migledger
+} // namespace migledger

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "applier/fleet.h"
 #include "cli/command.h"
 #include "cli/format.h"
 #include "common/sha256.h"
@@ -158,10 +159,38 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   AddTargetFlags(cmd, g, true);
   auto to = std::make_shared<std::string>();
   auto reason = std::make_shared<std::string>();
+  auto fleet = std::make_shared<FleetOptions>();
   cmd->add_option("--to", *to, "Stop at this version (inclusive)");
   cmd->add_option("--reason", *reason, "Why: recorded with the run in the ledger");
+  auto* group = cmd->add_option("--group", fleet->group,
+                                "Apply to every target of this group in migledger.toml");
+  cmd->add_option("--parallel", fleet->parallel, "Targets of the group applied at once")
+      ->needs(group)
+      ->capture_default_str();
+  cmd->add_option("--canary", fleet->canary,
+                  "Targets of the group applied first; the rest start only if they succeed")
+      ->needs(group)
+      ->capture_default_str();
   cmd->callback([=] {
     *selected = [=]() -> Status {
+      if (!fleet->group.empty()) {
+        if (!g->target.empty()) return InvalidInput("--group and --target exclude each other");
+        MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions o, MakeApplierOptions(*g));
+        o.reason = *reason;
+        fleet->to = *to;
+        MIGLEDGER_ASSIGN_OR_RETURN(FleetReport report, ApplyFleet(o, *fleet));
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& r : report.rows) {
+          char ms[32];
+          std::snprintf(ms, sizeof ms, "%.0f ms", static_cast<double>(r.duration_micros) / 1000.0);
+          rows.push_back({r.target + (r.canary ? " (canary)" : ""),
+                          r.from_version.empty() ? "-" : r.from_version,
+                          r.to_version.empty() ? "-" : r.to_version, r.outcome,
+                          r.outcome == "not started" ? "" : ms, r.message});
+        }
+        PrintTable(stdout, {"TARGET", "FROM", "TO", "OUTCOME", "DURATION", "ERROR"}, rows);
+        return report.failure;
+      }
       MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kWrite, *reason));
       MIGLEDGER_ASSIGN_OR_RETURN(RunReport report, applier->Apply(*to));
       PrintRunReport(report, "nothing to apply");
