@@ -96,7 +96,10 @@ struct Applier::Impl {
     if (rows.empty()) return ::migledger::Status::Ok();
     MIGLEDGER_RETURN_IF_ERROR(driver->Begin());
     auto st = driver->InsertMirrorRows(rows);
-    if (st.ok()) st = driver->Commit();
+    if (st.ok()) {
+      CrashPoint("mirror.before_commit");
+      st = driver->Commit();
+    }
     if (!st.ok()) {
       (void)driver->Rollback();
       return st;

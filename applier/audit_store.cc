@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "applier/postgres_driver.h"
+#include "common/crash_points.h"
 
 namespace migledger {
 namespace {
@@ -88,7 +89,10 @@ class PgAuditStore final : public AuditStore {
           }));
       MIGLEDGER_RETURN_IF_ERROR(Exec("BEGIN"));
       Status st = InsertRows(values);
-      if (st.ok()) st = Exec("COMMIT");
+      if (st.ok()) {
+        CrashPoint("store.before_commit");
+        st = Exec("COMMIT");
+      }
       if (!st.ok()) {
         (void)Exec("ROLLBACK");
         return st;

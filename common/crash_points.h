@@ -25,6 +25,8 @@ inline constexpr const char* kCrashPoints[] = {
     "apply.between_statements_no_tx", // no-tx step: statement done, event not yet
     "apply.after_statement_event_no_tx", // no-tx: StatementApplied appended
     "apply.before_run_finished",      // all steps done, RunFinished not written
+    "mirror.before_commit",           // outbox rows inserted in the target, not committed
+    "store.before_commit",            // audit store rows inserted, not committed
 };
 
 // Kills the process if MIGLEDGER_CRASH_AT selects `name` (see above).

@@ -128,3 +128,59 @@ void MakeProject(const std::string& dir, const std::string& target_url) {
 }
 
 }  // namespace migledger::testing
+
+namespace migledger::testing {
+namespace {
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+std::string ShellQuote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+std::string SocketUri(const std::string& db) {
+  return "postgresql:///" + db + "?host=" + Env("PGTEST_HOST") + "&port=" + Env("PGTEST_PORT") +
+         "&user=migledger";
+}
+std::string RunPsql(const std::string& uri, const std::string& sql, int* rc) {
+  char tmpl[] = "/tmp/migledger-psql-XXXXXX";
+  int fd = mkstemp(tmpl);
+  close(fd);
+  std::string cmd = "psql -X -q -v ON_ERROR_STOP=1 -At " + ShellQuote(uri) + " -c " +
+                    ShellQuote(sql) + " >" + tmpl + " 2>&1";
+  *rc = std::system(cmd.c_str());
+  std::string out = ReadFile(tmpl);
+  unlink(tmpl);
+  return out;
+}
+}  // namespace
+
+bool PgServer::Available() { return !Env("PGTEST_URI").empty(); }
+
+std::string PgServer::CreateDatabase(const std::string& name) {
+  int rc = 0;
+  RunPsql(SocketUri("postgres"), "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", &rc);
+  std::string out = RunPsql(SocketUri("postgres"), "CREATE DATABASE " + name, &rc);
+  if (rc != 0) throw std::runtime_error("CREATE DATABASE " + name + " failed: " + out);
+  return SocketUri(name);
+}
+
+void PgServer::DropDatabase(const std::string& name) {
+  int rc = 0;
+  RunPsql(SocketUri("postgres"), "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", &rc);
+}
+
+std::vector<std::string> PgServer::Query(const std::string& uri, const std::string& sql) {
+  int rc = 0;
+  std::string out = RunPsql(uri, sql, &rc);
+  if (rc != 0) throw std::runtime_error("psql failed: " + sql + ": " + out);
+  std::vector<std::string> rows;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) rows.push_back(line);
+  return rows;
+}
+
+}  // namespace migledger::testing

@@ -47,3 +47,21 @@ std::vector<std::string> SqliteQuery(const std::string& db, const std::string& s
 void MakeProject(const std::string& dir, const std::string& target_url = "sqlite:app.db");
 
 }  // namespace migledger::testing
+
+namespace migledger::testing {
+
+// A throwaway PostgreSQL server started by scripts/pg-throwaway (PGTEST_*
+// variables). Databases are created and dropped with the psql client.
+class PgServer {
+ public:
+  // False when PGTEST_URI is not set (then tests GTEST_SKIP()).
+  static bool Available();
+  // Creates a fresh database and returns its socket URI (no password needed).
+  static std::string CreateDatabase(const std::string& name);
+  static void DropDatabase(const std::string& name);
+  // Runs SQL with psql; returns rows (cells joined by '|'). Fails the
+  // current test on error.
+  static std::vector<std::string> Query(const std::string& uri, const std::string& sql);
+};
+
+}  // namespace migledger::testing

@@ -2,7 +2,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -10,6 +12,7 @@
 #include "applier/planner.h"
 #include "cli/command.h"
 #include "cli/format.h"
+#include "cli/html_report.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
 #include "ledger/merkle.h"
@@ -22,9 +25,12 @@ struct LogFilters {
 };
 
 void AddFilterFlags(CLI::App* cmd, LogFilters* f) {
-  cmd->add_option("--since", f->since, "Events at or after (RFC 3339 or YYYY-MM-DD)");
-  cmd->add_option("--until", f->until, "Events before (RFC 3339 or YYYY-MM-DD)");
-  cmd->add_option("-t,--target", f->target, "Target name, redacted URI or database id");
+  cmd->add_option("--since", f->since,
+                  "Events at or after (RFC 3339 or YYYY-MM-DD)");
+  cmd->add_option("--until", f->until,
+                  "Events before (RFC 3339 or YYYY-MM-DD)");
+  cmd->add_option("-t,--target", f->target,
+                  "Target name, redacted URI or database id");
   cmd->add_option("--version", f->version, "Migration version");
   cmd->add_option("--type", f->type, "Event type, e.g. step_failed");
   cmd->add_option("--run", f->run, "Run id");
@@ -37,12 +43,16 @@ StatusOr<ScanFilter> ToScanFilter(const LogFilters& f) {
   ScanFilter s;
   if (!f.since.empty()) {
     auto t = ParseTime(f.since);
-    if (!t) return InvalidInput("--since " + f.since + ": not a time (use RFC 3339 or YYYY-MM-DD)");
+    if (!t)
+      return InvalidInput("--since " + f.since +
+                          ": not a time (use RFC 3339 or YYYY-MM-DD)");
     s.since_micros = *t;
   }
   if (!f.until.empty()) {
     auto t = ParseTime(f.until);
-    if (!t) return InvalidInput("--until " + f.until + ": not a time (use RFC 3339 or YYYY-MM-DD)");
+    if (!t)
+      return InvalidInput("--until " + f.until +
+                          ": not a time (use RFC 3339 or YYYY-MM-DD)");
     s.until_micros = *t;
   }
   s.run_id = f.run;
@@ -54,12 +64,13 @@ bool Matches(const LogFilters& f, const LedgerEntry& e) {
   if (!f.target.empty()) {
     const auto& t = ev.target();
     std::string key = t.kind() + ":" + t.database_id();
-    if (f.target != t.name() && f.target != t.redacted_uri() && f.target != key &&
-        f.target != t.database_id()) {
+    if (f.target != t.name() && f.target != t.redacted_uri() &&
+        f.target != key && f.target != t.database_id()) {
       return false;
     }
   }
-  if (!f.version.empty() && CompareVersions(EventVersion(ev), f.version) != 0) return false;
+  if (!f.version.empty() && CompareVersions(EventVersion(ev), f.version) != 0)
+    return false;
   if (!f.version.empty() && EventVersion(ev).empty()) return false;
   if (!f.type.empty() && EventType(ev) != f.type) return false;
   if (!f.actor.empty() && ev.actor().os_user() != f.actor &&
@@ -79,49 +90,107 @@ Status ForEachMatching(Ledger* ledger, const LogFilters& f,
 }
 
 const char* kCsvHeader =
-    "sequence,time,target,database_id,type,version,run_id,os_user,host,summary,leaf_hash\n";
+    "sequence,time,target,database_id,type,version,run_id,os_user,host,summary,"
+    "leaf_hash\n";
 
 std::string CsvRow(const LedgerEntry& e);
 
-Status WriteLog(Ledger* ledger, const LogFilters& f, const std::string& format, std::FILE* out) {
+// Colour for people at a terminal only: never when stdout is a file or a
+// pipe (tests and scripts capture it), nor with NO_COLOR set or TERM=dumb.
+bool UseColour(std::FILE* out) {
+  if (!isatty(fileno(out))) return false;
+  const char* no_colour = std::getenv("NO_COLOR");
+  if (no_colour && *no_colour) return false;
+  const char* term = std::getenv("TERM");
+  return !(term && std::string(term) == "dumb");
+}
+
+// ANSI colour of an event type in the table, nullptr for none.
+const char* TypeColour(const std::string& type) {
+  if (type == "step_applied") return "\033[32m";
+  if (type == "step_failed") return "\033[31m";
+  if (type == "step_recovered" || type == "drift_detected") return "\033[33m";
+  return nullptr;
+}
+
+// PrintTable's layout, with the TYPE column coloured. Escape codes wrap the
+// padded cell so they take no width.
+void PrintColouredEventTable(
+    std::FILE* out, const std::vector<std::string>& header,
+    const std::vector<std::vector<std::string>>& rows) {
+  const size_t type_column =
+      std::find(header.begin(), header.end(), "TYPE") - header.begin();
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], r[i].size());
+    }
+  }
+  auto line = [&](const std::vector<std::string>& r, bool colour) {
+    std::string s;
+    for (size_t i = 0; i < width.size(); ++i) {
+      const std::string text = i < r.size() ? r[i] : "";
+      const bool last = i + 1 == width.size();
+      const char* c = colour && i == type_column ? TypeColour(text) : nullptr;
+      s += c ? c + text + "\033[0m" : text;
+      if (!last) s += std::string(width[i] - text.size(), ' ') + "  ";
+    }
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    s += '\n';
+    std::fputs(s.c_str(), out);
+  };
+  line(header, false);
+  for (const auto& r : rows) line(r, true);
+}
+
+Status WriteLog(Ledger* ledger, const LogFilters& f, const std::string& format,
+                std::FILE* out) {
   if (format == "table") {
     std::vector<std::vector<std::string>> rows;
-    MIGLEDGER_RETURN_IF_ERROR(
-        ForEachMatching(ledger, f, [&](const LedgerEntry& e) { rows.push_back(EventRow(e)); }));
-    PrintTable(out, EventRowHeader(), rows);
+    MIGLEDGER_RETURN_IF_ERROR(ForEachMatching(
+        ledger, f, [&](const LedgerEntry& e) { rows.push_back(EventRow(e)); }));
+    if (UseColour(out)) {
+      PrintColouredEventTable(out, EventRowHeader(), rows);
+    } else {
+      PrintTable(out, EventRowHeader(), rows);
+    }
     return Status::Ok();
   }
   if (format == "json") {
     bool first = true;
     std::fputs("[", out);
-    MIGLEDGER_RETURN_IF_ERROR(ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
-      std::fputs(first ? "\n" : ",\n", out);
-      first = false;
-      std::string j = EventJson(e, false);
-      std::fwrite(j.data(), 1, j.size(), out);
-    }));
+    MIGLEDGER_RETURN_IF_ERROR(
+        ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
+          std::fputs(first ? "\n" : ",\n", out);
+          first = false;
+          std::string j = EventJson(e, false);
+          std::fwrite(j.data(), 1, j.size(), out);
+        }));
     std::fputs("\n]\n", out);
     return Status::Ok();
   }
   if (format == "jsonl") {
     std::string buf;
-    MIGLEDGER_RETURN_IF_ERROR(ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
-      buf += EventJson(e, false);
-      buf += '\n';
-      if (buf.size() > (1 << 16)) {
-        std::fwrite(buf.data(), 1, buf.size(), out);
-        buf.clear();
-      }
-    }));
+    MIGLEDGER_RETURN_IF_ERROR(
+        ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
+          buf += EventJson(e, false);
+          buf += '\n';
+          if (buf.size() > (1 << 16)) {
+            std::fwrite(buf.data(), 1, buf.size(), out);
+            buf.clear();
+          }
+        }));
     std::fwrite(buf.data(), 1, buf.size(), out);
     return Status::Ok();
   }
   if (format == "csv") {
     std::fputs(kCsvHeader, out);
-    MIGLEDGER_RETURN_IF_ERROR(ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
-      std::string row = CsvRow(e);
-      std::fwrite(row.data(), 1, row.size(), out);
-    }));
+    MIGLEDGER_RETURN_IF_ERROR(
+        ForEachMatching(ledger, f, [&](const LedgerEntry& e) {
+          std::string row = CsvRow(e);
+          std::fwrite(row.data(), 1, row.size(), out);
+        }));
     return Status::Ok();
   }
   return InvalidInput("unknown format " + format);
@@ -131,8 +200,9 @@ std::string CsvRow(const LedgerEntry& e) {
   const auto& ev = e.event;
   std::vector<std::string> cells = {std::to_string(e.sequence),
                                     EventTime(ev),
-                                    ev.target().name().empty() ? ev.target().redacted_uri()
-                                                               : ev.target().name(),
+                                    ev.target().name().empty()
+                                        ? ev.target().redacted_uri()
+                                        : ev.target().name(),
                                     ev.target().database_id(),
                                     EventType(ev),
                                     EventVersion(ev),
@@ -153,7 +223,42 @@ std::string CsvRow(const LedgerEntry& e) {
 std::string DigestText(const LedgerDigest& d) {
   return "migledger-digest v1\nledger_id: " + d.ledger_id +
          (d.target_key.empty() ? "" : "\ntarget: " + d.target_key) +
-         "\nsize: " + std::to_string(d.size) + "\nroot: " + ToHex(d.root) + "\n";
+         "\nsize: " + std::to_string(d.size) + "\nroot: " + ToHex(d.root) +
+         "\n";
+}
+
+// The filters as typed, for the header of the HTML report.
+std::string DescribeFilters(const LogFilters& f) {
+  std::string s;
+  auto add = [&](const char* flag, const std::string& value) {
+    if (value.empty()) return;
+    if (!s.empty()) s += ' ';
+    s += flag;
+    s += ' ';
+    s += value.find_first_of(" \t'\"") == std::string::npos ? value
+                                                            : "'" + value + "'";
+  };
+  add("--since", f.since);
+  add("--until", f.until);
+  add("--target", f.target);
+  add("--version", f.version);
+  add("--type", f.type);
+  add("--run", f.run);
+  add("--actor", f.actor);
+  return s;
+}
+
+// The HTML report of the selected events, made from the checkpoint of the
+// whole ledger as it is now (the same text `audit digest` prints).
+Status WriteHtml(Ledger* ledger, const LogFilters& f, std::FILE* out) {
+  HtmlReportOptions o;
+  MIGLEDGER_ASSIGN_OR_RETURN(o.checkpoint, ledger->Digest("", 0));
+  o.checkpoint_text = DigestText(o.checkpoint);
+  MIGLEDGER_ASSIGN_OR_RETURN(o.scan, ToScanFilter(f));
+  o.matches = [f](const LedgerEntry& e) { return Matches(f, e); };
+  o.filter_description = DescribeFilters(f);
+  o.generated_at_micros = NowMicros();
+  return WriteHtmlReport(ledger, o, out);
 }
 
 StatusOr<LedgerDigest> ParseDigest(const std::string& text) {
@@ -179,13 +284,16 @@ StatusOr<LedgerDigest> ParseDigest(const std::string& text) {
     }
   }
   if (!header || !has_size || !has_root) {
-    return InvalidInput("not a migledger digest (expected the output of `migledger audit digest`)");
+    return InvalidInput(
+        "not a migledger digest (expected the output of `migledger audit "
+        "digest`)");
   }
   return d;
 }
 
 void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
-  auto* audit = app->add_subcommand("audit", "Inspect, verify and export the ledger");
+  auto* audit =
+      app->add_subcommand("audit", "Inspect, verify and export the ledger");
   audit->require_subcommand(1);
 
   // audit log
@@ -206,7 +314,8 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   }
   // audit show SEQ
   {
-    auto* cmd = audit->add_subcommand("show", "One event in full, with the SQL that ran");
+    auto* cmd = audit->add_subcommand(
+        "show", "One event in full, with the SQL that ran");
     auto seq = std::make_shared<uint64_t>(0);
     cmd->add_option("sequence", *seq, "Ledger sequence number")->required();
     cmd->callback([=] {
@@ -221,7 +330,8 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
             std::printf("-- SQL (sha256 %s)\n%s", key.c_str(), sql->c_str());
             if (!sql->empty() && sql->back() != '\n') std::printf("\n");
           } else {
-            std::printf("-- SQL text unavailable: %s\n", sql.status().message().c_str());
+            std::printf("-- SQL text unavailable: %s\n",
+                        sql.status().message().c_str());
           }
         }
         return Status::Ok();
@@ -230,23 +340,28 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   }
   // audit state
   {
-    auto* cmd = audit->add_subcommand("state", "Applied migrations as of a time or sequence");
+    auto* cmd = audit->add_subcommand(
+        "state", "Applied migrations as of a time or sequence");
     auto as_of = std::make_shared<std::string>();
     auto target = std::make_shared<std::string>();
-    cmd->add_option("--as-of", *as_of, "RFC 3339 time, date, or ledger sequence number");
-    cmd->add_option("-t,--target", *target, "Target name, redacted URI or database id");
+    cmd->add_option("--as-of", *as_of,
+                    "RFC 3339 time, date, or ledger sequence number");
+    cmd->add_option("-t,--target", *target,
+                    "Target name, redacted URI or database id");
     cmd->callback([=] {
       *selected = [=]() -> Status {
         MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
         ScanFilter s;
         if (!as_of->empty()) {
-          bool digits = as_of->find_first_not_of("0123456789") == std::string::npos;
+          bool digits =
+              as_of->find_first_not_of("0123456789") == std::string::npos;
           if (digits && as_of->size() < 12) {
             s.max_sequence = std::stoull(*as_of);
           } else if (auto t = ParseTime(*as_of)) {
             s.until_micros = *t + (as_of->size() == 10 ? 86400000000LL : 1);
           } else {
-            return InvalidInput("--as-of " + *as_of + ": not a time or a sequence number");
+            return InvalidInput("--as-of " + *as_of +
+                                ": not a time or a sequence number");
           }
         }
         LogFilters f;
@@ -255,10 +370,12 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         std::map<std::string, std::string> names;
         MIGLEDGER_RETURN_IF_ERROR(ledger->Scan(s, [&](const LedgerEntry& e) {
           if (!Matches(f, e)) return true;
-          std::string key = e.event.target().kind() + ":" + e.event.target().database_id();
+          std::string key =
+              e.event.target().kind() + ":" + e.event.target().database_id();
           per_target[key].Add(e.event);
-          names[key] = e.event.target().name().empty() ? e.event.target().redacted_uri()
-                                                       : e.event.target().name();
+          names[key] = e.event.target().name().empty()
+                           ? e.event.target().redacted_uri()
+                           : e.event.target().name();
           return true;
         }));
         if (per_target.empty()) {
@@ -274,9 +391,11 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
             rows.push_back({h.version, h.applied_at, h.checksum.substr(0, 12)});
             latest = h.version;
           }
-          std::printf("target %s (%s): schema version %s, %zu applied, %zu unfinished\n",
-                      names[key].c_str(), key.c_str(), latest.c_str(), rows.size(),
-                      p.open_attempts.size());
+          std::printf(
+              "target %s (%s): schema version %s, %zu applied, %zu "
+              "unfinished\n",
+              names[key].c_str(), key.c_str(), latest.c_str(), rows.size(),
+              p.open_attempts.size());
           PrintTable(stdout, {"VERSION", "APPLIED AT", "SHA256"}, rows);
         }
         return Status::Ok();
@@ -285,63 +404,79 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   }
   // audit verify
   {
-    auto* cmd = audit->add_subcommand("verify", "Recompute every hash; optionally check a digest");
+    auto* cmd = audit->add_subcommand(
+        "verify", "Recompute every hash; optionally check a digest");
     auto digest_file = std::make_shared<std::string>();
-    cmd->add_option("--digest", *digest_file, "A file saved from `migledger audit digest`");
+    cmd->add_option("--digest", *digest_file,
+                    "A file saved from `migledger audit digest`");
     cmd->callback([=] {
       *selected = [=]() -> Status {
         MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
         MIGLEDGER_ASSIGN_OR_RETURN(VerifyReport r, ledger->Verify());
         if (!r.ok()) {
-          return LedgerCorrupt("ledger does not verify: first bad " + r.problem);
+          return LedgerCorrupt("ledger does not verify: first bad " +
+                               r.problem);
         }
         if (!digest_file->empty()) {
           std::ifstream in(*digest_file);
-          if (!in) return InvalidInput("cannot read digest file " + *digest_file);
+          if (!in)
+            return InvalidInput("cannot read digest file " + *digest_file);
           std::stringstream buf;
           buf << in.rdbuf();
-          MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest saved, ParseDigest(buf.str()));
+          MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest saved,
+                                     ParseDigest(buf.str()));
           if (saved.ledger_id != ledger->ledger_id()) {
-            return LedgerCorrupt("the digest is of another ledger (" + saved.ledger_id + ")");
+            return LedgerCorrupt("the digest is of another ledger (" +
+                                 saved.ledger_id + ")");
           }
-          uint64_t size = saved.target_key.empty() ? ledger->Head().size
-                                                   : ledger->TargetHead(saved.target_key).size;
+          uint64_t size = saved.target_key.empty()
+                              ? ledger->Head().size
+                              : ledger->TargetHead(saved.target_key).size;
           if (saved.size > size) {
-            return LedgerCorrupt("the ledger has " + std::to_string(size) +
-                                 " events but the digest covers " + std::to_string(saved.size) +
-                                 ": events were removed (first missing sequence " +
-                                 std::to_string(size + 1) + ")");
+            return LedgerCorrupt(
+                "the ledger has " + std::to_string(size) +
+                " events but the digest covers " + std::to_string(saved.size) +
+                ": events were removed (first missing sequence " +
+                std::to_string(size + 1) + ")");
           }
           Digest32 root_now = MerkleEmptyRoot();
           if (saved.size > 0) {
-            MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest now,
-                                       ledger->Digest(saved.target_key, saved.size));
+            MIGLEDGER_ASSIGN_OR_RETURN(
+                LedgerDigest now, ledger->Digest(saved.target_key, saved.size));
             root_now = now.root;
           }
           if (root_now != saved.root) {
             // Find the first event whose prefix root differs from the saved
             // checkpoint: binary search is impossible without old leaves, so
             // report the range the checkpoint covers.
-            return LedgerCorrupt("the ledger is not an append-only extension of the digest: the "
-                                 "first " + std::to_string(saved.size) +
-                                 " events no longer hash to the saved root (an event at or before "
-                                 "sequence " + std::to_string(saved.size) +
-                                 " was edited, removed or reordered)");
+            return LedgerCorrupt(
+                "the ledger is not an append-only extension of the digest: the "
+                "first " +
+                std::to_string(saved.size) +
+                " events no longer hash to the saved root (an event at or "
+                "before "
+                "sequence " +
+                std::to_string(saved.size) +
+                " was edited, removed or reordered)");
           }
-          std::printf("ok: the digest of %llu events is a prefix of this ledger\n",
-                      static_cast<unsigned long long>(saved.size));
+          std::printf(
+              "ok: the digest of %llu events is a prefix of this ledger\n",
+              static_cast<unsigned long long>(saved.size));
         }
         std::printf("ok: %llu events verified, root %s\n",
-                    static_cast<unsigned long long>(r.events_checked), ToHex(r.digest.root).c_str());
+                    static_cast<unsigned long long>(r.events_checked),
+                    ToHex(r.digest.root).c_str());
         return Status::Ok();
       };
     });
   }
   // audit digest
   {
-    auto* cmd = audit->add_subcommand("digest", "Print a checkpoint (size + RFC 6962 root) to save");
+    auto* cmd = audit->add_subcommand(
+        "digest", "Print a checkpoint (size + RFC 6962 root) to save");
     auto target = std::make_shared<std::string>();
-    cmd->add_option("--target-key", *target, "Digest of one target's chain (kind:database_id)");
+    cmd->add_option("--target-key", *target,
+                    "Digest of one target's chain (kind:database_id)");
     cmd->callback([=] {
       *selected = [=]() -> Status {
         MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
@@ -353,13 +488,16 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   }
   // audit export
   {
-    auto* cmd = audit->add_subcommand("export", "Write a compliance export (jsonl, csv)");
+    auto* cmd = audit->add_subcommand(
+        "export", "Write a compliance export (jsonl, csv, html report)");
     auto f = std::make_shared<LogFilters>();
     auto format = std::make_shared<std::string>();
     auto out = std::make_shared<std::string>();
     AddFilterFlags(cmd, f.get());
-    cmd->add_option("--format", *format, "jsonl or csv")
-        ->check(CLI::IsMember({"jsonl", "csv"}))
+    cmd->add_option(
+           "--format", *format,
+           "jsonl, csv, or html (a self-contained report with the checkpoint)")
+        ->check(CLI::IsMember({"jsonl", "csv", "html"}))
         ->required();
     cmd->add_option("--out", *out, "Output file")->required();
     cmd->callback([=] {
@@ -368,14 +506,18 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         std::string tmp = *out + ".tmp";
         std::FILE* file = std::fopen(tmp.c_str(), "wb");
         if (!file) return IoError("cannot write " + *out);
-        Status st = WriteLog(ledger.get(), *f, *format, file);
+        Status st = *format == "html"
+                        ? WriteHtml(ledger.get(), *f, file)
+                        : WriteLog(ledger.get(), *f, *format, file);
         bool closed = std::fclose(file) == 0;
-        if (st.ok() && !closed) st = IoError("cannot write " + *out + " (disk full?)");
+        if (st.ok() && !closed)
+          st = IoError("cannot write " + *out + " (disk full?)");
         if (!st.ok()) {
           std::remove(tmp.c_str());
           return st;
         }
-        if (std::rename(tmp.c_str(), out->c_str()) != 0) return IoError("cannot write " + *out);
+        if (std::rename(tmp.c_str(), out->c_str()) != 0)
+          return IoError("cannot write " + *out);
         std::printf("wrote %s\n", out->c_str());
         return Status::Ok();
       };
@@ -385,6 +527,8 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
 
 }  // namespace
 
-void RegisterAuditCommands(std::vector<CommandSetup>* table) { table->push_back(&SetupAudit); }
+void RegisterAuditCommands(std::vector<CommandSetup>* table) {
+  table->push_back(&SetupAudit);
+}
 
 }  // namespace migledger
