@@ -9,7 +9,9 @@
 #include <random>
 #include <thread>
 
+#include "common/file_modes.h"
 #include "common/sha256.h"
+#include <sys/stat.h>
 
 namespace migledger {
 namespace {
@@ -319,7 +321,13 @@ StatusOr<std::unique_ptr<Driver>> OpenSqliteDriver(const std::string& path,
   sqlite3* db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
               (create_if_missing ? SQLITE_OPEN_CREATE : 0);
+  bool existed = std::filesystem::exists(path, ec);
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc == SQLITE_OK && !existed) {
+    // A database the tool creates is the application's, not the tool's:
+    // give it the mode the user's umask would have given it.
+    ::chmod(path.c_str(), 0666 & ~OriginalUmask());
+  }
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close_v2(db);

@@ -13,6 +13,7 @@
 #include "applier/actor.h"
 #include "applier/audit_store.h"
 #include "cli/exit_codes.h"
+#include "common/file_modes.h"
 
 namespace migledger {
 
@@ -111,6 +112,7 @@ StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g) {
 }
 
 int RunCli(int argc, char** argv) {
+  MakeNewFilesPrivate();  // the ledger and exports are 0600 (dir 0700)
   auto logger = spdlog::stderr_color_mt("migledger");
   logger->set_pattern("%^%l%$: %v");
   spdlog::set_default_logger(logger);

@@ -5,7 +5,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+
 #include "cli/command.h"
+#include "common/file_modes.h"
 #include "common/time_util.h"
 
 namespace migledger {
@@ -20,6 +23,8 @@ Status WriteNewFile(const fs::path& path, const std::string& content) {
   out << content;
   out.close();
   if (!out) return IoError("cannot write " + path.string());
+  // Project files belong to the project, not to the ledger: usual mode.
+  ::chmod(path.c_str(), 0666 & ~OriginalUmask());
   return Status::Ok();
 }
 
@@ -56,6 +61,7 @@ void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       if (!fs::exists(c.migrations_dir, ec)) {
         fs::create_directories(c.migrations_dir, ec);
         if (ec) return IoError("cannot create " + c.migrations_dir + ": " + ec.message());
+        ::chmod(c.migrations_dir.c_str(), 0777 & ~OriginalUmask());
         std::printf("created %s/\n", c.migrations_dir.c_str());
       }
       LedgerOptions lo;
