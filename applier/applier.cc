@@ -912,6 +912,12 @@ StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
     if (!m.up.no_transaction) script += "BEGIN;\n";
     script += m.up.sql;
     if (!m.up.sql.empty() && m.up.sql.back() != '\n') script += "\n";
+    // A last statement without its semicolon must not swallow the marker
+    // insert (an empty statement is harmless on both databases).
+    auto statements = SplitSql(m.up.sql, pg ? SqlDialect::kPostgres : SqlDialect::kSqlite);
+    if (statements.ok() && !statements->empty() && statements->back().text.back() != ';') {
+      script += ";\n";
+    }
     script += "INSERT INTO " + table + " (version, checksum, attempt_id, applied_at) VALUES (" +
               quote(m.version) + ", " + quote(m.up.checksum) + ", " +
               quote("offline:" + d.run_id) + ", " +

@@ -783,8 +783,18 @@ class PostgresDriver final : public Driver {
                                message);
     }
     PQsetNoticeProcessor(conn, DiscardNotice, nullptr);
-    Result res(PQexec(conn, "SET client_min_messages = warning"));
-    if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
+    // A role named like the tool's schema would resolve "$user" in the
+    // default search_path to that schema, so the migrations' own tables
+    // would land next to ours: drop "$user" from this session's path then
+    // (every table of the tool is schema-qualified anyway).
+    Result res(PQexec(
+        conn,
+        "SET client_min_messages = warning; "
+        "SELECT CASE WHEN current_user = 'migledger' THEN set_config('search_path', "
+        "coalesce(nullif(array_to_string(array_remove(string_to_array(replace("
+        "current_setting('search_path'), ' ', ''), ','), '\"$user\"'), ','), ''), "
+        "'public'), false) END"));
+    if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
       std::string message = Scrub(PrimaryMessage(res.get(), conn));
       PQfinish(conn);
       return TargetUnavailable("cannot set up the session on " + Target() +

@@ -37,10 +37,23 @@ StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text) {
   return InvalidInput("bad duration \"" + text + "\" (use 500ms, 10s, 2m)");
 }
 
+// Removes passwords from one command-line argument, whatever its spelling:
+// a bare URI or conninfo, "--target=URI", or an attached "-tURI".
+std::string RedactArg(const std::string& arg) {
+  if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {
+    size_t eq = arg.find('=');
+    return arg.substr(0, eq + 1) + RedactUri(arg.substr(eq + 1));
+  }
+  if (arg.size() > 2 && arg[0] == '-' && arg[1] != '-') {
+    return arg.substr(0, 2) + RedactUri(arg.substr(2));
+  }
+  return RedactUri(arg);
+}
+
 std::string JoinArgs(int argc, char** argv) {
   std::string s = "migledger";
   for (int i = 1; i < argc; ++i) {
-    std::string arg = RedactUri(argv[i]);
+    std::string arg = RedactArg(argv[i]);
     s += " ";
     if (arg.find_first_of(" \t'\"") != std::string::npos || arg.empty()) {
       std::string q = "'";

@@ -688,6 +688,9 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
                                                const LedgerOptions &options) {
   namespace fs = std::filesystem;
   std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    return IoError("cannot open ledger " + dir + ": not a directory");
+  }
   bool exists = fs::exists(fs::path(dir) / "CURRENT", ec);
   if (!exists) {
     if (options.read_only || !options.create_if_missing) {

@@ -1,1 +1,1467 @@
+// Integration tests of the migledger command line: every test makes a
+// project in a fresh TempDir and runs the real binary on it, checking exit
+// codes, what a person reads on stdout/stderr, the target database and the
+// ledger (which must always verify).
+//
+// The core scenarios run on SQLite and, when PGTEST_URI is set (see
+// scripts/pg-throwaway), on PostgreSQL too: each PostgreSQL test gets an
+// empty database of its own, made with psql (see PgDatabasePool).
 #include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ledger/ledger.h"
+#include "tests/test_util.h"
+
+namespace migledger::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---- small helpers --------------------------------------------------------
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    lines.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return lines;
+}
+
+size_t CountOf(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t pos = text.find(needle); pos != std::string::npos;
+       pos = text.find(needle, pos + needle.size())) {
+    ++n;
+  }
+  return n;
+}
+
+// A cheap structural check that `line` is one JSON object: starts with '{',
+// brackets balance outside strings, and the object closes on the last
+// character.
+bool LooksLikeJsonObject(const std::string& line) {
+  if (line.size() < 2 || line.front() != '{' || line.back() != '}') {
+    return false;
+  }
+  std::vector<char> stack;
+  bool in_string = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        return false;  // raw control character inside a string
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '{':
+      case '[':
+        stack.push_back(c);
+        break;
+      case '}':
+        if (stack.empty() || stack.back() != '{') return false;
+        stack.pop_back();
+        if (stack.empty() && i + 1 != line.size()) return false;
+        break;
+      case ']':
+        if (stack.empty() || stack.back() != '[') return false;
+        stack.pop_back();
+        break;
+      default:
+        break;
+    }
+  }
+  return !in_string && stack.empty();
+}
+
+// The "sequence" of one jsonl event line, or 0.
+uint64_t SequenceOf(const std::string& line) {
+  const std::string key = "\"sequence\":";
+  size_t pos = line.find(key);
+  if (pos == std::string::npos) return 0;
+  return std::strtoull(line.c_str() + pos + key.size(), nullptr, 10);
+}
+
+// Describes a run for assertion messages.
+std::string Describe(const RunResult& r) {
+  return "exit " + std::to_string(r.exit_code) + " signal " +
+         std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
+         "--- stderr:\n" + r.err;
+}
+
+// stderr of a failed command: exactly one line, "error: ...".
+void ExpectOneErrorLine(const RunResult& r) {
+  EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
+  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << Describe(r);
+  EXPECT_TRUE(!r.err.empty() && r.err.back() == '\n') << Describe(r);
+}
+
+// Runs SQL that changes a SQLite file; returns "" or the error.
+std::string SqliteExec(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &h,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                      nullptr) != SQLITE_OK) {
+    std::string e = h ? sqlite3_errmsg(h) : "cannot open";
+    sqlite3_close(h);
+    return e;
+  }
+  sqlite3_busy_timeout(h, 2000);
+  char* msg = nullptr;
+  std::string error;
+  if (sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    error = msg ? msg : "error";
+  }
+  sqlite3_free(msg);
+  sqlite3_close(h);
+  return error;
+}
+
+// ---- PostgreSQL -----------------------------------------------------------
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string ShellQuote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// `uri` with its database name replaced.
+std::string WithDatabase(const std::string& uri, const std::string& db) {
+  size_t q = uri.find('?');
+  std::string base = uri.substr(0, q);
+  std::string rest = q == std::string::npos ? "" : uri.substr(q);
+  size_t scheme = base.find("://");
+  size_t slash = base.find('/', scheme == std::string::npos ? 0 : scheme + 3);
+  if (slash == std::string::npos) return base + "/" + db + rest;
+  return base.substr(0, slash + 1) + db + rest;
+}
+
+// `uri` with `password` in its user info (postgresql://user:pw@host/db).
+std::string WithPassword(const std::string& uri, const std::string& password) {
+  size_t scheme = uri.find("://");
+  size_t at = uri.find('@', scheme + 3);
+  if (scheme == std::string::npos || at == std::string::npos) return uri;
+  std::string user = uri.substr(scheme + 3, at - scheme - 3);
+  user = user.substr(0, user.find(':'));
+  return uri.substr(0, scheme + 3) + user + ":" + password + uri.substr(at);
+}
+
+struct PsqlResult {
+  int exit_code = -1;
+  std::vector<std::string> rows;
+  std::string output;
+};
+
+// Runs psql on `uri` with the test password, SQL given as a file.
+PsqlResult RunPsqlFile(const std::string& uri, const std::string& file) {
+  std::string cmd =
+      "PGPASSWORD=" + ShellQuote(Env("PGTEST_PASSWORD")) +
+      " PGCONNECT_TIMEOUT=10 psql -X -A -t -q -v ON_ERROR_STOP=1 " +
+      ShellQuote(uri) + " -f " + ShellQuote(file) + " 2>&1";
+  PsqlResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.rows = Lines(r.output);
+  return r;
+}
+
+PsqlResult RunPsql(const std::string& uri, const std::string& sql) {
+  char tmpl[] = "/tmp/migledger-cli-psql-XXXXXX";
+  int fd = mkstemp(tmpl);
+  if (fd < 0) return {};
+  close(fd);
+  WriteFile(tmpl, sql);
+  PsqlResult r = RunPsqlFile(uri, tmpl);
+  unlink(tmpl);
+  return r;
+}
+
+bool HavePostgres() { return !Env("PGTEST_URI").empty(); }
+
+// Databases on the PGTEST_URI server, one per test at a time. Creating and
+// dropping a database costs about two seconds (DROP DATABASE checkpoints),
+// so a released database is wiped (its schemas dropped, an empty "public"
+// recreated) and handed to the next test; all of them are dropped when the
+// test program ends.
+class PgDatabasePool : public ::testing::Environment {
+ public:
+  static PgDatabasePool* Get() {
+    static PgDatabasePool* pool = static_cast<PgDatabasePool*>(
+        ::testing::AddGlobalTestEnvironment(new PgDatabasePool));
+    return pool;
+  }
+
+  // The name of an empty database, or "" with *error set.
+  std::string Acquire(std::string* error) {
+    if (!free_.empty()) {
+      std::string name = free_.back();
+      free_.pop_back();
+      return name;
+    }
+    static std::atomic<int> counter{0};
+    std::random_device rd;
+    std::string name = "mlcli_" + std::to_string(getpid()) + "_" +
+                       std::to_string(counter++) + "_" +
+                       std::to_string(rd() % 100000);
+    PsqlResult r =
+        RunPsql(Env("PGTEST_URI"), "CREATE DATABASE \"" + name + "\";\n");
+    if (r.exit_code != 0) {
+      *error = r.output;
+      return "";
+    }
+    all_.push_back(name);
+    return name;
+  }
+
+  void Release(const std::string& name) {
+    if (std::getenv("MIGLEDGER_KEEP_TEST_DIRS")) return;  // keep for a look
+    PsqlResult r = RunPsql(WithDatabase(Env("PGTEST_URI"), name),
+                           "DO $$ BEGIN EXECUTE format('ALTER ROLE %I IN "
+                           "DATABASE %I RESET ALL', current_user, "
+                           "current_database()); END $$;\n"
+                           "DROP SCHEMA IF EXISTS migledger CASCADE;\n"
+                           "DROP SCHEMA IF EXISTS public CASCADE;\n"
+                           "CREATE SCHEMA public;\n");
+    if (r.exit_code == 0) free_.push_back(name);
+  }
+
+  void TearDown() override {
+    if (all_.empty() || std::getenv("MIGLEDGER_KEEP_TEST_DIRS")) return;
+    std::string sql;
+    for (const auto& name : all_) {
+      sql += "DROP DATABASE IF EXISTS \"" + name + "\" WITH (FORCE);\n";
+    }
+    RunPsql(Env("PGTEST_URI"), sql);
+    all_.clear();
+    free_.clear();
+  }
+
+ private:
+  std::vector<std::string> all_;
+  std::vector<std::string> free_;
+};
+
+// Registered before main() runs, so its TearDown drops the databases.
+[[maybe_unused]] ::testing::Environment* const kPgDatabasePool =
+    PgDatabasePool::Get();
+
+// An empty database of its own for one test.
+class PgDatabase {
+ public:
+  PgDatabase() : name_(PgDatabasePool::Get()->Acquire(&error_)) {}
+  ~PgDatabase() {
+    if (ok()) PgDatabasePool::Get()->Release(name_);
+  }
+  bool ok() const { return !name_.empty(); }
+  const std::string& error() const { return error_; }
+  // Without a password (migledger gets it from PGPASSWORD).
+  std::string uri() const { return WithDatabase(Env("PGTEST_URI"), name_); }
+
+ private:
+  std::string error_;
+  std::string name_;
+};
+
+// ---- the target under test ------------------------------------------------
+
+// One target database of a test project: SQLite file or PostgreSQL
+// database, with the few queries the tests need on either.
+class Target {
+ public:
+  Target(const std::string& kind, const std::string& project_dir)
+      : kind_(kind), project_dir_(project_dir) {
+    if (kind_ == "postgres") pg_ = std::make_unique<PgDatabase>();
+  }
+  bool is_pg() const { return kind_ == "postgres"; }
+  bool ok() const { return !pg_ || pg_->ok(); }
+  std::string setup_error() const { return pg_ ? pg_->error() : ""; }
+
+  // The URL written in migledger.toml.
+  std::string url() const { return pg_ ? pg_->uri() : "sqlite:app.db"; }
+  std::string sqlite_path() const { return project_dir_ + "/app.db"; }
+  std::map<std::string, std::string> env() const {
+    if (!pg_) return {};
+    return {{"PGPASSWORD", Env("PGTEST_PASSWORD")},
+            {"PGCONNECT_TIMEOUT", "10"}};
+  }
+
+  std::vector<std::string> Query(const std::string& sql) {
+    if (!pg_) return SqliteQuery(sqlite_path(), sql);
+    PsqlResult r = RunPsql(pg_->uri(), sql + ";\n");
+    if (r.exit_code != 0) return {"<error: " + r.output + ">"};
+    return r.rows;
+  }
+  // "" on success, else the error.
+  std::string Exec(const std::string& sql) {
+    if (!pg_) return SqliteExec(sqlite_path(), sql);
+    PsqlResult r = RunPsql(pg_->uri(), sql + "\n");
+    return r.exit_code == 0 ? "" : "psql failed: " + r.output;
+  }
+  std::string ExecFile(const std::string& path) {
+    if (!pg_) return SqliteExec(sqlite_path(), ReadFile(path));
+    PsqlResult r = RunPsqlFile(pg_->uri(), path);
+    return r.exit_code == 0 ? "" : "psql failed: " + r.output;
+  }
+
+  bool TableExists(const std::string& table) {
+    if (pg_) {
+      return Query("SELECT to_regclass('" + table + "') IS NOT NULL") ==
+             std::vector<std::string>{"t"};
+    }
+    return Query(
+               "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+               "name = '" +
+               table + "'") == std::vector<std::string>{"1"};
+  }
+  std::string marker_table() const {
+    return pg_ ? "\"migledger\".\"applied\"" : "\"migledger_applied\"";
+  }
+  // Versions with a marker row, sorted.
+  std::vector<std::string> Markers() {
+    return Query("SELECT version FROM " + marker_table() + " ORDER BY version");
+  }
+
+ private:
+  std::string kind_;
+  std::string project_dir_;
+  std::unique_ptr<PgDatabase> pg_;
+};
+
+using Rows = std::vector<std::string>;
+
+// ---- fixtures -------------------------------------------------------------
+
+// A project on one target kind; the kind is the test parameter.
+class CoreScenarioTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "postgres" && !HavePostgres()) {
+      GTEST_SKIP() << "PGTEST_URI is not set (run under scripts/pg-throwaway)";
+    }
+    target_ = std::make_unique<Target>(GetParam(), dir_.path());
+    ASSERT_TRUE(target_->ok()) << target_->setup_error();
+    MakeProject(dir_.path(), target_->url());
+  }
+
+  RunResult Run(const std::vector<std::string>& args) {
+    return RunMigledger(args, dir_.path(), target_->env());
+  }
+  void Migration(const std::string& file, const std::string& sql) {
+    WriteFile(dir_ / ("migrations/" + file), sql);
+  }
+  // 0001_a, 0002_b, 0003_c, each creating its table, with down files.
+  void ThreeMigrations() {
+    Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER PRIMARY KEY);\n");
+    Migration("0001_a.down.sql", "DROP TABLE a;\n");
+    Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+    Migration("0002_b.down.sql", "DROP TABLE b;\n");
+    Migration("0003_c.up.sql",
+              "CREATE TABLE c (id INTEGER);\nINSERT INTO c VALUES (1);\n");
+    Migration("0003_c.down.sql", "DROP TABLE c;\n");
+  }
+  void ExpectLedgerVerifies() {
+    RunResult v = Run({"audit", "verify"});
+    EXPECT_EQ(v.exit_code, 0) << Describe(v);
+    EXPECT_TRUE(Contains(v.out, "events verified")) << Describe(v);
+  }
+  std::vector<std::string> EventLines(const std::string& type) {
+    RunResult r = Run({"audit", "log", "--format", "jsonl", "--type", type});
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    return Lines(r.out);
+  }
+  std::string SyntaxErrorText() const {
+    return GetParam() == "postgres" ? "syntax error at or near \"TABLEE\""
+                                    : "near \"TABLEE\": syntax error";
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Target> target_;
+};
+
+std::string KindName(const ::testing::TestParamInfo<std::string>& info) {
+  return info.param == "postgres" ? "Postgres" : "Sqlite";
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, CoreScenarioTest,
+                         ::testing::Values("sqlite", "postgres"), KindName);
+
+// ---- init and new ---------------------------------------------------------
+
+TEST(CliInitTest, InitCreatesConfigMigrationsDirAndPrivateLedger) {
+  TempDir dir;
+  RunResult r = RunMigledger({"init"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(fs::is_regular_file(dir / "migledger.toml"));
+  EXPECT_TRUE(fs::is_directory(dir / "migrations"));
+  ASSERT_TRUE(fs::is_directory(dir / ".migledger"));
+  struct stat st {};
+  ASSERT_EQ(stat((dir / ".migledger").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  EXPECT_TRUE(Contains(r.out, "migledger.toml")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "ledger ")) << r.out;
+  std::string config = ReadFile(dir / "migledger.toml");
+  EXPECT_TRUE(Contains(config, "url = \"sqlite:app.db\"")) << config;
+
+  // A second init keeps the config and the ledger.
+  WriteFile(dir / "migledger.toml", config + "# edited\n");
+  RunResult again = RunMigledger({"init"}, dir.path());
+  EXPECT_EQ(again.exit_code, 0) << Describe(again);
+  EXPECT_TRUE(Contains(ReadFile(dir / "migledger.toml"), "# edited"));
+  RunResult v = RunMigledger({"audit", "verify"}, dir.path());
+  EXPECT_EQ(v.exit_code, 0) << Describe(v);
+}
+
+TEST(CliInitTest, InitRefusesPasswordInConfig) {
+  TempDir dir;
+  RunResult r = RunMigledger(
+      {"init", "--target", "postgresql://u:@localhost/db"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_FALSE(fs::exists(dir / "migledger.toml"));
+}
+
+TEST(CliNewTest, NewCreatesTimestampedUpDownPairInEmptyProject) {
+  TempDir dir;
+  ASSERT_EQ(RunMigledger({"init"}, dir.path()).exit_code, 0);
+  RunResult r = RunMigledger({"new", "create_users"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir / "migrations")) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  ASSERT_EQ(names.size(), 2u);
+  // <14-digit UTC timestamp>_create_users.{down,up}.sql
+  const std::string version = names[0].substr(0, names[0].find('_'));
+  EXPECT_EQ(version.size(), 14u) << names[0];
+  EXPECT_EQ(names[0], version + "_create_users.down.sql");
+  EXPECT_EQ(names[1], version + "_create_users.up.sql");
+  EXPECT_TRUE(Contains(r.out, names[0])) << r.out;
+  EXPECT_TRUE(Contains(r.out, names[1])) << r.out;
+}
+
+TEST(CliNewTest, NewKeepsSequentialNumberingAndWidth) {
+  TempDir dir;
+  MakeProject(dir.path());
+  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  RunResult r = RunMigledger({"new", "b"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(fs::is_regular_file(dir / "migrations/0002_b.up.sql")) << r.out;
+  EXPECT_TRUE(fs::is_regular_file(dir / "migrations/0002_b.down.sql")) << r.out;
+
+  // 0009 -> 0010: the width is kept as the number grows a digit.
+  WriteFile(dir / "migrations/0009_i.up.sql", "CREATE TABLE i (id INTEGER);\n");
+  r = RunMigledger({"new", "--no-transaction", "j"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  ASSERT_TRUE(fs::is_regular_file(dir / "migrations/0010_j.up.sql")) << r.out;
+  EXPECT_EQ(ReadFile(dir / "migrations/0010_j.up.sql")
+                .rfind("-- migledger:no-transaction\n", 0),
+            0u);
+
+  // The files it makes are valid migrations: apply takes them.
+  RunResult apply = RunMigledger({"apply"}, dir.path());
+  EXPECT_EQ(apply.exit_code, 0) << Describe(apply);
+}
+
+TEST(CliNewTest, NewRejectsBadSlug) {
+  TempDir dir;
+  MakeProject(dir.path());
+  RunResult r = RunMigledger({"new", "bad slug!"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(fs::is_empty(dir / "migrations"));
+}
+
+// ---- apply, status, audit log (both drivers) ------------------------------
+
+TEST_P(CoreScenarioTest, ApplyThreeMigrationsRecordsEverything) {
+  ThreeMigrations();
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(Contains(r.out, "applied  0001 a")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "applied  0002 b")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "applied  0003 c")) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_TRUE(target_->TableExists("b"));
+  EXPECT_TRUE(target_->TableExists("c"));
+  EXPECT_EQ(target_->Query("SELECT count(*) FROM c"), Rows{"1"});
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002", "0003"}));
+
+  RunResult status = Run({"status"});
+  ASSERT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "3 applied, 0 pending")) << status.out;
+  EXPECT_EQ(CountOf(status.out, " applied "), 3u) << status.out;
+
+  RunResult log = Run({"audit", "log", "--format", "jsonl"});
+  ASSERT_EQ(log.exit_code, 0) << Describe(log);
+  std::vector<std::string> lines = Lines(log.out);
+  ASSERT_FALSE(lines.empty());
+  std::map<std::string, int> types;
+  uint64_t last_seq = 0;
+  for (const auto& line : lines) {
+    EXPECT_TRUE(LooksLikeJsonObject(line)) << line;
+    uint64_t seq = SequenceOf(line);
+    EXPECT_EQ(seq, last_seq + 1) << line;
+    last_seq = seq;
+    size_t t = line.find("\"type\":\"");
+    ASSERT_NE(t, std::string::npos) << line;
+    t += 8;
+    types[line.substr(t, line.find('"', t) - t)]++;
+  }
+  EXPECT_EQ(types["run_started"], 1);
+  EXPECT_EQ(types["step_started"], 3);
+  EXPECT_EQ(types["step_applied"], 3);
+  EXPECT_EQ(types["run_finished"], 1);
+  EXPECT_TRUE(Contains(lines.back(), "OUTCOME_SUCCEEDED")) << lines.back();
+
+  RunResult again = Run({"apply"});
+  EXPECT_EQ(again.exit_code, 0) << Describe(again);
+  EXPECT_EQ(again.out, "nothing to apply\n");
+  EXPECT_EQ(EventLines("step_started").size(), 3u);
+  ExpectLedgerVerifies();
+}
+
+TEST_P(CoreScenarioTest, FailingMigrationRollsBackAndNamesFileLine) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  // Statement 2 (index 1) starts on line 3 and has a syntax error.
+  Migration("0003_c.up.sql",
+            "CREATE TABLE c (id INTEGER);\n"
+            "-- the next statement has a typo\n"
+            "CREATE TABLEE d (id INTEGER);\n");
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 3) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "migration 0003 ")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "0003_c.up.sql:3")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "statement 2")) << r.err;
+  EXPECT_TRUE(Contains(r.err, SyntaxErrorText())) << r.err;
+  if (target_->is_pg()) {
+    EXPECT_TRUE(Contains(r.err, "SQLSTATE 42601")) << r.err;
+  }
+  EXPECT_TRUE(Contains(r.out, "applied  0001 a")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "applied  0002 b")) << r.out;
+
+  // Earlier steps of the run stay; the failed one left nothing.
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_TRUE(target_->TableExists("b"));
+  EXPECT_FALSE(target_->TableExists("c"));
+  EXPECT_FALSE(target_->TableExists("d"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+
+  std::vector<std::string> failed = EventLines("step_failed");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_TRUE(LooksLikeJsonObject(failed[0])) << failed[0];
+  EXPECT_TRUE(Contains(failed[0], "\"version\":\"0003\"")) << failed[0];
+  EXPECT_TRUE(Contains(failed[0], "\"file_line\":3")) << failed[0];
+  EXPECT_TRUE(Contains(failed[0], "\"statement_index\":1")) << failed[0];
+  EXPECT_TRUE(Contains(failed[0], "\"rolled_back\":true")) << failed[0];
+  if (target_->is_pg()) {
+    EXPECT_TRUE(Contains(failed[0], "\"sqlstate\":\"42601\"")) << failed[0];
+  }
+  std::vector<std::string> finished = EventLines("run_finished");
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_TRUE(Contains(finished[0], "OUTCOME_FAILED")) << finished[0];
+
+  RunResult status = Run({"status"});
+  EXPECT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "2 applied, 1 pending")) << status.out;
+  EXPECT_TRUE(Contains(status.out, "failed")) << status.out;
+  EXPECT_FALSE(Contains(status.out, "unfinished")) << status.out;
+  ExpectLedgerVerifies();
+
+  // Fixed: the next apply runs it (and only it).
+  Migration("0003_c.up.sql",
+            "CREATE TABLE c (id INTEGER);\n"
+            "-- fixed\n"
+            "CREATE TABLE d (id INTEGER);\n");
+  RunResult fixed = Run({"apply"});
+  ASSERT_EQ(fixed.exit_code, 0) << Describe(fixed);
+  EXPECT_TRUE(Contains(fixed.out, "applied  0003 c")) << fixed.out;
+  EXPECT_FALSE(Contains(fixed.out, "0001")) << fixed.out;
+  EXPECT_TRUE(target_->TableExists("c"));
+  EXPECT_TRUE(target_->TableExists("d"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002", "0003"}));
+  status = Run({"status"});
+  EXPECT_TRUE(Contains(status.out, "3 applied, 0 pending")) << status.out;
+  ExpectLedgerVerifies();
+}
+
+TEST_P(CoreScenarioTest, MissingRelationErrorCarriesDatabaseMessage) {
+  Migration("0001_a.up.sql", "INSERT INTO no_such_table VALUES (1);\n");
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 3) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "0001_a.up.sql:1")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "no_such_table")) << r.err;
+  if (target_->is_pg()) {
+    EXPECT_TRUE(Contains(r.err, "SQLSTATE 42P01")) << r.err;
+  }
+  EXPECT_EQ(target_->Markers(), Rows{});
+  ExpectLedgerVerifies();
+}
+
+// ---- down -----------------------------------------------------------------
+
+TEST_P(CoreScenarioTest, DownStepsOneRevertsTheLastMigration) {
+  ThreeMigrations();
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  RunResult r = Run({"down", "--steps", "1"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(Contains(r.out, "reverted 0003 c")) << r.out;
+  EXPECT_FALSE(Contains(r.out, "0002")) << r.out;
+  EXPECT_FALSE(target_->TableExists("c"));  // the down SQL ran
+  EXPECT_TRUE(target_->TableExists("b"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+  EXPECT_EQ(EventLines("step_reverted").size(), 1u);
+
+  RunResult status = Run({"status"});
+  EXPECT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "2 applied, 1 pending")) << status.out;
+  ExpectLedgerVerifies();
+
+  // And up again.
+  RunResult up = Run({"apply"});
+  EXPECT_EQ(up.exit_code, 0) << Describe(up);
+  EXPECT_TRUE(target_->TableExists("c"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002", "0003"}));
+}
+
+TEST_P(CoreScenarioTest, DownToVersionRevertsEverythingAboveIt) {
+  ThreeMigrations();
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  RunResult r = Run({"down", "--to", "0001"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  size_t c = r.out.find("reverted 0003 c");
+  size_t b = r.out.find("reverted 0002 b");
+  ASSERT_NE(c, std::string::npos) << r.out;
+  ASSERT_NE(b, std::string::npos) << r.out;
+  EXPECT_LT(c, b) << "newest first: " << r.out;
+  EXPECT_FALSE(Contains(r.out, "0001")) << r.out;
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_FALSE(target_->TableExists("b"));
+  EXPECT_FALSE(target_->TableExists("c"));
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
+
+  RunResult nothing = Run({"down", "--to", "0001"});
+  EXPECT_EQ(nothing.exit_code, 0) << Describe(nothing);
+  EXPECT_EQ(nothing.out, "nothing to revert\n");
+  ExpectLedgerVerifies();
+}
+
+TEST_P(CoreScenarioTest, DownWithoutDownFileIsRefusedNamingTheMigration) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0001_a.down.sql", "DROP TABLE a;\n");
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  size_t events_before =
+      Lines(Run({"audit", "log", "--format", "jsonl"}).out).size();
+
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"down", "--steps", "1"},
+        std::vector<std::string>{"down", "--to", "0"}}) {
+    RunResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 2) << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "0002")) << r.err;
+    EXPECT_TRUE(Contains(r.err, "0002_b.up.sql")) << r.err;
+    EXPECT_TRUE(Contains(r.err, "no down migration")) << r.err;
+  }
+  // Nothing was reverted, not even 0001 (which has a down file).
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_TRUE(target_->TableExists("b"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+  EXPECT_EQ(Lines(Run({"audit", "log", "--format", "jsonl"}).out).size(),
+            events_before);
+  ExpectLedgerVerifies();
+}
+
+TEST_P(CoreScenarioTest, DownNeedsStepsOrTo) {
+  RunResult r = Run({"down"});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "--steps")) << r.err;
+}
+
+// ---- apply --to -----------------------------------------------------------
+
+TEST_P(CoreScenarioTest, ApplyToVersionStopsThere) {
+  ThreeMigrations();
+  RunResult r = Run({"apply", "--to", "0002"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(Contains(r.out, "applied  0002 b")) << r.out;
+  EXPECT_FALSE(Contains(r.out, "0003")) << r.out;
+  EXPECT_TRUE(target_->TableExists("b"));
+  EXPECT_FALSE(target_->TableExists("c"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+  RunResult status = Run({"status"});
+  EXPECT_TRUE(Contains(status.out, "2 applied, 1 pending")) << status.out;
+
+  // "2" and "0002" are the same version.
+  RunResult same = Run({"apply", "--to", "2"});
+  EXPECT_EQ(same.exit_code, 0) << Describe(same);
+  EXPECT_EQ(same.out, "nothing to apply\n");
+
+  RunResult unknown = Run({"apply", "--to", "0042"});
+  EXPECT_EQ(unknown.exit_code, 2) << Describe(unknown);
+  ExpectOneErrorLine(unknown);
+  EXPECT_TRUE(Contains(unknown.err, "0042")) << unknown.err;
+  EXPECT_FALSE(target_->TableExists("c"));
+
+  RunResult rest = Run({"apply"});
+  EXPECT_EQ(rest.exit_code, 0) << Describe(rest);
+  EXPECT_TRUE(Contains(rest.out, "applied  0003 c")) << rest.out;
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002", "0003"}));
+  ExpectLedgerVerifies();
+}
+
+// ---- transaction control --------------------------------------------------
+
+TEST_P(CoreScenarioTest, TransactionControlInTransactionalFileIsRefused) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0002_tx.up.sql",
+            "BEGIN;\nCREATE TABLE t (id INTEGER);\nCOMMIT;\n");
+  RunResult r = Run({"apply"});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "0002_tx.up.sql:1")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "no-transaction")) << r.err;
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_FALSE(target_->TableExists("t"));
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
+  // Refused before it started: no step of it is left unfinished.
+  RunResult status = Run({"status"});
+  EXPECT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_FALSE(Contains(status.out, "unfinished")) << status.out;
+  ExpectLedgerVerifies();
+
+  // The same file marked no-transaction runs statement by statement.
+  Migration("0002_tx.up.sql",
+            "-- migledger:no-transaction\n"
+            "BEGIN;\nCREATE TABLE t (id INTEGER);\nCOMMIT;\n");
+  RunResult ok = Run({"apply"});
+  ASSERT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_TRUE(Contains(ok.out, "applied  0002 tx")) << ok.out;
+  EXPECT_TRUE(target_->TableExists("t"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+  std::vector<std::string> stmts = EventLines("statement_applied");
+  ASSERT_EQ(stmts.size(), 3u);
+  EXPECT_TRUE(Contains(stmts[1], "\"statement_index\":1")) << stmts[1];
+  EXPECT_TRUE(Contains(stmts[2], "\"statement_index\":2")) << stmts[2];
+  ExpectLedgerVerifies();
+}
+
+TEST_P(CoreScenarioTest, NoTransactionFileRecordsEachStatement) {
+  Migration("0001_nt.up.sql",
+            "-- migledger:no-transaction\n"
+            "CREATE TABLE n1 (id INTEGER);\n"
+            "INSERT INTO n1 VALUES (1);\n"
+            "CREATE TABLE n2 (id INTEGER);\n");
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(target_->TableExists("n1"));
+  EXPECT_TRUE(target_->TableExists("n2"));
+  EXPECT_EQ(target_->Query("SELECT count(*) FROM n1"), Rows{"1"});
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
+  std::vector<std::string> stmts = EventLines("statement_applied");
+  ASSERT_EQ(stmts.size(), 3u);
+  for (const auto& s : stmts) {
+    EXPECT_TRUE(Contains(s, "\"version\":\"0001\"")) << s;
+  }
+  std::vector<std::string> started = EventLines("step_started");
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_TRUE(Contains(started[0], "TX_MODE_NO_TRANSACTION")) << started[0];
+  EXPECT_TRUE(Contains(started[0], "\"statement_count\":3")) << started[0];
+  RunResult status = Run({"status"});
+  EXPECT_TRUE(Contains(status.out, "no-transaction")) << status.out;
+  ExpectLedgerVerifies();
+}
+
+TEST_P(CoreScenarioTest, NoTransactionFailureResumesAtTheFailedStatement) {
+  Migration("0001_nt.up.sql",
+            "-- migledger:no-transaction\n"
+            "CREATE TABLE n1 (id INTEGER);\n"
+            "INSERT INTO n1 VALUES (1);\n"
+            "INSERT INTO nope VALUES (1);\n"
+            "CREATE TABLE n2 (id INTEGER);\n");
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 3) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "0001_nt.up.sql:4 (statement 3)")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "nope")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "resume")) << r.err;
+  // Statements 1 and 2 ran and stay; no marker.
+  EXPECT_EQ(target_->Query("SELECT count(*) FROM n1"), Rows{"1"});
+  EXPECT_FALSE(target_->TableExists("n2"));
+  EXPECT_EQ(target_->Markers(), Rows{});
+  std::vector<std::string> failed = EventLines("step_failed");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_TRUE(Contains(failed[0], "\"file_line\":4")) << failed[0];
+  EXPECT_TRUE(Contains(failed[0], "\"statement_index\":2")) << failed[0];
+  ExpectLedgerVerifies();
+
+  // Fixed: resumes at statement 3; the INSERT does not run twice.
+  Migration("0001_nt.up.sql",
+            "-- migledger:no-transaction\n"
+            "CREATE TABLE n1 (id INTEGER);\n"
+            "INSERT INTO n1 VALUES (1);\n"
+            "CREATE TABLE nope (id INTEGER);\n"
+            "CREATE TABLE n2 (id INTEGER);\n");
+  RunResult fixed = Run({"apply"});
+  ASSERT_EQ(fixed.exit_code, 0) << Describe(fixed);
+  EXPECT_EQ(target_->Query("SELECT count(*) FROM n1"), Rows{"1"});
+  EXPECT_TRUE(target_->TableExists("nope"));
+  EXPECT_TRUE(target_->TableExists("n2"));
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
+  EXPECT_EQ(EventLines("statement_applied").size(), 4u);
+  ExpectLedgerVerifies();
+}
+
+// ---- status --format json, plan -------------------------------------------
+
+TEST_P(CoreScenarioTest, StatusJsonListsStates) {
+  ThreeMigrations();
+  ASSERT_EQ(Run({"apply", "--to", "0001"}).exit_code, 0);
+  RunResult r = Run({"status", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  ASSERT_FALSE(r.out.empty());
+  EXPECT_EQ(r.out.back(), '\n');
+  std::string json = r.out.substr(0, r.out.size() - 1);
+  EXPECT_TRUE(LooksLikeJsonObject(json)) << json;
+  EXPECT_EQ(Lines(r.out).size(), 1u) << r.out;
+  EXPECT_TRUE(Contains(
+      json, "{\"version\":\"0001\",\"slug\":\"a\",\"state\":\"applied\""))
+      << json;
+  EXPECT_TRUE(Contains(
+      json, "{\"version\":\"0002\",\"slug\":\"b\",\"state\":\"pending\""))
+      << json;
+  EXPECT_TRUE(Contains(
+      json, "{\"version\":\"0003\",\"slug\":\"c\",\"state\":\"pending\""))
+      << json;
+  EXPECT_TRUE(Contains(json, "\"drift\":[]")) << json;
+  EXPECT_TRUE(Contains(json, "\"unfinished_steps\":0")) << json;
+  EXPECT_FALSE(Contains(json, "\"database_id\":\"\"")) << json;
+}
+
+TEST_P(CoreScenarioTest, PlanListsPendingWithoutRunningThem) {
+  ThreeMigrations();
+  ASSERT_EQ(Run({"apply", "--to", "0001"}).exit_code, 0);
+  RunResult r = Run({"plan"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(Contains(r.out, "2 migration(s) to apply")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "0002")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "0003")) << r.out;
+  EXPECT_FALSE(Contains(r.out, "0001 ")) << r.out;
+  EXPECT_FALSE(target_->TableExists("b"));
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
+
+  RunResult to = Run({"plan", "--to", "0002"});
+  EXPECT_EQ(to.exit_code, 0) << Describe(to);
+  EXPECT_TRUE(Contains(to.out, "1 migration(s) to apply")) << to.out;
+
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  RunResult none = Run({"plan"});
+  EXPECT_EQ(none.exit_code, 0) << Describe(none);
+  EXPECT_EQ(none.out, "nothing to apply\n");
+}
+
+TEST_P(CoreScenarioTest, OfflinePlanScriptIsRecordedAsOutOfBand) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  RunResult plan = Run({"plan", "--sql"});
+  ASSERT_EQ(plan.exit_code, 0) << Describe(plan);
+  const std::string& script = plan.out;
+  EXPECT_EQ(CountOf(script, "BEGIN;\n"), 2u) << script;
+  EXPECT_EQ(CountOf(script, "COMMIT;\n"), 2u) << script;
+  EXPECT_EQ(CountOf(script, "INSERT INTO " + target_->marker_table()), 2u)
+      << script;
+  EXPECT_TRUE(Contains(script, "VALUES ('0001', ")) << script;
+  EXPECT_TRUE(Contains(script, "VALUES ('0002', ")) << script;
+  EXPECT_LT(script.find("CREATE TABLE a"), script.find("CREATE TABLE b"));
+  EXPECT_EQ(EventLines("plan_exported").size(), 1u);
+  // Printing the plan ran nothing.
+  EXPECT_FALSE(target_->TableExists("a"));
+
+  WriteFile(dir_ / "offline.sql", script);
+  ASSERT_EQ(target_->ExecFile(dir_ / "offline.sql"), "");
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_TRUE(target_->TableExists("b"));
+
+  RunResult apply = Run({"apply"});
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_TRUE(Contains(apply.out, "out-of-band application of 0001"))
+      << apply.out;
+  EXPECT_TRUE(Contains(apply.out, "out-of-band application of 0002"))
+      << apply.out;
+  EXPECT_TRUE(Contains(apply.out, "nothing to apply")) << apply.out;
+  EXPECT_EQ(EventLines("applied_out_of_band").size(), 2u);
+  EXPECT_EQ(EventLines("step_started"), Rows{});  // nothing ran twice
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+
+  RunResult again = Run({"apply"});
+  EXPECT_EQ(again.exit_code, 0) << Describe(again);
+  EXPECT_EQ(again.out, "nothing to apply\n");
+  EXPECT_EQ(EventLines("applied_out_of_band").size(), 2u);
+  RunResult validate = Run({"validate"});
+  EXPECT_EQ(validate.exit_code, 0) << Describe(validate);
+  ExpectLedgerVerifies();
+}
+
+// The offline script must stay valid SQL when a file's last statement has
+// no terminating semicolon (apply accepts such files).
+TEST_P(CoreScenarioTest, OfflinePlanScriptWorksWithoutFinalSemicolon) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER)");
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER)\n");
+  RunResult plan = Run({"plan", "--sql"});
+  ASSERT_EQ(plan.exit_code, 0) << Describe(plan);
+  WriteFile(dir_ / "offline.sql", plan.out);
+  ASSERT_EQ(target_->ExecFile(dir_ / "offline.sql"), "") << plan.out;
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_TRUE(target_->TableExists("b"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+
+  RunResult apply = Run({"apply"});
+  EXPECT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_EQ(EventLines("applied_out_of_band").size(), 2u);
+  EXPECT_EQ(EventLines("step_started"), Rows{});
+  ExpectLedgerVerifies();
+}
+
+// ---- drift ----------------------------------------------------------------
+
+TEST_P(CoreScenarioTest, DeletedMarkerIsDriftAndNothingRuns) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  Migration("0003_c.up.sql", "CREATE TABLE c (id INTEGER);\n");
+  ASSERT_EQ(target_->Exec("DELETE FROM " + target_->marker_table() +
+                          " WHERE version = '0002';"),
+            "");
+
+  RunResult r = Run({"apply"});
+  EXPECT_EQ(r.exit_code, 4) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "drift")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "0002")) << r.err;
+  EXPECT_FALSE(target_->TableExists("c"));
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
+  EXPECT_EQ(EventLines("step_started").size(), 2u);  // only the first run's
+
+  RunResult v = Run({"validate"});
+  EXPECT_EQ(v.exit_code, 4) << Describe(v);
+  EXPECT_TRUE(Contains(v.out, "missing_marker")) << v.out;
+  EXPECT_TRUE(Contains(v.err, "drift")) << v.err;
+  ExpectLedgerVerifies();
+}
+
+TEST_P(CoreScenarioTest, ChangedAppliedFileIsChecksumDriftUntilAccepted) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER, extra INTEGER);\n");
+
+  RunResult v = Run({"validate"});
+  EXPECT_EQ(v.exit_code, 4) << Describe(v);
+  EXPECT_TRUE(Contains(v.out, "checksum")) << v.out;
+  EXPECT_TRUE(Contains(v.out, "0001_a.up.sql")) << v.out;
+  ExpectOneErrorLine(v);
+
+  RunResult apply = Run({"apply"});
+  EXPECT_EQ(apply.exit_code, 4) << Describe(apply);
+  EXPECT_TRUE(Contains(apply.err, "accept-checksum")) << apply.err;
+
+  RunResult accept =
+      Run({"accept-checksum", "--version", "0001", "--reason", "r"});
+  ASSERT_EQ(accept.exit_code, 0) << Describe(accept);
+  EXPECT_EQ(EventLines("checksum_accepted").size(), 1u);
+  RunResult ok = Run({"validate"});
+  EXPECT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_TRUE(Contains(ok.out, "ok")) << ok.out;
+  RunResult again = Run({"apply"});
+  EXPECT_EQ(again.exit_code, 0) << Describe(again);
+  EXPECT_EQ(again.out, "nothing to apply\n");
+  ExpectLedgerVerifies();
+}
+
+// ---- baseline -------------------------------------------------------------
+
+TEST_P(CoreScenarioTest, BaselineMakesApplyRunOnlyLaterVersions) {
+  ASSERT_EQ(target_->Exec("CREATE TABLE a (id INTEGER);\n"
+                          "CREATE TABLE b (id INTEGER);\n"),
+            "");
+  ThreeMigrations();
+  RunResult b =
+      Run({"baseline", "--version", "0002", "--reason", "existing db"});
+  ASSERT_EQ(b.exit_code, 0) << Describe(b);
+  EXPECT_TRUE(Contains(b.out, "baselined at 0002")) << b.out;
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+  std::vector<std::string> baselined = EventLines("baselined");
+  ASSERT_EQ(baselined.size(), 1u);
+  EXPECT_TRUE(Contains(baselined[0], "existing db")) << baselined[0];
+
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(Contains(r.out, "applied  0003 c")) << r.out;
+  EXPECT_FALSE(Contains(r.out, "0001")) << r.out;
+  EXPECT_FALSE(Contains(r.out, "0002")) << r.out;
+  std::vector<std::string> started = EventLines("step_started");
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_TRUE(Contains(started[0], "\"version\":\"0003\"")) << started[0];
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002", "0003"}));
+  RunResult status = Run({"status"});
+  EXPECT_TRUE(Contains(status.out, "3 applied, 0 pending")) << status.out;
+  ExpectLedgerVerifies();
+}
+
+// ---- audit ----------------------------------------------------------------
+
+TEST_P(CoreScenarioTest, AuditShowPrintsTheSqlOfAStep) {
+  const std::string sql =
+      "CREATE TABLE shown (id INTEGER);\nINSERT INTO shown VALUES (42);\n";
+  Migration("0001_shown.up.sql", sql);
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  std::vector<std::string> started = EventLines("step_started");
+  ASSERT_EQ(started.size(), 1u);
+  uint64_t seq = SequenceOf(started[0]);
+  ASSERT_GT(seq, 0u) << started[0];
+
+  RunResult r = Run({"audit", "show", std::to_string(seq)});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(Contains(r.out, "\"step_started\"")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "-- SQL (sha256 ")) << r.out;
+  EXPECT_TRUE(Contains(r.out, ")\n" + sql)) << r.out;
+
+  RunResult missing = Run({"audit", "show", "99999"});
+  EXPECT_EQ(missing.exit_code, 2) << Describe(missing);
+  ExpectOneErrorLine(missing);
+}
+
+TEST_P(CoreScenarioTest, DigestStaysAPrefixAndStateAsOfShowsThePast) {
+  ThreeMigrations();
+  ASSERT_EQ(Run({"apply", "--to", "0002"}).exit_code, 0);
+  RunResult digest = Run({"audit", "digest"});
+  ASSERT_EQ(digest.exit_code, 0) << Describe(digest);
+  EXPECT_EQ(digest.out.rfind("migledger-digest v1\n", 0), 0u) << digest.out;
+  WriteFile(dir_ / "digest.txt", digest.out);
+  size_t size_pos = digest.out.find("size: ");
+  ASSERT_NE(size_pos, std::string::npos) << digest.out;
+  const std::string size = digest.out.substr(
+      size_pos + 6, digest.out.find('\n', size_pos) - size_pos - 6);
+  ASSERT_FALSE(size.empty());
+
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  RunResult verify = Run({"audit", "verify", "--digest", dir_ / "digest.txt"});
+  EXPECT_EQ(verify.exit_code, 0) << Describe(verify);
+  EXPECT_TRUE(Contains(verify.out, "the digest of " + size +
+                                       " events is a prefix of this ledger"))
+      << verify.out;
+
+  RunResult past = Run({"audit", "state", "--as-of", size});
+  ASSERT_EQ(past.exit_code, 0) << Describe(past);
+  EXPECT_TRUE(Contains(past.out, "schema version 0002, 2 applied")) << past.out;
+  EXPECT_FALSE(Contains(past.out, "\n0003")) << past.out;
+  RunResult now = Run({"audit", "state"});
+  ASSERT_EQ(now.exit_code, 0) << Describe(now);
+  EXPECT_TRUE(Contains(now.out, "schema version 0003, 3 applied")) << now.out;
+
+  // A digest of another (longer) history does not verify.
+  WriteFile(dir_ / "bad.txt",
+            "migledger-digest v1\nledger_id: nope\nsize: 1\nroot: " +
+                std::string(64, '0') + "\n");
+  RunResult bad = Run({"audit", "verify", "--digest", dir_ / "bad.txt"});
+  EXPECT_EQ(bad.exit_code, 6) << Describe(bad);
+  ExpectOneErrorLine(bad);
+}
+
+// ---- bad input (SQLite) ---------------------------------------------------
+
+// A project with 0001 applied, so there is a ledger that must survive every
+// bad command unchanged and verifiable.
+class CliBadInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MakeProject(dir_.path());
+    WriteFile(dir_ / "migrations/0001_a.up.sql",
+              "CREATE TABLE a (id INTEGER);\n");
+    RunResult r = Run({"apply"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    events_before_ = EventCount();
+  }
+  RunResult Run(const std::vector<std::string>& args) {
+    return RunMigledger(args, dir_.path());
+  }
+  size_t EventCount() {
+    return Lines(Run({"audit", "log", "--format", "jsonl"}).out).size();
+  }
+  // The bad command changed nothing and the ledger verifies.
+  void ExpectUntouched() {
+    EXPECT_EQ(
+        SqliteQuery(dir_ / "app.db", "SELECT version FROM migledger_applied"),
+        Rows{"0001"});
+    EXPECT_EQ(EventCount(), events_before_);
+    RunResult v = Run({"audit", "verify"});
+    EXPECT_EQ(v.exit_code, 0) << Describe(v);
+  }
+  // Runs `apply` expecting `code` and `text` in the one error line.
+  void ExpectApplyFails(int code, const std::string& text,
+                        const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"apply"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    RunResult r = Run(args);
+    EXPECT_EQ(r.exit_code, code) << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, text)) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    ExpectUntouched();
+  }
+
+  TempDir dir_;
+  size_t events_before_ = 0;
+};
+
+TEST_F(CliBadInputTest, MissingMigrationsDirIsBadInput) {
+  fs::remove_all(dir_ / "migrations");
+  ExpectApplyFails(2, "migrations directory");
+  RunResult s = Run({"status"});
+  EXPECT_EQ(s.exit_code, 2) << Describe(s);
+  ExpectOneErrorLine(s);
+}
+
+TEST_F(CliBadInputTest, MalformedFileNameIsBadInput) {
+  WriteFile(dir_ / "migrations/abc.up.sql", "CREATE TABLE x (id INTEGER);\n");
+  ExpectApplyFails(2, "abc.up.sql");
+}
+
+TEST_F(CliBadInputTest, DuplicateVersionsAreBadInput) {
+  // "2" and "002" are the same version.
+  WriteFile(dir_ / "migrations/2_a.up.sql", "CREATE TABLE x (id INTEGER);\n");
+  WriteFile(dir_ / "migrations/002_b.up.sql", "CREATE TABLE y (id INTEGER);\n");
+  RunResult r = Run({"apply"});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "duplicate migration version")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "/2_a.up.sql")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "/002_b.up.sql")) << r.err;
+  ExpectUntouched();
+}
+
+TEST_F(CliBadInputTest, DownFileWithoutUpIsBadInput) {
+  WriteFile(dir_ / "migrations/0002_b.down.sql", "DROP TABLE b;\n");
+  ExpectApplyFails(2, "0002_b.down.sql");
+}
+
+TEST_F(CliBadInputTest, UnknownDirectiveIsBadInput) {
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "-- migledger:foo\nCREATE TABLE b (id INTEGER);\n");
+  ExpectApplyFails(2, "migledger:foo");
+  EXPECT_EQ(SqliteQuery(dir_ / "app.db",
+                        "SELECT count(*) FROM sqlite_master WHERE name = 'b'"),
+            Rows{"0"});
+}
+
+TEST_F(CliBadInputTest, UnknownTargetNameIsBadInput) {
+  ExpectApplyFails(2, "nosuch", {"--target", "nosuch"});
+  RunResult s = Run({"status", "-t", "nosuch"});
+  EXPECT_EQ(s.exit_code, 2) << Describe(s);
+  ExpectOneErrorLine(s);
+}
+
+TEST_F(CliBadInputTest, SqliteTargetInMissingDirectoryIsTargetUnavailable) {
+  const std::string missing = dir_ / "no/such/dir/x.db";
+  ExpectApplyFails(7, "no/such/dir", {"--target", "sqlite:" + missing});
+  EXPECT_FALSE(fs::exists(missing));
+}
+
+TEST_F(CliBadInputTest, LedgerHeldByAnotherProcessIsBusy) {
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\n");
+  {
+    LedgerOptions lo;
+    auto held = Ledger::Open(dir_ / ".migledger", lo);
+    ASSERT_TRUE(held.ok()) << held.status().message();
+    RunResult r = Run({"apply", "--lock-timeout", "200ms"});
+    EXPECT_EQ(r.exit_code, 5) << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "in use")) << r.err;
+    EXPECT_EQ(
+        SqliteQuery(dir_ / "app.db",
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'b'"),
+        Rows{"0"});
+    // Readers never wait for the writer.
+    RunResult status = Run({"status"});
+    EXPECT_EQ(status.exit_code, 0) << Describe(status);
+  }
+  ExpectUntouched();
+  RunResult r = Run({"apply", "--lock-timeout", "200ms"});
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+}
+
+TEST_F(CliBadInputTest, BadLockTimeoutIsBadInput) {
+  ExpectApplyFails(2, "duration", {"--lock-timeout", "soon"});
+}
+
+TEST_F(CliBadInputTest, UnknownFlagIsBadInput) {
+  ExpectApplyFails(2, "--frobnicate", {"--frobnicate"});
+}
+
+// The ledger path is a regular file: fails even for root.
+TEST(CliLedgerPathTest, LedgerPathThatIsAFileFailsClearly) {
+  TempDir dir;
+  WriteFile(dir / "migledger.toml",
+            "ledger_dir = \"ledgerfile\"\ndefault_target = \"dev\"\n"
+            "lock_timeout_ms = 2000\n[targets.dev]\nurl = \"sqlite:app.db\"\n");
+  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  WriteFile(dir / "ledgerfile", "not a ledger\n");
+  RunResult r = RunMigledger({"apply"}, dir.path());
+  EXPECT_EQ(r.exit_code, 9) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "cannot open ledger")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "ledgerfile")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "not a directory")) << r.err;
+  // Nothing ran on the target.
+  EXPECT_FALSE(fs::exists(dir / "app.db"));
+  EXPECT_EQ(ReadFile(dir / "ledgerfile"), "not a ledger\n");
+}
+
+TEST(CliLedgerPathTest, UnwritableLedgerParentIsIoError) {
+  if (geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions";
+  TempDir dir;
+  WriteFile(dir / "migledger.toml",
+            "ledger_dir = \"ro/ledger\"\ndefault_target = \"dev\"\n"
+            "lock_timeout_ms = 2000\n[targets.dev]\nurl = \"sqlite:app.db\"\n");
+  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  fs::create_directories(dir / "ro");
+  ASSERT_EQ(chmod((dir / "ro").c_str(), 0500), 0);
+  RunResult r = RunMigledger({"apply"}, dir.path());
+  chmod((dir / "ro").c_str(), 0700);
+  EXPECT_EQ(r.exit_code, 9) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "ledger")) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "app.db"));
+}
+
+// ---- PostgreSQL schema ----------------------------------------------------
+
+// Unqualified objects of a migration land where they would without
+// migledger (the first schema of the search_path that exists, "public"),
+// never in migledger's own bookkeeping schema -- even with PostgreSQL's
+// default search_path ("$user", public) and a role named "migledger", whose
+// "$user" entry then names that schema once migledger has created it.
+TEST(CliPostgresSchemaTest, MigrationTablesStayOutOfTheBookkeepingSchema) {
+  if (!HavePostgres()) GTEST_SKIP() << "PGTEST_URI is not set";
+  TempDir dir;
+  Target target("postgres", dir.path());
+  ASSERT_TRUE(target.ok()) << target.setup_error();
+  MakeProject(dir.path(), target.url());
+  // The server default, whatever the role has (scripts/pg-throwaway sets
+  // search_path = public on its role); reset when the database is released.
+  ASSERT_EQ(target.Exec("DO $$ BEGIN EXECUTE format('ALTER ROLE %I IN "
+                        "DATABASE %I SET search_path = \"$user\", public', "
+                        "current_user, current_database()); END $$;"),
+            "");
+  // Where an unqualified CREATE TABLE goes before migledger touched the db.
+  Rows expected = target.Query("SELECT current_schema()");
+  ASSERT_EQ(expected.size(), 1u);
+  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  RunResult r = RunMigledger({"apply"}, dir.path(), target.env());
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(target.Query("SELECT table_schema FROM information_schema.tables "
+                         "WHERE table_name = 'a'"),
+            expected);
+  EXPECT_EQ(target.Query("SELECT count(*) FROM information_schema.tables "
+                         "WHERE table_schema = 'migledger' AND table_name "
+                         "NOT IN ('applied', 'events')"),
+            Rows{"0"});
+}
+
+// ---- secrets (PostgreSQL) -------------------------------------------------
+
+// A PostgreSQL project whose URL carries the password
+// (postgresql://user:PASSWORD@host:port/db); nothing migledger prints or
+// records may contain it.
+class CliPostgresSecretsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HavePostgres()) GTEST_SKIP() << "PGTEST_URI is not set";
+    password_ = Env("PGTEST_PASSWORD");
+    ASSERT_FALSE(password_.empty());
+    db_ = std::make_unique<PgDatabase>();
+    ASSERT_TRUE(db_->ok()) << db_->error();
+    uri_ = WithPassword(db_->uri(), password_);
+    ASSERT_TRUE(Contains(uri_, ":" + password_ + "@")) << Redact(uri_);
+    // The config names the variable, not the URL; PGPASSWORD is empty so
+    // the password can only come from the URI.
+    WriteFile(dir_ / "migledger.toml",
+              "default_target = \"dev\"\nlock_timeout_ms = 2000\n"
+              "[targets.dev]\nurl_env = \"MIGLEDGER_TEST_URL\"\n");
+    WriteFile(dir_ / "migrations/0001_a.up.sql",
+              "CREATE TABLE a (id INTEGER);\n");
+    WriteFile(dir_ / "migrations/0001_a.down.sql", "DROP TABLE a;\n");
+    WriteFile(dir_ / "migrations/0002_b.up.sql",
+              "CREATE TABLEE b (id INTEGER);\n");
+    WriteFile(dir_ / "migrations/0002_b.down.sql", "DROP TABLE b;\n");
+  }
+
+  std::string Redact(std::string text) const {
+    for (size_t p = text.find(password_); p != std::string::npos;
+         p = text.find(password_, p)) {
+      text.replace(p, password_.size(), "<password>");
+    }
+    return text;
+  }
+
+  RunResult Run(const std::vector<std::string>& args) {
+    RunResult r = RunMigledger(args, dir_.path(),
+                               {{"MIGLEDGER_TEST_URL", uri_},
+                                {"PGPASSWORD", ""},
+                                {"PGCONNECT_TIMEOUT", "10"}});
+    std::string line = "migledger";
+    for (const auto& a : args) line += " " + a;
+    runs_.emplace_back(Redact(line), r);
+    return r;
+  }
+
+  // The first line of `text` that holds the password, redacted.
+  std::string LeakingLine(const std::string& text) const {
+    for (const auto& line : Lines(text)) {
+      if (Contains(line, password_)) return Redact(line);
+    }
+    return "";
+  }
+
+  // Reads the ledger every way there is, then checks every output of the
+  // test, the ledger's files and the target's event mirror.
+  void ExpectPasswordNowhere() {
+    for (const char* format : {"table", "json", "jsonl", "csv"}) {
+      EXPECT_EQ(Run({"audit", "log", "--format", format}).exit_code, 0);
+    }
+    EXPECT_EQ(Run({"audit", "state"}).exit_code, 0);
+    RunResult jsonl = Run({"audit", "log", "--format", "jsonl"});
+    // Every event that carries text from the command line or the database.
+    for (const auto& line : Lines(jsonl.out)) {
+      uint64_t seq = SequenceOf(line);
+      if (seq && (Contains(line, "\"type\":\"run_") ||
+                  Contains(line, "\"type\":\"step_started\"") ||
+                  Contains(line, "\"type\":\"step_failed\""))) {
+        Run({"audit", "show", std::to_string(seq)});
+      }
+    }
+    EXPECT_EQ(
+        Run({"audit", "export", "--format", "csv", "--out", dir_ / "x.csv"})
+            .exit_code,
+        0);
+    EXPECT_EQ(LeakingLine(ReadFile(dir_ / "x.csv")), "");
+
+    for (const auto& [what, r] : runs_) {
+      EXPECT_EQ(LeakingLine(r.out), "") << "stdout of: " << what;
+      EXPECT_EQ(LeakingLine(r.err), "") << "stderr of: " << what;
+    }
+    // The ledger's files (stored uncompressed) and the mirror in the target.
+    for (const auto& e :
+         fs::recursive_directory_iterator(dir_ / ".migledger")) {
+      if (!e.is_regular_file()) continue;
+      EXPECT_FALSE(Contains(ReadFile(e.path().string()), password_))
+          << e.path().string();
+    }
+    PsqlResult mirror =
+        RunPsql(db_->uri(),
+                "SELECT count(*) FROM migledger.events WHERE "
+                "position(convert_to('" +
+                    password_ + "', 'UTF8') in event_bytes) > 0;\n");
+    EXPECT_EQ(mirror.exit_code, 0) << Redact(mirror.output);
+    EXPECT_EQ(mirror.rows, Rows{"0"}) << Redact(mirror.output);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<PgDatabase> db_;
+  std::string password_;
+  std::string uri_;
+  std::vector<std::pair<std::string, RunResult>> runs_;
+};
+
+TEST_F(CliPostgresSecretsTest, PasswordNeverAppearsInOutputOrLedger) {
+  EXPECT_EQ(Run({"apply"}).exit_code, 3);              // 0002 fails
+  EXPECT_EQ(Run({"apply", "-t", uri_}).exit_code, 3);  // URI as argument
+  EXPECT_EQ(Run({"status"}).exit_code, 0);
+  EXPECT_EQ(Run({"status", "--format", "json", "-t", uri_}).exit_code, 0);
+  EXPECT_EQ(Run({"plan", "-t", uri_}).exit_code, 0);
+  EXPECT_EQ(Run({"plan", "--sql", "--target", uri_}).exit_code, 0);
+  EXPECT_EQ(Run({"validate", "--target", uri_}).exit_code, 0);
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\n");
+  EXPECT_EQ(Run({"apply", "-t", uri_, "--reason", "fix"}).exit_code, 0);
+  EXPECT_EQ(Run({"down", "--steps", "1", "--target", uri_}).exit_code, 0);
+  EXPECT_EQ(Run({"recover", "-t", uri_}).exit_code, 0);
+  // The key=value form of a connection string.
+  const std::string port =
+      uri_.substr(uri_.rfind(':') + 1, uri_.rfind('/') - uri_.rfind(':') - 1);
+  const std::string conninfo = "host=127.0.0.1 port=" + port +
+                               " dbname=" + uri_.substr(uri_.rfind('/') + 1) +
+                               " user=migledger password=" + password_;
+  EXPECT_EQ(Run({"status", "-t", conninfo}).exit_code, 0);
+  EXPECT_EQ(Run({"apply", "-t", conninfo}).exit_code, 0);
+  // Connection failures must not echo the password either.
+  EXPECT_EQ(Run({"status", "-t", WithDatabase(uri_, "no_such_db")}).exit_code,
+            7);
+  EXPECT_EQ(Run({"apply", "-t", WithDatabase(uri_, "no_such_db")}).exit_code,
+            7);
+  ExpectPasswordNowhere();
+}
+
+// The option spellings "--target=URI" and "-tURI" are one argv element each;
+// the command line recorded in RunStarted must be redacted for them too.
+TEST_F(CliPostgresSecretsTest, PasswordInAttachedTargetValueIsRedacted) {
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\n");
+  EXPECT_EQ(Run({"apply", "--to", "0001", "--target=" + uri_}).exit_code, 0);
+  EXPECT_EQ(Run({"apply", "-t" + uri_}).exit_code, 0);
+  EXPECT_EQ(Run({"down", "--steps=1", "--target=" + uri_}).exit_code, 0);
+  RunResult started =
+      Run({"audit", "log", "--format", "jsonl", "--type", "run_started"});
+  ASSERT_EQ(started.exit_code, 0);
+  EXPECT_EQ(Lines(started.out).size(), 3u);
+  ExpectPasswordNowhere();
+}
+
+}  // namespace
+}  // namespace migledger::testing
