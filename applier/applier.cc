@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -108,67 +109,62 @@ struct Applier::Impl {
     return ::migledger::Status::Ok();
   }
 
-  // Checks the target's whole mirror: contiguous target sequences from 1,
-  // every row's bytes hash to its leaf, the chain links, and every event is
-  // about this target. Returns kDrift naming the first bad target sequence.
+  // Reads the target's whole mirror and checks it: contiguous target
+  // sequences from 1; rows the local ledger also holds must be byte-identical
+  // to it (cheap: no hashing); newer rows must hash to their leaf, link the
+  // chain and be about this target. Returns kDrift naming the first bad
+  // target sequence: an edited, deleted or forked row refuses the run.
   StatusOr<std::vector<MirrorRow>> ReadVerifiedMirror() {
     const std::string key = TargetKey();
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, driver->ReadMirror(0));
-    Digest32 chain{};
-    uint64_t expect = 1;
-    v1::Event e;
-    for (const auto& r : rows) {
-      const std::string at = "the target's event mirror at target sequence " + std::to_string(expect);
-      if (r.target_sequence != expect) {
-        return Drift(at + " is missing (rows deleted?); refusing to continue until an operator "
-                          "resolves it");
+    const std::string refuse = "; refusing to continue until an operator resolves it";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].target_sequence != i + 1) {
+        return Drift("the target's event mirror at target sequence " + std::to_string(i + 1) +
+                     " is missing (rows deleted?)" + refuse);
       }
+    }
+    uint64_t local = ledger ? ledger->TargetHead(key).size : 0;
+    size_t common = static_cast<size_t>(std::min<uint64_t>(local, rows.size()));
+    size_t i = 0;
+    Digest32 chain{};
+    if (common > 0) {
+      MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
+          key, 0, [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& c) {
+            if (i >= common) return false;
+            const MirrorRow& r = rows[i];
+            if (r.event_bytes != e.bytes || r.leaf_hash != AsBytes(leaf) ||
+                r.chain_head != AsBytes(c)) {
+              return false;
+            }
+            chain = c;
+            ++i;
+            return true;
+          }));
+    }
+    const bool forked = i < common;
+    for (; i < rows.size(); ++i) {
+      const MirrorRow& r = rows[i];
+      const std::string at =
+          "the target's event mirror at target sequence " + std::to_string(i + 1);
       Digest32 leaf = MerkleLeafHash(r.event_bytes);
       if (r.leaf_hash != AsBytes(leaf)) {
-        return Drift(at + " was edited (its bytes do not match its hash); refusing to continue");
+        return Drift(at + " was edited (its bytes do not match its hash)" + refuse);
       }
       chain = Sha256(AsBytes(chain), AsBytes(leaf));
-      if (r.chain_head != AsBytes(chain)) {
-        return Drift(at + " breaks the hash chain; refusing to continue");
-      }
-      if (!e.ParseFromString(r.event_bytes) || e.target_sequence() != expect ||
+      if (r.chain_head != AsBytes(chain)) return Drift(at + " breaks the hash chain" + refuse);
+      v1::Event e;
+      if (!e.ParseFromString(r.event_bytes) || e.target_sequence() != i + 1 ||
           e.target().kind() + ":" + e.target().database_id() != key) {
-        return Drift(at + " holds an event that is not this target's; refusing to continue");
+        return Drift(at + " holds an event that is not this target's" + refuse);
       }
-      ++expect;
+      if (forked) {
+        return Drift("the target's event mirror forks from the local ledger at target sequence " +
+                     std::to_string(i + 1) + " (another ledger wrote a different history)" +
+                     refuse);
+      }
     }
     return rows;
-  }
-
-  // Compares a verified mirror with the local chain of this target. Returns
-  // kDrift naming the first target sequence where they differ (a fork).
-  ::migledger::Status CheckMirrorAgainstLedger(const std::vector<MirrorRow>& rows) {
-    ChainHead local = ledger ? ledger->TargetHead(TargetKey()) : ChainHead{};
-    uint64_t common = std::min<uint64_t>(local.size, rows.size());
-    if (common == 0) return ::migledger::Status::Ok();
-    bool same_at_common = false;
-    MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-        TargetKey(), common - 1,
-        [&](const LedgerEntry&, const Digest32&, const Digest32& chain) {
-          same_at_common = rows[common - 1].chain_head == AsBytes(chain);
-          return false;
-        }));
-    if (same_at_common) return ::migledger::Status::Ok();
-    uint64_t first = 0;
-    MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-        TargetKey(), 0, [&](const LedgerEntry& e, const Digest32&, const Digest32&) {
-          uint64_t ts = e.event.target_sequence();
-          if (ts > common) return false;
-          if (rows[ts - 1].event_bytes != e.bytes) {
-            first = ts;
-            return false;
-          }
-          return true;
-        }));
-    return Drift("the target's event mirror forks from the local ledger at target sequence " +
-                 std::to_string(first ? first : common) +
-                 " (another ledger wrote a different history); refusing to continue until an "
-                 "operator resolves it");
   }
 
   // Catches the local ledger up with the target's mirror, or pushes what the
@@ -176,7 +172,6 @@ struct Applier::Impl {
   // from the local chain is drift: refuse, never silently pick a side.
   ::migledger::Status SyncMirror() {
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, ReadVerifiedMirror());
-    MIGLEDGER_RETURN_IF_ERROR(CheckMirrorAgainstLedger(rows));
     ChainHead local = ledger->TargetHead(TargetKey());
     for (uint64_t i = local.size; i < rows.size(); ++i) {
       const auto& r = rows[i];
@@ -216,7 +211,6 @@ struct Applier::Impl {
     }
     ledger = std::move(writer).value();
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, ReadVerifiedMirror());
-    MIGLEDGER_RETURN_IF_ERROR(CheckMirrorAgainstLedger(rows));
     for (uint64_t i = ledger->TargetHead(TargetKey()).size; i < rows.size(); ++i) {
       const auto& r = rows[i];
       MIGLEDGER_RETURN_IF_ERROR(ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
@@ -247,7 +241,10 @@ struct Applier::Impl {
   }
 
   // ---- projection ----------------------------------------------------------
+  // The projection of this target's chain, rebuilt only when the chain grew.
   StatusOr<Projection> Project() {
+    uint64_t head = ledger && driver ? ledger->TargetHead(TargetKey()).size : 0;
+    if (projection_cache && projection_cache_head == head) return *projection_cache;
     ProjectionBuilder b;
     if (driver && !driver->identity().database_id.empty()) {
       MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
@@ -256,8 +253,12 @@ struct Applier::Impl {
             return true;
           }));
     }
+    projection_cache = b.projection();
+    projection_cache_head = head;
     return b.projection();
   }
+  std::optional<Projection> projection_cache;
+  uint64_t projection_cache_head = 0;
 
   StatusOr<std::vector<MarkerRow>> Markers() {
     if (!driver || !target_has_schema) return std::vector<MarkerRow>{};
@@ -794,6 +795,28 @@ StatusOr<RunReport> Applier::Apply(const std::string& to) {
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanApply(to));
   if (plan.empty()) impl_->PushToAuditStore();  // resend what an earlier run could not
   return impl_->RunPlan(plan, "apply", std::move(report));
+}
+
+StatusOr<bool> Applier::NothingToApply(const std::string& to) {
+  auto& d = *impl_;
+  if (!d.driver || !d.ledger || !d.target_has_schema || d.driver->identity().database_id.empty()) {
+    return false;
+  }
+  if (!AuditStoreUrl(d.options.config.audit_store_url, d.options.config.audit_store_url_env)
+           .empty()) {
+    return false;
+  }
+  MIGLEDGER_ASSIGN_OR_RETURN(uint64_t remote, d.driver->MirrorHead());
+  if (remote != d.ledger->TargetHead(d.TargetKey()).size) return false;
+  MIGLEDGER_ASSIGN_OR_RETURN(Projection p, d.Project());
+  if (!p.open_attempts.empty()) return false;
+  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
+  std::vector<DriftItem> drift;
+  std::vector<OutOfBandStep> oob;
+  CheckTarget(d.migrations, p, markers, &drift, &oob);
+  if (!drift.empty() || !oob.empty()) return false;
+  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanUp(d.migrations, markers, to));
+  return plan.empty();
 }
 
 StatusOr<RunReport> Applier::Down(const std::string& to, int steps) {

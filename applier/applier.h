@@ -97,6 +97,11 @@ class Applier {
   // everything before it stays applied.
   StatusOr<RunReport> Apply(const std::string& to);
   StatusOr<RunReport> Down(const std::string& to, int steps);
+  // True when `apply --to` would change nothing: no unfinished step, no
+  // drift, nothing applied out of band, the mirror in sync, no audit store to
+  // feed and nothing pending. Lets a no-op apply finish from a read-only
+  // view (no ledger write lock, no fsync). REQUIRES: opened in kRead mode.
+  StatusOr<bool> NothingToApply(const std::string& to);
   // Only reconciliation (and out-of-band detection).
   StatusOr<RunReport> Recover();
   // Drift between ledger, target and files; records nothing.
