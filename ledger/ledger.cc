@@ -30,7 +30,7 @@ enum Cf {
   kEvents,       // BE64(seq) -> event bytes
   kHashes,       // BE64(seq) -> leaf hash (32) || ledger chain head (32)
   kTargetIndex,  // target_key \0 BE64(tseq) -> BE64(seq) || target chain (32)
-  kVersionIndex, // target_key \0 version \0 BE64(seq) -> ""
+  kVersionIndex, // canonical version \0 target_key \0 BE64(seq) -> ""
   kRunIndex,     // run_id \0 BE64(seq) -> ""
   kTimeIndex,    // BE64(micros + 2^63) BE64(seq) -> ""
   kBlobs,        // hex sha256 -> content
@@ -112,6 +112,14 @@ std::string VersionOf(const v1::Event &e) {
   default:
     return "";
   }
+}
+
+// Versions compare numerically ("0042" == "42"): index them without
+// leading zeros.
+std::string CanonicalVersionKey(const std::string &v) {
+  size_t i = v.find_first_not_of('0');
+  if (v.empty()) return v;
+  return i == std::string::npos ? "0" : v.substr(i);
 }
 
 std::string TimeKey(int64_t micros, uint64_t seq) {
@@ -249,7 +257,7 @@ public:
       std::string version = VersionOf(event);
       if (!version.empty()) {
         batch.Put(cfs_[kVersionIndex],
-                  p.target_key + '\0' + version + '\0' + seq_key, "");
+                  CanonicalVersionKey(version) + '\0' + p.target_key + '\0' + seq_key, "");
       }
     }
     if (!event.run_id().empty()) {
@@ -392,7 +400,8 @@ public:
         return false;
       if (!f.target_key.empty() && TargetKeyOf(e.event) != f.target_key)
         return false;
-      if (!f.version.empty() && VersionOf(e.event) != f.version)
+      if (!f.version.empty() &&
+          CanonicalVersionKey(VersionOf(e.event)) != CanonicalVersionKey(f.version))
         return false;
       if (!f.run_id.empty() && e.event.run_id() != f.run_id)
         return false;
@@ -409,22 +418,27 @@ public:
     if (!f.run_id.empty()) {
       index = kRunIndex;
       prefix = f.run_id + '\0';
-    } else if (!f.version.empty() && !f.target_key.empty()) {
+    } else if (!f.version.empty()) {
       index = kVersionIndex;
-      prefix = f.target_key + '\0' + f.version + '\0';
+      prefix = CanonicalVersionKey(f.version) + '\0';
+      if (!f.target_key.empty()) prefix += f.target_key + '\0';
     }
     if (index >= 0) {
+      std::vector<uint64_t> seqs;
       std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cfs_[index]));
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
            it->Next()) {
-        uint64_t seq =
-            ReadBe64(std::string_view(it->key().data(), it->key().size())
-                         .substr(prefix.size()));
+        std::string_view k(it->key().data(), it->key().size());
+        seqs.push_back(ReadBe64(k.substr(k.size() - 8)));
+      }
+      MIGLEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning ledger index"));
+      std::sort(seqs.begin(), seqs.end());
+      for (uint64_t seq : seqs) {
         MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, Get(seq));
         if (matches(e) && !fn(e))
           break;
       }
-      return FromRocks(it->status(), "scanning ledger index");
+      return Status::Ok();
     }
     if (f.since_micros || f.until_micros) {
       std::unique_ptr<rocksdb::Iterator> it(
@@ -525,7 +539,10 @@ public:
     std::unique_ptr<rocksdb::Iterator> ev(db_->NewIterator(ro, cfs_[kEvents]));
     std::unique_ptr<rocksdb::Iterator> hs(db_->NewIterator(ro, cfs_[kHashes]));
     hs->SeekToFirst();
-    v1::Event event;
+    // One iterator per target over its index entries: they come in target
+    // order, so each advances with Next() as its target's events come by.
+    std::map<std::string, std::unique_ptr<rocksdb::Iterator>> index_its;
+    v1::EventEnvelopeView event;
     for (ev->SeekToFirst(); ev->Valid(); ev->Next(), hs->Next(), ++expected) {
       uint64_t seq =
           ReadBe64(std::string_view(ev->key().data(), ev->key().size()));
@@ -555,7 +572,9 @@ public:
         fail(seq, "event does not decode");
         return r;
       }
-      std::string key = TargetKeyOf(event);
+      std::string key = event.target().database_id().empty()
+                            ? std::string()
+                            : event.target().kind() + ":" + event.target().database_id();
       if (!key.empty()) {
         ChainHead &th = targets[key];
         if (event.target_sequence() != th.size + 1) {
@@ -566,12 +585,19 @@ public:
         }
         th.size++;
         th.chain = ChainNext(th.chain, leaf);
-        std::string v;
-        auto s =
-            db_->Get({}, cfs_[kTargetIndex], key + '\0' + Be64(th.size), &v);
-        if (!s.ok() || v.size() != 72 || ReadBe64(v) != seq ||
-            ToDigest(std::string_view(v).substr(8)) != th.chain ||
-            ToDigest(std::string_view(v).substr(40)) != leaf) {
+        auto &it = index_its[key];
+        const std::string want = key + '\0' + Be64(th.size);
+        if (!it) {
+          it.reset(db_->NewIterator(ro, cfs_[kTargetIndex]));
+          it->Seek(want);
+        } else {
+          it->Next();
+        }
+        std::string_view v = it->Valid() && it->key() == want
+                                 ? std::string_view(it->value().data(), it->value().size())
+                                 : std::string_view();
+        if (v.size() != 72 || ReadBe64(v) != seq || ToDigest(v.substr(8)) != th.chain ||
+            ToDigest(v.substr(40)) != leaf) {
           fail(seq, "target " + key + " chain index does not match");
           return r;
         }

@@ -68,7 +68,7 @@ struct VerifyReport {
 // Which events a scan returns; empty fields match everything.
 struct ScanFilter {
   std::string target_key;
-  std::string version;  // needs target_key to use the index; else filtered
+  std::string version;  // numeric match ("0042" == "42"); uses an index
   std::string run_id;
   std::optional<int64_t> since_micros;  // inclusive, event time
   std::optional<int64_t> until_micros;  // exclusive

@@ -56,6 +56,7 @@ StatusOr<ScanFilter> ToScanFilter(const LogFilters& f) {
     s.until_micros = *t;
   }
   s.run_id = f.run;
+  s.version = f.version;  // the version index narrows the scan
   return s;
 }
 
