@@ -36,6 +36,35 @@ int64_t MonoMicros() {
 
 const char* DirName(v1::Direction d) { return d == v1::DIRECTION_DOWN ? "down" : "up"; }
 
+// Splits a migration file and checks what can be checked before anything
+// runs: the SQL splits (quotes, dollar quotes and comments are closed) and a
+// transactional file does not control its own transaction. Errors name the
+// file and line.
+StatusOr<std::vector<SqlStatement>> CheckedStatements(const MigrationFile& f,
+                                                      SqlDialect dialect) {
+  auto statements = SplitSql(f.sql, dialect);
+  if (!statements.ok()) {
+    std::string msg = statements.status().message();
+    std::string line;
+    if (size_t at = msg.rfind("at line "); at != std::string::npos) {
+      line = ":" + msg.substr(at + 8);
+    }
+    return InvalidInput(f.path + line + ": " + msg);
+  }
+  if (!f.no_transaction) {
+    for (const auto& st : *statements) {
+      if (IsTransactionControl(st.text)) {
+        return InvalidInput(
+            f.path + ":" + std::to_string(st.first_line) +
+            ": the migration controls its own transaction (" + st.text.substr(0, 20) +
+            "); remove BEGIN/COMMIT (migledger wraps each migration in a transaction) "
+            "or add `-- migledger:no-transaction` to run it statement by statement");
+      }
+    }
+  }
+  return statements;
+}
+
 
 }  // namespace
 
@@ -72,6 +101,10 @@ struct Applier::Impl {
   }
 
   std::string TargetKey() const { return driver->identity().Key(); }
+  // The SQL dialect of the target, also when it could not be opened.
+  SqlDialect Dialect() const {
+    return target_uri.rfind("sqlite:", 0) == 0 ? SqlDialect::kSqlite : SqlDialect::kPostgres;
+  }
 
   // Appends locally; the mirror is brought up to date by FlushMirror().
   StatusOr<PreparedEvent> Record(v1::Event* e, bool sync) {
@@ -417,20 +450,8 @@ struct Applier::Impl {
                                const std::vector<std::string>& acked_hashes) {
     const MigrationFile& f = dir == v1::DIRECTION_DOWN ? m.down : m.up;
     StepReport report{m.version, m.slug, dir, "", 0, ""};
-    MIGLEDGER_ASSIGN_OR_RETURN(auto statements, SplitSql(f.sql, driver->dialect()));
+    MIGLEDGER_ASSIGN_OR_RETURN(auto statements, CheckedStatements(f, driver->dialect()));
     bool no_tx = f.no_transaction;
-    if (!no_tx) {
-      for (size_t i = 0; i < statements.size(); ++i) {
-        if (IsTransactionControl(statements[i].text)) {
-          return InvalidInput(
-              f.path + ":" + std::to_string(statements[i].first_line) +
-              ": the migration controls its own transaction (" +
-              statements[i].text.substr(0, 20) +
-              "); remove BEGIN/COMMIT (migledger wraps each migration in a transaction) "
-              "or add `-- migledger:no-transaction` to run it statement by statement");
-        }
-      }
-    }
     if (no_tx && resume_at > 0) {
       for (int i = 0; i < resume_at && i < static_cast<int>(statements.size()); ++i) {
         if (i >= static_cast<int>(acked_hashes.size()) ||
@@ -620,6 +641,12 @@ struct Applier::Impl {
   StatusOr<RunReport> RunPlan(const std::vector<StepPlan>& plan, const std::string& command,
                               RunReport report) {
     if (plan.empty()) return report;
+    // Every file of the plan must be sound before the first step runs.
+    for (const auto& s : plan) {
+      const MigrationFile& f =
+          s.direction == v1::DIRECTION_DOWN ? s.migration->down : s.migration->up;
+      MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(f, driver->dialect()).status());
+    }
     MIGLEDGER_ASSIGN_OR_RETURN(Projection p, Project());
     v1::Event e = NewEvent();
     auto* rs = e.mutable_run_started();
@@ -779,7 +806,12 @@ StatusOr<StatusReport> Applier::Status() {
 
 StatusOr<std::vector<StepPlan>> Applier::PlanApply(const std::string& to) {
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
-  return PlanUp(impl_->migrations, markers, to);
+  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanUp(impl_->migrations, markers, to));
+  SqlDialect dialect = impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
+  for (const auto& s : plan) {
+    MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(s.migration->up, dialect).status());
+  }
+  return plan;
 }
 
 StatusOr<std::vector<StepPlan>> Applier::PlanDown(const std::string& to, int steps) {
@@ -844,6 +876,11 @@ StatusOr<RunReport> Applier::Recover() {
 }
 
 StatusOr<std::vector<DriftItem>> Applier::Validate() {
+  SqlDialect dialect = impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
+  for (const auto& m : impl_->migrations) {
+    MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(m.up, dialect).status());
+    if (m.has_down) MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(m.down, dialect).status());
+  }
   MIGLEDGER_ASSIGN_OR_RETURN(StatusReport s, Status());
   return s.drift;
 }

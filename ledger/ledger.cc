@@ -709,8 +709,19 @@ private:
   mutable std::recursive_mutex mu_;
 };
 
+// RocksDB's own diagnostics are not written into the ledger directory: on a
+// full disk, logging the write error would fail too (and Debian's build
+// asserts on that). Errors reach the caller as Status instead.
+class SilentLogger final : public rocksdb::Logger {
+ public:
+  using rocksdb::Logger::Logv;
+  void Logv(const char*, va_list) override {}
+};
+
 rocksdb::Options LedgerDbOptions() {
   rocksdb::Options o;
+  static std::shared_ptr<rocksdb::Logger> silent = std::make_shared<SilentLogger>();
+  o.info_log = silent;
   // A ledger is small and written by one short-lived process: keep memory and
   // background work low so the tool starts fast and stays light.
   o.write_buffer_size = 4 << 20;
@@ -765,6 +776,19 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   std::vector<rocksdb::ColumnFamilyHandle *> handles;
   rocksdb::DB *db = nullptr;
   rocksdb::Status s;
+  if (exists) {
+    // Refuse a ledger with column families this version does not know (a
+    // newer format), for readers too: a read-only open would ignore them.
+    std::vector<std::string> names;
+    if (rocksdb::DB::ListColumnFamilies(db_options, dir, &names).ok()) {
+      for (const auto &name : names) {
+        if (std::find(std::begin(kCfNames), std::end(kCfNames), name) == std::end(kCfNames)) {
+          return Unsupported("ledger " + dir + " was written by a newer migledger (unknown "
+                             "column family \"" + name + "\"); upgrade migledger");
+        }
+      }
+    }
+  }
   auto deadline = std::chrono::steady_clock::now() + options.lock_timeout;
   for (;;) {
     if (options.read_only) {

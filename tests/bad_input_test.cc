@@ -1,0 +1,1152 @@
+// The bad-input matrix: every way the world hands migledger something broken
+// (files, targets, servers, disks, ledgers) and what must happen then: a
+// documented exit code, one clear "error: " line on stderr, a ledger that
+// still verifies (unless the case is a broken ledger) and a target that is
+// unchanged or consistent with the ledger.
+//
+// Every test runs the real binary on a fresh project. The PostgreSQL cases
+// need scripts/pg-throwaway (PGTEST_* variables) and are skipped without it.
+// The ledger cases edit the RocksDB files with RocksDB itself
+// (ledger/FORMAT.md).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/test_util.h"
+
+extern char** environ;
+
+namespace migledger::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Rows = std::vector<std::string>;
+
+// ---- small helpers --------------------------------------------------------
+
+bool Contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool ContainsNoCase(const std::string& haystack, const std::string& needle) {
+  return Contains(Lower(haystack), Lower(needle));
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    lines.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return lines;
+}
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+// A run of the binary with a wall-clock limit and the child's own resource
+// usage (wait4).
+struct TimedRun : RunResult {
+  bool timed_out = false;
+  double seconds = 0;
+  long max_rss_kb = 0;
+};
+
+std::string Describe(const RunResult& r) {
+  std::string err = r.err.size() > 4000 ? r.err.substr(0, 4000) + "..." : r.err;
+  std::string out = r.out.size() > 4000 ? r.out.substr(0, 4000) + "..." : r.out;
+  return "exit " + std::to_string(r.exit_code) + " signal " +
+         std::to_string(r.signal) + "\n--- stdout:\n" + out + "--- stderr:\n" +
+         err;
+}
+
+// stderr of a failed command: exactly one line, "error: ...".
+void ExpectOneErrorLine(const RunResult& r) {
+  EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
+  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << Describe(r);
+  EXPECT_TRUE(!r.err.empty() && r.err.back() == '\n') << Describe(r);
+}
+
+// stderr of a failed command whose failure was also logged as warnings on
+// the way: "warning: " lines, then exactly one "error: " line, last.
+void ExpectWarningsThenOneErrorLine(const RunResult& r) {
+  std::vector<std::string> lines = Lines(r.err);
+  ASSERT_FALSE(lines.empty()) << Describe(r);
+  EXPECT_EQ(lines.back().rfind("error: ", 0), 0u) << Describe(r);
+  for (size_t i = 0; i + 1 < lines.size(); ++i) {
+    EXPECT_EQ(lines[i].rfind("warning: ", 0), 0u) << Describe(r);
+  }
+  EXPECT_TRUE(!r.err.empty() && r.err.back() == '\n') << Describe(r);
+}
+
+// Runs the migledger binary like RunMigledger, but kills it after
+// `timeout_s` seconds and reports its peak RSS. The environment is built
+// before fork(), so the call is safe from several threads at once.
+TimedRun RunTimed(const std::vector<std::string>& args, const std::string& cwd,
+                  const std::map<std::string, std::string>& env = {},
+                  int timeout_s = 120) {
+  static std::atomic<int> counter{0};
+  TimedRun r;
+  const std::string tag =
+      std::to_string(getpid()) + "-" + std::to_string(counter++);
+  const std::string out_path = cwd + "/.timed-out-" + tag;
+  const std::string err_path = cwd + "/.timed-err-" + tag;
+
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    std::string key = kv.substr(0, kv.find('='));
+    if (!env.count(key)) env_strings.push_back(kv);
+  }
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::string bin = MigledgerBinary();
+  std::vector<std::string> argv_strings = {bin};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  const auto start = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid == 0) {
+    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (out < 0 || err < 0) _exit(127);
+    dup2(out, 1);
+    dup2(err, 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    if (chdir(cwd.c_str()) != 0) _exit(127);
+    execve(bin.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+  if (pid < 0) return r;
+  int status = 0;
+  struct rusage ru {};
+  for (;;) {
+    pid_t got = wait4(pid, &status, WNOHANG, &ru);
+    if (got == pid) break;
+    if (got < 0 && errno != EINTR) break;
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    if (!r.timed_out && elapsed > std::chrono::seconds(timeout_s)) {
+      kill(pid, SIGKILL);
+      r.timed_out = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  r.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  r.max_rss_kb = ru.ru_maxrss;
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.out = ReadFile(out_path);
+  r.err = ReadFile(err_path);
+  unlink(out_path.c_str());
+  unlink(err_path.c_str());
+  return r;
+}
+
+// A free TCP port on 127.0.0.1 (bound, read back, released: nothing
+// listens there afterwards).
+int UnusedPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return 1;  // port 1: nothing listens there either
+  }
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+// `uri` (postgresql://user@host:port/db...) with its database replaced.
+std::string WithDatabase(const std::string& uri, const std::string& db) {
+  size_t q = uri.find('?');
+  std::string base = uri.substr(0, q);
+  std::string rest = q == std::string::npos ? "" : uri.substr(q);
+  size_t scheme = base.find("://");
+  size_t slash = base.find('/', scheme == std::string::npos ? 0 : scheme + 3);
+  if (slash == std::string::npos) return base + "/" + db + rest;
+  return base.substr(0, slash + 1) + db + rest;
+}
+
+// The "attempt_id" of one jsonl event line, or "".
+std::string AttemptOf(const std::string& line) {
+  const std::string key = "\"attempt_id\":\"";
+  size_t pos = line.find(key);
+  if (pos == std::string::npos) return "";
+  pos += key.size();
+  return line.substr(pos, line.find('"', pos) - pos);
+}
+
+std::string TypeOf(const std::string& line) {
+  const std::string key = "\"type\":\"";
+  size_t pos = line.find(key);
+  if (pos == std::string::npos) return "";
+  pos += key.size();
+  return line.substr(pos, line.find('"', pos) - pos);
+}
+
+// ---- the ledger, opened with RocksDB itself (ledger/FORMAT.md) -------------
+
+std::string Be64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    s[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return s;
+}
+
+uint64_t ReadBe64(const std::string& s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8 && i < s.size(); ++i) {
+    v = v << 8 | static_cast<uint8_t>(s[i]);
+  }
+  return v;
+}
+
+// Every column family of a ledger directory, opened read-write.
+class RawLedger {
+ public:
+  explicit RawLedger(const std::string& dir) {
+    rocksdb::DBOptions options;
+    std::vector<std::string> names;
+    rocksdb::Status s = rocksdb::DB::ListColumnFamilies(options, dir, &names);
+    if (!s.ok()) throw std::runtime_error("list CFs: " + s.ToString());
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    for (const auto& n : names)
+      descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    s = rocksdb::DB::Open(options, dir, descriptors, &handles_, &db_);
+    if (!s.ok()) throw std::runtime_error("open: " + s.ToString());
+    for (size_t i = 0; i < names.size(); ++i) by_name_[names[i]] = handles_[i];
+  }
+  ~RawLedger() {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    delete db_;
+  }
+  rocksdb::ColumnFamilyHandle* Cf(const std::string& name) {
+    auto it = by_name_.find(name);
+    if (it == by_name_.end()) throw std::runtime_error("no CF " + name);
+    return it->second;
+  }
+  std::string Get(const std::string& cf, const std::string& key) {
+    std::string v;
+    rocksdb::Status s = db_->Get({}, Cf(cf), key, &v);
+    if (!s.ok()) throw std::runtime_error("get: " + s.ToString());
+    return v;
+  }
+  void Put(const std::string& cf, const std::string& key,
+           const std::string& value) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    rocksdb::Status s = db_->Put(wo, Cf(cf), key, value);
+    if (!s.ok()) throw std::runtime_error("put: " + s.ToString());
+  }
+  void Delete(const std::string& cf, const std::string& key) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    rocksdb::Status s = db_->Delete(wo, Cf(cf), key);
+    if (!s.ok()) throw std::runtime_error("delete: " + s.ToString());
+  }
+  void CreateCf(const std::string& name) {
+    rocksdb::ColumnFamilyHandle* h = nullptr;
+    rocksdb::Status s = db_->CreateColumnFamily({}, name, &h);
+    if (!s.ok()) throw std::runtime_error("create CF: " + s.ToString());
+    handles_.push_back(h);
+    by_name_[name] = h;
+  }
+  uint64_t HeadSize() { return ReadBe64(Get("meta", "head")); }
+
+ private:
+  rocksdb::DB* db_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
+};
+
+// The WAL files of a ledger, oldest first.
+std::vector<fs::path> WalFiles(const std::string& ledger_dir) {
+  std::vector<fs::path> logs;
+  for (const auto& e : fs::directory_iterator(ledger_dir)) {
+    if (e.path().extension() == ".log") logs.push_back(e.path());
+  }
+  std::sort(logs.begin(), logs.end());  // zero-padded numbers
+  return logs;
+}
+
+// ---- PostgreSQL -----------------------------------------------------------
+
+bool HavePostgres() { return PgServer::Available(); }
+
+std::string NewDatabaseName() {
+  static std::atomic<int> n{0};
+  return "bi_" + std::to_string(getpid()) + "_" + std::to_string(n++);
+}
+
+// Query that does not throw: rows, or one "<error: ...>" row.
+Rows PgQuery(const std::string& uri, const std::string& sql) {
+  try {
+    return PgServer::Query(uri, sql);
+  } catch (const std::exception& e) {
+    return {std::string("<error: ") + e.what() + ">"};
+  }
+}
+
+// ---- fixtures -------------------------------------------------------------
+
+// What every project fixture can do.
+class ProjectTest : public ::testing::Test {
+ protected:
+  TimedRun Run(const std::vector<std::string>& args, int timeout_s = 120) {
+    return RunTimed(args, dir_.path(), env_, timeout_s);
+  }
+  void Migration(const std::string& file, const std::string& sql) {
+    WriteFile(dir_ / ("migrations/" + file), sql);
+  }
+  std::string LedgerDir() const { return dir_ / ".migledger"; }
+  size_t EventCount() {
+    TimedRun r = Run({"audit", "log", "--format", "jsonl"});
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    return Lines(r.out).size();
+  }
+  std::vector<std::string> EventLines(const std::vector<std::string>& filter) {
+    std::vector<std::string> args = {"audit", "log", "--format", "jsonl"};
+    args.insert(args.end(), filter.begin(), filter.end());
+    TimedRun r = Run(args);
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    return Lines(r.out);
+  }
+  void ExpectLedgerVerifies() {
+    TimedRun v = Run({"audit", "verify"});
+    EXPECT_EQ(v.exit_code, 0) << Describe(v);
+    EXPECT_TRUE(Contains(v.out, "events verified")) << Describe(v);
+  }
+  void ExpectValidates() {
+    TimedRun v = Run({"validate"});
+    EXPECT_EQ(v.exit_code, 0) << Describe(v);
+  }
+
+  TempDir dir_;
+  std::map<std::string, std::string> env_;
+};
+
+// A SQLite project with 0001 applied, so there is a ledger that must
+// survive every bad command unchanged and verifiable.
+class SqliteBadInputTest : public ProjectTest {
+ protected:
+  void SetUp() override {
+    MakeProject(dir_.path());
+    Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+    Migration("0001_a.down.sql", "DROP TABLE a;\n");
+    TimedRun r = Run({"apply"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    events_before_ = EventCount();
+  }
+  std::string Db() const { return dir_ / "app.db"; }
+  Rows Markers() {
+    return SqliteQuery(
+        Db(), "SELECT version FROM migledger_applied ORDER BY version");
+  }
+  bool TableExists(const std::string& name) {
+    return SqliteQuery(Db(),
+                       "SELECT count(*) FROM sqlite_master WHERE type = "
+                       "'table' AND name = '" +
+                           name + "'") == Rows{"1"};
+  }
+  // The bad command changed nothing and the ledger verifies.
+  void ExpectUntouched() {
+    EXPECT_EQ(Markers(), Rows{"0001"});
+    EXPECT_EQ(EventCount(), events_before_);
+    ExpectLedgerVerifies();
+  }
+  // Runs `args` expecting exit `code` and every one of `texts` in the one
+  // error line, nothing on stdout.
+  TimedRun ExpectFails(const std::vector<std::string>& args, int code,
+                       const std::vector<std::string>& texts) {
+    TimedRun r = Run(args);
+    EXPECT_EQ(r.exit_code, code) << Describe(r);
+    ExpectOneErrorLine(r);
+    for (const auto& t : texts)
+      EXPECT_TRUE(Contains(r.err, t)) << t << "\n" << Describe(r);
+    EXPECT_TRUE(r.out.empty()) << Describe(r);
+    return r;
+  }
+
+  size_t events_before_ = 0;
+};
+
+// A PostgreSQL project on a fresh database (socket URI, trusted), 0001
+// applied.
+class PgBadInputTest : public ProjectTest {
+ protected:
+  void SetUp() override {
+    if (!HavePostgres()) {
+      GTEST_SKIP() << "PGTEST_URI is not set (run under scripts/pg-throwaway)";
+    }
+    db_name_ = NewDatabaseName();
+    uri_ = PgServer::CreateDatabase(db_name_);
+    MakeProject(dir_.path(), uri_);
+    Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+    TimedRun r = Run({"apply"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    events_before_ = EventCount();
+  }
+  void TearDown() override {
+    if (!db_name_.empty() && !std::getenv("MIGLEDGER_KEEP_TEST_DIRS")) {
+      PgServer::DropDatabase(db_name_);
+    }
+  }
+  Rows Markers() {
+    return PgQuery(uri_,
+                   "SELECT version FROM migledger.applied ORDER BY version");
+  }
+  bool TableExists(const std::string& name) {
+    return PgQuery(uri_, "SELECT to_regclass('public." + name +
+                             "') IS NOT NULL") == Rows{"t"};
+  }
+
+  std::string db_name_;
+  std::string uri_;
+  size_t events_before_ = 0;
+};
+
+// ---- migration files ------------------------------------------------------
+
+TEST_F(SqliteBadInputTest, NonUtf8MigrationIsBadInputNamingTheFile) {
+  // Latin-1 "café": 0xE9 is not UTF-8.
+  Migration("0002_b.up.sql",
+            "CREATE TABLE b (name TEXT);\nINSERT INTO b VALUES ('caf\xe9');\n");
+  ExpectFails({"apply"}, 2, {"0002_b.up.sql", "UTF-8"});
+  EXPECT_FALSE(TableExists("b"));
+  ExpectFails({"status"}, 2, {"0002_b.up.sql", "UTF-8"});
+  ExpectUntouched();
+}
+
+TEST_F(SqliteBadInputTest, SymlinkOutsideTheProjectIsBadInput) {
+  TempDir elsewhere;
+  WriteFile(elsewhere / "evil.sql", "CREATE TABLE evil (id INTEGER);\n");
+  fs::create_symlink(elsewhere / "evil.sql",
+                     dir_ / "migrations/0002_evil.up.sql");
+  ExpectFails({"apply"}, 2, {"0002_evil.up.sql", "symlink"});
+  EXPECT_FALSE(TableExists("evil"));
+  ExpectUntouched();
+
+  // Relative, to a file of the project outside migrations/: refused too.
+  fs::remove(dir_ / "migrations/0002_evil.up.sql");
+  WriteFile(dir_ / "evil.sql", "CREATE TABLE evil (id INTEGER);\n");
+  fs::create_symlink("../evil.sql", dir_ / "migrations/0002_evil.up.sql");
+  ExpectFails({"apply"}, 2, {"0002_evil.up.sql", "symlink"});
+  EXPECT_FALSE(TableExists("evil"));
+  ExpectUntouched();
+}
+
+TEST_F(SqliteBadInputTest, UnterminatedQuoteIsBadInputNamingTheLine) {
+  Migration("0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER, s TEXT);\n"
+            "\n"
+            "INSERT INTO b VALUES (1, 'oops);\n"
+            "CREATE TABLE c (id INTEGER);\n");
+  ExpectFails({"apply"}, 2, {"0002_b.up.sql", "line 3", "unterminated"});
+  EXPECT_FALSE(TableExists("b"));
+  EXPECT_FALSE(TableExists("c"));
+  ExpectUntouched();
+}
+
+// A bad file later in the plan is bad input found before anything runs:
+// the good migration before it is not applied either.
+TEST_F(SqliteBadInputTest, UnterminatedQuoteInLaterFileRefusesTheWholeRun) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  Migration("0003_c.up.sql",
+            "CREATE TABLE c (id INTEGER, s TEXT);\n"
+            "INSERT INTO c VALUES (1, 'oops);\n");
+  ExpectFails({"apply"}, 2, {"0003_c.up.sql", "line 2", "unterminated"});
+  EXPECT_FALSE(TableExists("b"));
+  EXPECT_FALSE(TableExists("c"));
+  ExpectUntouched();
+}
+
+TEST_F(PgBadInputTest, UnterminatedDollarQuoteIsBadInputNamingTheLine) {
+  Migration("0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\n"
+            "\n"
+            "CREATE FUNCTION f() RETURNS integer LANGUAGE sql AS $body$\n"
+            "  SELECT 1;\n"
+            "$bodY$;\n");
+  TimedRun r = Run({"apply"});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "0002_b.up.sql")) << Describe(r);
+  EXPECT_TRUE(Contains(r.err, "line 3")) << Describe(r);
+  EXPECT_TRUE(Contains(r.err, "unterminated")) << Describe(r);
+  EXPECT_FALSE(TableExists("b"));
+  EXPECT_EQ(Markers(), Rows{"0001"});
+  EXPECT_EQ(EventCount(), events_before_);
+  ExpectLedgerVerifies();
+}
+
+// One INSERT with a 100 MB string literal: applied in reasonable time and
+// memory (the ledger keeps the SQL text, so it is stored once there too).
+TEST_F(SqliteBadInputTest, HundredMegabyteMigrationAppliesWithinLimits) {
+  constexpr size_t kLiteral = 100u << 20;
+  {
+    std::ofstream f(dir_ / "migrations/0002_big.up.sql", std::ios::binary);
+    f << "CREATE TABLE big (v TEXT);\nINSERT INTO big VALUES ('";
+    std::string chunk(1 << 20, 'x');
+    for (size_t i = 0; i < kLiteral / chunk.size(); ++i) f << chunk;
+    f << "');\n";
+  }  // nothing big stays in this process (the child's RSS starts at fork)
+  TimedRun r = Run({"apply"}, 120);
+  ASSERT_FALSE(r.timed_out) << "apply of a 100 MB migration took > 120 s";
+  EXPECT_EQ(r.signal, 0) << Describe(r);
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_LT(r.max_rss_kb, 1024L * 1024) << "peak RSS " << r.max_rss_kb << " KB";
+  EXPECT_LT(r.seconds, 60) << "apply took " << r.seconds << " s";
+  std::fprintf(stderr, "[ info ] 100 MB apply: %.1f s, peak RSS %ld MB\n",
+               r.seconds, r.max_rss_kb / 1024);
+  EXPECT_EQ(Markers(), (Rows{"0001", "0002"}));
+  EXPECT_EQ(SqliteQuery(Db(), "SELECT count(*), length(v) FROM big"),
+            Rows{"1|" + std::to_string(kLiteral)});
+  ExpectLedgerVerifies();
+}
+
+// ---- targets that cannot be reached ---------------------------------------
+
+TEST_F(SqliteBadInputTest, PostgresServerDownIsTargetUnavailableQuickly) {
+  const std::string uri =
+      "postgresql://migledger@127.0.0.1:" + std::to_string(UnusedPort()) +
+      "/nodb?connect_timeout=2";
+  for (const char* command : {"apply", "status"}) {
+    TimedRun r = Run({command, "--target", uri}, 30);
+    EXPECT_EQ(r.exit_code, 7) << command << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "127.0.0.1")) << Describe(r);
+    EXPECT_LT(r.seconds, 10) << command << " took " << r.seconds << " s";
+  }
+  ExpectUntouched();
+}
+
+TEST_F(PgBadInputTest, WrongPasswordIsTargetUnavailableWithoutThePassword) {
+  const std::string right = Env("PGTEST_PASSWORD");
+  ASSERT_FALSE(right.empty());
+  const std::string wrong = "wr0ng-Pa55word-bi";
+  // Over TCP, where the role must give its password.
+  const std::string tcp = WithDatabase(Env("PGTEST_URI"), db_name_);
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  for (const char* command : {"apply", "status"}) {
+    TimedRun r =
+        RunTimed({command, "--target", tcp}, dir_.path(),
+                 {{"PGPASSWORD", wrong}, {"PGCONNECT_TIMEOUT", "5"}}, 30);
+    EXPECT_EQ(r.exit_code, 7) << command << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "authentication failed")) << Describe(r);
+    EXPECT_FALSE(Contains(r.out + r.err, wrong)) << Describe(r);
+    EXPECT_FALSE(Contains(r.out + r.err, right)) << Describe(r);
+  }
+  EXPECT_FALSE(TableExists("b"));
+  EXPECT_EQ(Markers(), Rows{"0001"});
+  EXPECT_EQ(EventCount(), events_before_);
+  ExpectLedgerVerifies();
+  // The right password works on the same URI.
+  TimedRun ok =
+      RunTimed({"apply", "--target", tcp}, dir_.path(),
+               {{"PGPASSWORD", right}, {"PGCONNECT_TIMEOUT", "5"}}, 60);
+  EXPECT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_EQ(Markers(), (Rows{"0001", "0002"}));
+}
+
+// The backend running a migration is terminated mid-statement: a clean
+// failure, one outcome per attempt, and the next apply finishes the job.
+TEST_F(PgBadInputTest, ServerGoingAwayMidMigrationFailsCleanlyAndRecovers) {
+  Migration("0002_sleep.up.sql", "SELECT pg_sleep(30);\n");
+  TimedRun r;
+  std::thread apply([&] { r = Run({"apply"}, 90); });
+  Rows killed;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    killed =
+        PgQuery(uri_,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'migledger' AND query LIKE "
+                "'%pg_sleep%' AND pid <> pg_backend_pid()");
+    if (!killed.empty() && killed[0] != "0") break;
+  }
+  apply.join();
+  ASSERT_EQ(killed, Rows{"1"}) << "the migration's backend was never seen";
+  ASSERT_FALSE(r.timed_out) << Describe(r);
+  EXPECT_EQ(r.signal, 0) << Describe(r);
+  EXPECT_TRUE(r.exit_code == 7 || r.exit_code == 3) << Describe(r);
+  ExpectWarningsThenOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "0002")) << Describe(r);
+  EXPECT_LT(r.seconds, 25) << "apply waited for the whole pg_sleep";
+  ExpectLedgerVerifies();
+  EXPECT_EQ(Markers(), Rows{"0001"});
+
+  // At most one outcome for the attempt so far.
+  auto outcomes = [&](Rows lines) {
+    std::map<std::string, std::vector<std::string>> by_attempt;
+    for (const auto& l : lines) {
+      std::string type = TypeOf(l);
+      if (type == "step_started") by_attempt[AttemptOf(l)];
+      if (type == "step_applied" || type == "step_failed" ||
+          type == "step_recovered") {
+        by_attempt[AttemptOf(l)].push_back(type);
+      }
+    }
+    return by_attempt;
+  };
+  auto first = outcomes(EventLines({"--version", "0002"}));
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_LE(first.begin()->second.size(), 1u);
+  const std::string attempt = first.begin()->first;
+
+  // A failed step is not applied, so its file may change; the next apply
+  // must not hang and finishes the job.
+  Migration("0002_sleep.up.sql", "SELECT 1;\n");
+  TimedRun again = Run({"apply"}, 60);
+  ASSERT_FALSE(again.timed_out);
+  EXPECT_EQ(again.exit_code, 0) << Describe(again);
+  EXPECT_EQ(Markers(), (Rows{"0001", "0002"}));
+  auto all = outcomes(EventLines({"--version", "0002"}));
+  EXPECT_EQ(all.size(), 2u);
+  for (const auto& [id, types] : all) {
+    EXPECT_EQ(types.size(), 1u) << "attempt " << id;
+    if (id == attempt && types.size() == 1) {
+      EXPECT_NE(types[0], "step_applied");
+    }
+  }
+  ExpectLedgerVerifies();
+  ExpectValidates();
+}
+
+// ---- a full disk under the ledger -----------------------------------------
+
+class FullDiskTest : public ProjectTest {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
+    mnt_ = dir_ / "mnt";
+    fs::create_directories(mnt_);
+    if (mount("tmpfs", mnt_.c_str(), "tmpfs", 0, "size=2m,mode=0700") != 0) {
+      GTEST_SKIP() << "cannot mount a 2 MB tmpfs: " << std::strerror(errno);
+    }
+    mounted_ = true;
+    WriteFile(
+        dir_ / "migledger.toml",
+        "ledger_dir = \"" + mnt_ +
+            "/ledger\"\ndefault_target = \"dev\"\n"
+            "lock_timeout_ms = 2000\n[targets.dev]\nurl = \"sqlite:app.db\"\n");
+    fs::create_directories(dir_ / "migrations");
+  }
+  void TearDown() override {
+    if (mounted_ && umount2(mnt_.c_str(), MNT_DETACH) != 0) {
+      ADD_FAILURE() << "umount " << mnt_ << ": " << std::strerror(errno);
+    }
+  }
+  uint64_t FreeBytes() {
+    struct statvfs st {};
+    if (statvfs(mnt_.c_str(), &st) != 0) return 0;
+    return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  }
+  std::string LedgerDir() const { return mnt_ + "/ledger"; }
+
+  std::string mnt_;
+  bool mounted_ = false;
+};
+
+TEST_F(FullDiskTest, FullDiskFailsCleanlyAndTheNextApplyFinishes) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  TimedRun first = Run({"apply"});
+  ASSERT_EQ(first.exit_code, 0) << Describe(first);
+
+  // Five migrations whose SQL text (kept in the ledger) needs more room
+  // than is left.
+  const std::string padding = "-- " + std::string(200, 'p') + "\n";
+  for (int v = 2; v <= 6; ++v) {
+    std::string sql;
+    for (int i = 0; i < 300; ++i) sql += padding;  // ~60 KB
+    sql += "CREATE TABLE t" + std::to_string(v) + " (id INTEGER);\n";
+    Migration("000" + std::to_string(v) + "_t" + std::to_string(v) + ".up.sql",
+              sql);
+  }
+  const uint64_t free_bytes = FreeBytes();
+  ASSERT_GT(free_bytes, 150u << 10) << "the ledger alone filled the tmpfs";
+  {
+    std::ofstream filler(mnt_ + "/filler", std::ios::binary);
+    std::string zeros(4096, '\0');
+    for (uint64_t n = 0; n + (100u << 10) < free_bytes; n += zeros.size()) {
+      filler << zeros;
+    }
+  }
+  ASSERT_LT(FreeBytes(), 150u << 10);
+
+  TimedRun full = Run({"apply"}, 60);
+  ASSERT_FALSE(full.timed_out) << Describe(full);
+  EXPECT_EQ(full.signal, 0) << Describe(full);
+  EXPECT_EQ(full.exit_code, 9) << Describe(full);
+  ExpectOneErrorLine(full);
+  EXPECT_TRUE(ContainsNoCase(full.err, "no space left")) << Describe(full);
+
+  fs::remove(mnt_ + "/filler");
+  TimedRun after = Run({"apply"}, 60);
+  EXPECT_EQ(after.exit_code, 0) << Describe(after);
+  ExpectLedgerVerifies();
+  ExpectValidates();
+  EXPECT_EQ(SqliteQuery(dir_ / "app.db",
+                        "SELECT version, count(*) FROM migledger_applied "
+                        "GROUP BY version ORDER BY version"),
+            (Rows{"0001|1", "0002|1", "0003|1", "0004|1", "0005|1", "0006|1"}));
+}
+
+// ---- broken ledgers -------------------------------------------------------
+
+TEST_F(SqliteBadInputTest, NewerLedgerFormatIsRefusedByEveryCommand) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  {
+    RawLedger raw(LedgerDir());
+    ASSERT_EQ(raw.Get("meta", "format"), "1");
+    raw.Put("meta", "format", "2");
+  }
+  const std::string out = dir_ / "export.jsonl";
+  const std::vector<std::vector<std::string>> commands = {
+      {"apply"},
+      {"status"},
+      {"plan"},
+      {"validate"},
+      {"recover"},
+      {"down", "--steps", "1"},
+      {"baseline", "--version", "0002", "--reason", "x"},
+      {"accept-checksum", "--version", "0001", "--reason", "x"},
+      {"audit", "log"},
+      {"audit", "show", "1"},
+      {"audit", "state"},
+      {"audit", "digest"},
+      {"audit", "verify"},
+      {"audit", "export", "--format", "jsonl", "--out", out},
+  };
+  for (const auto& args : commands) {
+    TimedRun r = Run(args);
+    std::string line;
+    for (const auto& a : args) line += a + " ";
+    EXPECT_EQ(r.exit_code, 8) << line << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "newer")) << line << "\n" << Describe(r);
+  }
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_EQ(Markers(), Rows{"0001"});
+  EXPECT_FALSE(TableExists("b"));
+  {
+    RawLedger raw(LedgerDir());
+    EXPECT_EQ(raw.Get("meta", "format"), "2");  // nobody "repaired" it
+  }
+}
+
+TEST_F(SqliteBadInputTest, UnknownColumnFamilyIsRefusedAsNewer) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  {
+    RawLedger raw(LedgerDir());
+    raw.CreateCf("future_index");
+  }
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"apply"}, {"status"}, {"audit", "verify"}, {"audit", "log"}}) {
+    TimedRun r = Run(args);
+    EXPECT_EQ(r.exit_code, 8) << args[0] << " " << args.back() << "\n"
+                              << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "newer")) << Describe(r);
+  }
+  EXPECT_EQ(Markers(), Rows{"0001"});
+  EXPECT_FALSE(TableExists("b"));
+}
+
+TEST_F(SqliteBadInputTest, DeletedLastEventIsCorruptAndNothingRuns) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  {
+    RawLedger raw(LedgerDir());
+    uint64_t head = raw.HeadSize();
+    ASSERT_EQ(head, events_before_);
+    raw.Delete("events", Be64(head));
+  }
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"audit", "verify"}, {"apply"}, {"status"}}) {
+    TimedRun r = Run(args);
+    EXPECT_EQ(r.exit_code, 6) << args[0] << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "ledger")) << Describe(r);
+  }
+  EXPECT_EQ(Markers(), Rows{"0001"});
+  EXPECT_FALSE(TableExists("b"));
+}
+
+TEST_F(SqliteBadInputTest, DeletedWalIsCorruptAndNothingRuns) {
+  // The whole ledger (one run) is in its only WAL file.
+  std::vector<fs::path> logs = WalFiles(LedgerDir());
+  ASSERT_FALSE(logs.empty());
+  fs::remove(logs.back());
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"audit", "verify"}, {"apply"}, {"status"}}) {
+    TimedRun r = Run(args);
+    EXPECT_EQ(r.exit_code, 6) << args[0] << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "ledger")) << Describe(r);
+  }
+  EXPECT_EQ(Markers(), Rows{"0001"});
+  EXPECT_FALSE(TableExists("b"));
+}
+
+// A WAL cut in half at the end loses whole events (RocksDB recovers to the
+// last complete batch): the ledger alone cannot tell, but a saved digest
+// does, and the target's mirror gives the lost events back without running
+// anything twice.
+TEST_F(SqliteBadInputTest, TruncatedWalIsCaughtByDigestAndNothingRunsTwice) {
+  Migration("0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\nINSERT INTO b VALUES (1);\n");
+  TimedRun second = Run({"apply"});
+  ASSERT_EQ(second.exit_code, 0) << Describe(second);
+  TimedRun digest = Run({"audit", "digest"});
+  ASSERT_EQ(digest.exit_code, 0) << Describe(digest);
+  WriteFile(dir_ / "digest.txt", digest.out);
+
+  std::vector<fs::path> logs = WalFiles(LedgerDir());
+  ASSERT_FALSE(logs.empty());
+  fs::resize_file(logs.back(), fs::file_size(logs.back()) / 2);
+
+  TimedRun check = Run({"audit", "verify", "--digest", dir_ / "digest.txt"});
+  EXPECT_EQ(check.exit_code, 6) << Describe(check);
+  ExpectOneErrorLine(check);
+
+  Migration("0003_c.up.sql", "CREATE TABLE c (id INTEGER);\n");
+  TimedRun r = Run({"apply"});
+  EXPECT_EQ(r.signal, 0) << Describe(r);
+  if (r.exit_code == 6) {
+    ExpectOneErrorLine(r);
+    EXPECT_EQ(Markers(), (Rows{"0001", "0002"}));
+    EXPECT_FALSE(TableExists("c"));
+  } else {
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(Markers(), (Rows{"0001", "0002", "0003"}));
+    ExpectLedgerVerifies();
+    ExpectValidates();
+    // The mirror gave the lost events back: the saved digest is a prefix
+    // again.
+    TimedRun again = Run({"audit", "verify", "--digest", dir_ / "digest.txt"});
+    EXPECT_EQ(again.exit_code, 0) << Describe(again);
+  }
+  EXPECT_EQ(SqliteQuery(Db(), "SELECT count(*) FROM b"), Rows{"1"});
+}
+
+TEST_F(SqliteBadInputTest, HandEditedEventIsNamedByVerify) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  {
+    RawLedger raw(LedgerDir());
+    ASSERT_GT(raw.HeadSize(), 4u);
+    std::string bytes = raw.Get("events", Be64(3));
+    // A plausible forgery: another version, still a valid event.
+    size_t pos = bytes.find("0001");
+    if (pos != std::string::npos) {
+      bytes.replace(pos, 4, "0009");
+    } else {
+      bytes.back() ^= 0x01;
+    }
+    raw.Put("events", Be64(3), bytes);
+  }
+  TimedRun v = Run({"audit", "verify"});
+  EXPECT_EQ(v.exit_code, 6) << Describe(v);
+  ExpectOneErrorLine(v);
+  EXPECT_TRUE(Contains(v.err, "sequence 3")) << Describe(v);
+  EXPECT_FALSE(Contains(v.out, "events verified")) << Describe(v);
+}
+
+// ---- two ledgers, one target ----------------------------------------------
+
+TEST(TwoLedgersTest, TwoLedgersOnOneSqliteTargetApplyEachMigrationOnce) {
+  TempDir shared;
+  const std::string db = shared / "shared.db";
+  TempDir a, b;
+  MakeProject(a.path(), "sqlite:" + db);
+  MakeProject(b.path(), "sqlite:" + db);
+  auto add = [&](int v) {
+    std::string name =
+        "000" + std::to_string(v) + "_t" + std::to_string(v) + ".up.sql";
+    std::string sql = "CREATE TABLE t" + std::to_string(v) +
+                      " (x INTEGER);\n"
+                      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+                      "FROM c WHERE x < 20000) INSERT INTO t" +
+                      std::to_string(v) + " SELECT x FROM c;\n";
+    WriteFile(a / ("migrations/" + name), sql);
+    WriteFile(b / ("migrations/" + name), sql);
+  };
+  auto race = [&](int last_version) {
+    TimedRun ra, rb;
+    std::atomic<int> ready{0};
+    auto go = [&](const std::string& dir, TimedRun* r) {
+      ++ready;
+      while (ready < 2) std::this_thread::yield();
+      *r = RunTimed({"apply"}, dir, {}, 60);
+    };
+    std::thread ta(go, a.path(), &ra);
+    std::thread tb(go, b.path(), &rb);
+    ta.join();
+    tb.join();
+    for (auto [dir, r] : {std::pair{a.path(), &ra}, std::pair{b.path(), &rb}}) {
+      EXPECT_FALSE(r->timed_out) << Describe(*r);
+      EXPECT_TRUE(r->exit_code == 0 || r->exit_code == 5) << Describe(*r);
+      if (r->exit_code == 5) {
+        ExpectOneErrorLine(*r);
+        EXPECT_TRUE(Contains(r->err, "lock")) << Describe(*r);
+        TimedRun retry = RunTimed({"apply"}, dir, {}, 60);
+        EXPECT_EQ(retry.exit_code, 0) << Describe(retry);
+      }
+    }
+    Rows expected;
+    for (int v = 1; v <= last_version; ++v) {
+      expected.push_back("000" + std::to_string(v) + "|1");
+      EXPECT_EQ(SqliteQuery(db, "SELECT count(*) FROM t" + std::to_string(v)),
+                Rows{"20000"})
+          << "migration " << v << " ran more or less than once";
+    }
+    EXPECT_EQ(SqliteQuery(db,
+                          "SELECT version, count(*) FROM migledger_applied "
+                          "GROUP BY version ORDER BY version"),
+              expected);
+    std::fprintf(stderr, "[ info ] concurrent applies exited %d and %d\n",
+                 ra.exit_code, rb.exit_code);
+    for (const TempDir* d : {&a, &b}) {
+      TimedRun v = RunTimed({"audit", "verify"}, d->path());
+      EXPECT_EQ(v.exit_code, 0) << Describe(v);
+      TimedRun val = RunTimed({"validate"}, d->path());
+      EXPECT_EQ(val.exit_code, 0) << Describe(val);
+    }
+  };
+  for (int v = 1; v <= 5; ++v) add(v);
+  race(5);
+  add(6);
+  add(7);
+  race(7);
+}
+
+// ---- secrets --------------------------------------------------------------
+
+// A PostgreSQL URI with the password in it, verbose logging, every output
+// and export: the password is nowhere.
+TEST(PgSecretsTest, PasswordNeverLeaksWithVerboseLoggingAndEveryExport) {
+  if (!HavePostgres()) GTEST_SKIP() << "PGTEST_URI is not set";
+  const std::string password = Env("PGTEST_PASSWORD");
+  ASSERT_FALSE(password.empty());
+  const std::string db_name = NewDatabaseName();
+  const std::string socket_uri = PgServer::CreateDatabase(db_name);
+  struct Drop {
+    std::string name;
+    ~Drop() { PgServer::DropDatabase(name); }
+  } drop{db_name};
+  const std::string uri = "postgresql://migledger:" + password +
+                          "@127.0.0.1:" + Env("PGTEST_PORT") + "/" + db_name;
+  TempDir dir;
+  WriteFile(dir / "migledger.toml",
+            "default_target = \"dev\"\nlock_timeout_ms = 2000\n"
+            "[targets.dev]\nurl_env = \"BI_TEST_URL\"\n");
+  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  WriteFile(dir / "migrations/0001_a.down.sql", "DROP TABLE a;\n");
+  WriteFile(dir / "migrations/0002_b.up.sql",
+            "CREATE TABLEE b (id INTEGER);\n");
+  const std::map<std::string, std::string> env = {
+      {"BI_TEST_URL", uri}, {"PGPASSWORD", ""}, {"PGCONNECT_TIMEOUT", "10"}};
+  auto redact = [&](std::string text) {
+    for (size_t p = text.find(password); p != std::string::npos;
+         p = text.find(password, p)) {
+      text.replace(p, password.size(), "<password>");
+    }
+    return text;
+  };
+  std::vector<std::pair<std::string, TimedRun>> runs;
+  auto run = [&](std::vector<std::string> args) {
+    TimedRun r = RunTimed(args, dir.path(), env, 60);
+    std::string line = "migledger";
+    for (const auto& a : args) line += " " + a;
+    runs.emplace_back(redact(line), r);
+    return r;
+  };
+  EXPECT_EQ(run({"-v", "-v", "apply"}).exit_code, 3);  // 0002 fails
+  EXPECT_EQ(run({"-v", "-v", "apply", "--target", uri}).exit_code, 3);
+  WriteFile(dir / "migrations/0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  EXPECT_EQ(run({"-v", "-v", "apply", "--reason", "fixed"}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "status"}).exit_code, 0);
+  EXPECT_EQ(
+      run({"-v", "-v", "status", "--format", "json", "-t", uri}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "plan", "--sql", "-t", uri}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "validate", "-t", uri}).exit_code, 0);
+  // Errors: a missing database and a wrong password given in the URI.
+  EXPECT_EQ(run({"-v", "-v", "apply", "-t", WithDatabase(uri, "no_such_db")})
+                .exit_code,
+            7);
+  std::string wrong_uri = uri;
+  wrong_uri.replace(wrong_uri.find(password), password.size(),
+                    "Wr0ng-" + password);
+  EXPECT_EQ(run({"-v", "-v", "status", "-t", wrong_uri}).exit_code, 7);
+  for (const char* format : {"table", "json", "jsonl", "csv"}) {
+    EXPECT_EQ(run({"-v", "-v", "audit", "log", "--format", format}).exit_code,
+              0);
+  }
+  TimedRun log = run({"audit", "log", "--format", "jsonl"});
+  for (size_t seq = 1; seq <= Lines(log.out).size(); ++seq) {
+    run({"-v", "-v", "audit", "show", std::to_string(seq)});
+  }
+  EXPECT_EQ(run({"-v", "-v", "audit", "state"}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "audit", "digest"}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "audit", "verify"}).exit_code, 0);
+  std::vector<std::string> exports;
+  for (const char* format : {"jsonl", "csv", "html"}) {
+    std::string out = dir / (std::string("export.") + format);
+    EXPECT_EQ(
+        run({"-v", "-v", "audit", "export", "--format", format, "--out", out})
+            .exit_code,
+        0);
+    exports.push_back(out);
+  }
+
+  for (const auto& [what, r] : runs) {
+    EXPECT_FALSE(Contains(r.out, password)) << "stdout of: " << what;
+    EXPECT_FALSE(Contains(r.err, password)) << "stderr of: " << what << "\n"
+                                            << redact(r.err);
+    EXPECT_EQ(r.signal, 0) << what;
+  }
+  for (const auto& file : exports) {
+    std::string content = ReadFile(file);
+    EXPECT_FALSE(content.empty()) << file;
+    EXPECT_FALSE(Contains(content, password)) << file;
+  }
+  size_t ledger_files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir / ".migledger")) {
+    if (!e.is_regular_file()) continue;
+    ++ledger_files;
+    EXPECT_FALSE(Contains(ReadFile(e.path().string()), password)) << e.path();
+  }
+  EXPECT_GT(ledger_files, 0u);
+  EXPECT_NE(PgQuery(socket_uri, "SELECT count(*) FROM migledger.events"),
+            Rows{"0"});
+  EXPECT_EQ(PgQuery(socket_uri,
+                    "SELECT count(*) FROM migledger.events WHERE "
+                    "position(convert_to('" +
+                        password + "', 'UTF8') in event_bytes) > 0"),
+            Rows{"0"});
+}
+
+// ---- file modes -----------------------------------------------------------
+
+TEST_F(SqliteBadInputTest, LedgerDirectoryIsPrivateAndItsFiles0600) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  const std::string out = dir_ / "export.jsonl";
+  ASSERT_EQ(
+      Run({"audit", "export", "--format", "jsonl", "--out", out}).exit_code, 0);
+  struct stat st {};
+  ASSERT_EQ(stat(LedgerDir().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(LedgerDir())) {
+    ASSERT_EQ(lstat(e.path().c_str(), &st), 0);
+    if (S_ISDIR(st.st_mode)) {
+      EXPECT_EQ(st.st_mode & 07777, 0700u) << e.path();
+    } else {
+      ++files;
+      EXPECT_EQ(st.st_mode & 07777, 0600u) << e.path();
+    }
+  }
+  EXPECT_GT(files, 3u);
+  ASSERT_EQ(stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u) << out;
+}
+
+// ---- identifiers and paths ------------------------------------------------
+
+TEST(QuotingTest, SqliteTargetPathWithQuotesAndSpacesWorks) {
+  TempDir dir;
+  const std::string file = "it's a \"db\".db";
+  WriteFile(dir / "migledger.toml",
+            "default_target = \"dev\"\nlock_timeout_ms = 2000\n[targets.dev]\n"
+            "url = \"sqlite:it's a \\\"db\\\".db\"\n");
+  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  WriteFile(dir / "migrations/0001_a.down.sql", "DROP TABLE a;\n");
+  WriteFile(dir / "migrations/0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  WriteFile(dir / "migrations/0002_b.down.sql", "DROP TABLE b;\n");
+  auto run = [&](const std::vector<std::string>& args) {
+    TimedRun r = RunTimed(args, dir.path());
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    return r;
+  };
+  run({"apply"});
+  ASSERT_TRUE(fs::exists(dir / file));
+  const std::string db = dir / file;
+  EXPECT_EQ(
+      SqliteQuery(db, "SELECT version FROM migledger_applied ORDER BY version"),
+      (Rows{"0001", "0002"}));
+  run({"status"});
+  run({"validate"});
+  run({"down", "--steps", "1"});
+  EXPECT_EQ(
+      SqliteQuery(db, "SELECT version FROM migledger_applied ORDER BY version"),
+      Rows{"0001"});
+  // The same database named on the command line.
+  run({"apply", "--target", "sqlite:" + db});
+  EXPECT_EQ(
+      SqliteQuery(db, "SELECT version FROM migledger_applied ORDER BY version"),
+      (Rows{"0001", "0002"}));
+  run({"audit", "verify"});
+  run({"validate"});
+  TimedRun log = run({"audit", "log", "--format", "jsonl"});
+  EXPECT_TRUE(Contains(log.out, "it's a \\\"db\\\".db")) << log.out;
+}
+
+}  // namespace
+}  // namespace migledger::testing
