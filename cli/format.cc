@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "cli/proto_json.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
 #include "ledger/merkle.h"
@@ -158,14 +159,20 @@ std::string EventTime(const v1::Event& e) {
 }
 
 std::string EventJson(const LedgerEntry& entry, bool pretty) {
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = pretty;
-  o.preserve_proto_field_names = true;
-  std::string body;
-  (void)google::protobuf::util::MessageToJsonString(entry.event, &body, o);
   std::string s = "{\"sequence\":" + std::to_string(entry.sequence) + ",\"type\":\"" +
                   EventType(entry.event) + "\",\"leaf_hash\":\"" +
-                  ToHex(MerkleLeafHash(entry.bytes)) + "\",\"event\":" + body + "}";
+                  ToHex(MerkleLeafHash(entry.bytes)) + "\",\"event\":";
+  if (pretty) {
+    google::protobuf::util::JsonPrintOptions o;
+    o.add_whitespace = true;
+    o.preserve_proto_field_names = true;
+    std::string body;
+    (void)google::protobuf::util::MessageToJsonString(entry.event, &body, o);
+    s += body;
+  } else {
+    AppendProtoJsonOrFallback(entry.event, &s);
+  }
+  s += "}";
   return s;
 }
 
