@@ -193,8 +193,11 @@ struct Applier::Impl {
       }
       if (forked) {
         return Drift("the target's event mirror forks from the local ledger at target sequence " +
-                     std::to_string(i + 1) + " (another ledger wrote a different history)" +
-                     refuse);
+                     std::to_string(i + 1) +
+                     ": this ledger holds events that never reached the target (a run "
+                     "interrupted before its first commit) and another ledger has since "
+                     "continued the target's history; keep this ledger for the audit, move it "
+                     "aside and run again (a new ledger pulls the target's history)");
       }
     }
     return rows;
@@ -480,6 +483,9 @@ struct Applier::Impl {
     ss->set_resume_at_statement(no_tx ? resume_at : 0);
     // Intent: covered by the synced RunStarted that lists this step.
     MIGLEDGER_RETURN_IF_ERROR(Record(&started, false).status());
+    // A no-transaction step changes the target statement by statement: its
+    // attempt is in the mirror before the first one runs.
+    if (no_tx) MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
     CrashPoint("apply.after_step_started");
     spdlog::info("{} {} {}", dir == v1::DIRECTION_DOWN ? "reverting" : "applying",
                  m.version, m.slug);
@@ -570,6 +576,8 @@ struct Applier::Impl {
         MIGLEDGER_RETURN_IF_ERROR(driver->Exec("DROP INDEX CONCURRENTLY IF EXISTS " + idx, &err));
       }
     }
+    // Each acknowledged statement reaches the mirror before the next one
+    // runs, so any runner sharing the target resumes where this one stopped.
     for (size_t i = static_cast<size_t>(resume_at); i < statements.size(); ++i) {
       const int64_t s0 = MonoMicros();
       SqlError err;
@@ -589,6 +597,10 @@ struct Applier::Impl {
       sa->set_direction(dir);
       // Synced: a resumed step must never run an acknowledged statement again.
       MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
+      // Not inside a transaction the file opened itself (BEGIN; ...;
+      // COMMIT; run one by one): the mirror's own transaction would nest.
+      // The next flush after the file's COMMIT carries these rows.
+      if (!driver->InTransaction()) MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
       CrashPoint("apply.after_statement_event_no_tx");
     }
     // All statements ran: marker row (or its removal) and the outcome event
@@ -661,8 +673,11 @@ struct Applier::Impl {
       ps->set_checksum(f.checksum);
       ps->set_tx_mode(f.no_transaction ? v1::TX_MODE_NO_TRANSACTION : v1::TX_MODE_TRANSACTION);
     }
-    // The durable intent of the whole plan: one fsync for every step.
+    // The durable intent of the whole plan: one fsync for every step. It
+    // also goes to the target's mirror at once, so a runner sharing this
+    // target sees the run even if this process dies before its first commit.
     MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
+    MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
     CrashPoint("apply.after_run_started");
     ::migledger::Status failure;
     for (const auto& s : plan) {

@@ -88,6 +88,9 @@ class Driver {
   virtual Status Begin() = 0;
   virtual Status Commit() = 0;
   virtual Status Rollback() = 0;
+  // True while a transaction is open on the work session (also one opened
+  // by a no-transaction migration's own BEGIN statement).
+  virtual bool InTransaction() = 0;
 
   // Runs one statement (or, for PostgreSQL, several as one simple query) on
   // the work session. On SQL failure returns kMigrationFailed and fills

@@ -524,6 +524,11 @@ class PostgresDriver final : public Driver {
     return Simple("BEGIN");
   }
 
+  bool InTransaction() override {
+    const PGTransactionStatusType ts = PQtransactionStatus(conn_);
+    return ts != PQTRANS_IDLE && ts != PQTRANS_UNKNOWN;
+  }
+
   Status Commit() override {
     switch (PQtransactionStatus(conn_)) {
       case PQTRANS_UNKNOWN:

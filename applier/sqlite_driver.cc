@@ -134,6 +134,7 @@ class SqliteDriver final : public Driver {
     if (sqlite3_get_autocommit(db_)) return Status::Ok();
     return Simple("ROLLBACK", "ROLLBACK");
   }
+  bool InTransaction() override { return !sqlite3_get_autocommit(db_); }
 
   Status Exec(const std::string& sql, SqlError* error) override {
     const char* tail = sql.c_str();

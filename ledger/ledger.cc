@@ -158,7 +158,11 @@ public:
 
   Status Init(bool fresh) {
     std::string value;
-    if (fresh && !read_only_) {
+    // Decide "new ledger" under RocksDB's lock, not from a look before it:
+    // two first runs can both see no ledger, and the second must not
+    // re-initialize (a new ledger id) what the first already wrote.
+    if (fresh && !read_only_ &&
+        db_->Get({}, cfs_[kMeta], "format", &value).IsNotFound()) {
       rocksdb::WriteBatch batch;
       batch.Put(cfs_[kMeta], "format", kFormatVersion);
       ledger_id_ = NewLedgerId();

@@ -1,0 +1,1 @@
+ALTER TABLE orders ADD COLUMN currency TEXT NOT NULL DEFAULT 'EUR' REFERENCES currencies (code);
