@@ -22,7 +22,12 @@
 // --sqlite FILE (replaced if it exists) gets, in one transaction:
 //   events(sequence INTEGER PRIMARY KEY, time TEXT, target TEXT, type TEXT,
 //          version TEXT, run_id TEXT, os_user TEXT, host TEXT, body BLOB)
-// where body is the exact stored event bytes, plus an index on version.
+// where body is the exact stored event bytes, plus an index on version, and
+//   events_full(sequence INTEGER PRIMARY KEY, type, leaf_hash, <one column
+//               per field of the event's JSON>)
+// which holds every field `audit log --format jsonl` prints, one column each
+// (NULL where the JSON leaves the field out; a run's plan, a list of
+// messages, as JSON text): the fuller sqlite3 baseline of audit_bench.
 // --raw FILE gets every event's bytes concatenated, in ledger order.
 //
 // Prints key=value lines on stdout: events, event_bytes, seconds, and a
@@ -36,14 +41,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/sha256.h"
 #include "common/time_util.h"
 #include "ledger/ledger.h"
+#include "ledger/merkle.h"
 #include "migledger/v1/event.pb.h"
 
 namespace {
@@ -63,6 +71,58 @@ void Usage() {
 }
 
 // ---- SQLite ---------------------------------------------------------------
+
+// The columns of events_full after sequence, in the order the JSON prints the
+// fields (envelope, then the union of the generated bodies' fields).
+struct FullColumn {
+  const char* name;
+  const char* type;
+};
+const FullColumn kFullColumns[] = {
+    {"type", "TEXT"},
+    {"leaf_hash", "TEXT"},
+    {"target_sequence", "INTEGER"},
+    {"time", "TEXT"},
+    {"run_id", "TEXT"},
+    {"actor_os_user", "TEXT"},
+    {"actor_host", "TEXT"},
+    {"actor_pid", "INTEGER"},
+    {"actor_tool_version", "TEXT"},
+    {"actor_ci_job", "TEXT"},
+    {"actor_git_commit", "TEXT"},
+    {"target_name", "TEXT"},
+    {"target_kind", "TEXT"},
+    {"target_database_id", "TEXT"},
+    {"target_database_name", "TEXT"},
+    {"target_redacted_uri", "TEXT"},
+    {"command", "TEXT"},
+    {"reason", "TEXT"},
+    {"plan", "TEXT"},
+    {"version", "TEXT"},
+    {"slug", "TEXT"},
+    {"direction", "TEXT"},
+    {"attempt_id", "TEXT"},
+    {"checksum", "TEXT"},
+    {"checksum_algorithm", "TEXT"},
+    {"sql_blob_sha256", "TEXT"},
+    {"tx_mode", "TEXT"},
+    {"statement_count", "INTEGER"},
+    {"file", "TEXT"},
+    {"statement_index", "INTEGER"},
+    {"statement_sha256", "TEXT"},
+    {"duration_micros", "INTEGER"},
+    {"rows_affected", "INTEGER"},
+    {"sqlstate", "TEXT"},
+    {"native_code", "INTEGER"},
+    {"message", "TEXT"},
+    {"detail", "TEXT"},
+    {"hint", "TEXT"},
+    {"file_line", "INTEGER"},
+    {"rolled_back", "INTEGER"},
+    {"outcome", "TEXT"},
+    {"steps_done", "INTEGER"},
+};
+
 class SqliteOut {
  public:
   explicit SqliteOut(const std::string& path) {
@@ -80,14 +140,28 @@ class SqliteOut {
     Exec(
         "CREATE TABLE events(sequence INTEGER PRIMARY KEY, time TEXT, target TEXT, "
         "type TEXT, version TEXT, run_id TEXT, os_user TEXT, host TEXT, body BLOB)");
+    std::string full = "CREATE TABLE events_full(sequence INTEGER PRIMARY KEY";
+    std::string placeholders = "?";
+    for (const FullColumn& c : kFullColumns) {
+      full += std::string(", ") + c.name + " " + c.type;
+      placeholders += ",?";
+    }
+    Exec((full + ")").c_str());
     Exec("BEGIN");
     if (sqlite3_prepare_v2(db_, "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", -1,
                            &insert_, nullptr) != SQLITE_OK) {
       Die(std::string("prepare: ") + sqlite3_errmsg(db_));
     }
+    const std::string insert_full =
+        "INSERT INTO events_full VALUES (" + placeholders + ")";
+    if (sqlite3_prepare_v2(db_, insert_full.c_str(), -1, &insert_full_,
+                           nullptr) != SQLITE_OK) {
+      Die(std::string("prepare: ") + sqlite3_errmsg(db_));
+    }
   }
   ~SqliteOut() {
     sqlite3_finalize(insert_);
+    sqlite3_finalize(insert_full_);
     sqlite3_close(db_);
   }
 
@@ -112,6 +186,136 @@ class SqliteOut {
       Die(std::string("insert: ") + sqlite3_errmsg(db_));
     }
     sqlite3_reset(insert_);
+    AddFull(seq, type, e, bytes);
+  }
+
+  // One row of events_full: the fields the event's JSON prints, each in its
+  // column (text as text, integers as integers, enums by name).
+  void AddFull(uint64_t seq, const char* type, const Event& e,
+               const std::string& bytes) {
+    sqlite3_stmt* st = insert_full_;
+    sqlite3_clear_bindings(st);  // NULL: a field the JSON leaves out
+    auto column = [](const char* name) {
+      for (size_t i = 0; i < std::size(kFullColumns); ++i) {
+        if (std::strcmp(kFullColumns[i].name, name) == 0)
+          return static_cast<int>(i) + 2;
+      }
+      Die(std::string("no column ") + name);
+    };
+    auto text = [&](const char* name, const std::string& v) {
+      if (!v.empty()) {
+        sqlite3_bind_text(st, column(name), v.data(),
+                          static_cast<int>(v.size()), SQLITE_TRANSIENT);
+      }
+    };
+    auto integer = [&](const char* name, int64_t v) {
+      if (v != 0) sqlite3_bind_int64(st, column(name), v);
+    };
+    auto name_of = [&](const char* name,
+                       const google::protobuf::EnumDescriptor* d, int v) {
+      if (v != 0) text(name, d->FindValueByNumber(v)->name());
+    };
+    sqlite3_bind_int64(st, 1, static_cast<sqlite3_int64>(seq));
+    text("type", type);
+    text("leaf_hash", migledger::ToHex(migledger::MerkleLeafHash(bytes)));
+    integer("target_sequence", static_cast<int64_t>(e.target_sequence()));
+    text("time", migledger::FormatRfc3339(e.time().seconds() * 1000000 +
+                                          e.time().nanos() / 1000));
+    text("run_id", e.run_id());
+    const auto& a = e.actor();
+    text("actor_os_user", a.os_user());
+    text("actor_host", a.host());
+    integer("actor_pid", a.pid());
+    text("actor_tool_version", a.tool_version());
+    text("actor_ci_job", a.ci_job());
+    text("actor_git_commit", a.git_commit());
+    const auto& t = e.target();
+    text("target_name", t.name());
+    text("target_kind", t.kind());
+    text("target_database_id", t.database_id());
+    text("target_database_name", t.database_name());
+    text("target_redacted_uri", t.redacted_uri());
+    const auto* direction = migledger::v1::Direction_descriptor();
+    const auto* tx_mode = migledger::v1::TxMode_descriptor();
+    switch (e.body_case()) {
+      case Event::kRunStarted: {
+        const auto& r = e.run_started();
+        text("command", r.command());
+        text("reason", r.reason());
+        std::string plan;
+        for (const auto& p : r.plan()) {
+          plan += plan.empty() ? "[" : ",";
+          plan += "{\"version\":\"" + p.version() + "\",\"direction\":\"" +
+                  migledger::v1::Direction_Name(p.direction()) +
+                  "\",\"checksum\":\"" + p.checksum() + "\",\"tx_mode\":\"" +
+                  migledger::v1::TxMode_Name(p.tx_mode()) + "\"}";
+        }
+        if (!plan.empty()) text("plan", plan + "]");
+        break;
+      }
+      case Event::kStepStarted: {
+        const auto& r = e.step_started();
+        text("version", r.version());
+        text("slug", r.slug());
+        name_of("direction", direction, r.direction());
+        text("attempt_id", r.attempt_id());
+        text("checksum", r.checksum());
+        text("checksum_algorithm", r.checksum_algorithm());
+        text("sql_blob_sha256", r.sql_blob_sha256());
+        name_of("tx_mode", tx_mode, r.tx_mode());
+        integer("statement_count", r.statement_count());
+        text("file", r.file());
+        break;
+      }
+      case Event::kStatementApplied: {
+        const auto& r = e.statement_applied();
+        text("version", r.version());
+        text("attempt_id", r.attempt_id());
+        integer("statement_index", r.statement_index());
+        text("statement_sha256", r.statement_sha256());
+        integer("duration_micros", r.duration_micros());
+        name_of("direction", direction, r.direction());
+        break;
+      }
+      case Event::kStepApplied: {
+        const auto& r = e.step_applied();
+        text("version", r.version());
+        text("attempt_id", r.attempt_id());
+        integer("duration_micros", r.duration_micros());
+        integer("rows_affected", r.rows_affected());
+        break;
+      }
+      case Event::kStepFailed: {
+        const auto& r = e.step_failed();
+        text("version", r.version());
+        text("attempt_id", r.attempt_id());
+        name_of("direction", direction, r.direction());
+        text("sqlstate", r.sqlstate());
+        integer("native_code", r.native_code());
+        text("message", r.message());
+        text("detail", r.detail());
+        text("hint", r.hint());
+        integer("statement_index", r.statement_index());
+        integer("file_line", r.file_line());
+        text("file", r.file());
+        integer("rolled_back", r.rolled_back());
+        integer("duration_micros", r.duration_micros());
+        break;
+      }
+      case Event::kRunFinished: {
+        const auto& r = e.run_finished();
+        name_of("outcome", migledger::v1::Outcome_descriptor(), r.outcome());
+        text("message", r.message());
+        integer("steps_done", r.steps_done());
+        break;
+      }
+      default:
+        Die("the generator writes no other event type");
+    }
+    if (sqlite3_step(st) != SQLITE_DONE) {
+      Die(std::string("insert: ") + sqlite3_errmsg(db_));
+    }
+    sqlite3_reset(st);
   }
 
   void Finish() {
@@ -135,6 +339,7 @@ class SqliteOut {
 
   sqlite3* db_ = nullptr;
   sqlite3_stmt* insert_ = nullptr;
+  sqlite3_stmt* insert_full_ = nullptr;
 };
 
 // ---- the synthetic history ----------------------------------------------

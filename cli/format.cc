@@ -3,6 +3,12 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <system_error>
+#include <thread>
 
 #include "cli/proto_json.h"
 #include "common/sha256.h"
@@ -46,8 +52,10 @@ std::string CsvField(const std::string& f) {
   return q + "\"";
 }
 
-std::string EventType(const v1::Event& e) {
-  switch (e.body_case()) {
+namespace {
+// The names `type` shows: the body's field name in the schema.
+const char* EventTypeName(v1::Event::BodyCase body) {
+  switch (body) {
     case v1::Event::kRunStarted: return "run_started";
     case v1::Event::kRunFinished: return "run_finished";
     case v1::Event::kStepStarted: return "step_started";
@@ -65,6 +73,11 @@ std::string EventType(const v1::Event& e) {
     case v1::Event::BODY_NOT_SET: break;
   }
   return "unknown";
+}
+}  // namespace
+
+std::string EventType(const v1::Event& e) {
+  return EventTypeName(e.body_case());
 }
 
 std::string EventVersion(const v1::Event& e) {
@@ -174,6 +187,156 @@ std::string EventJson(const LedgerEntry& entry, bool pretty) {
   }
   s += "}";
   return s;
+}
+
+namespace {
+// The two lower-case hex digits of each byte value.
+struct HexPairs {
+  char pair[256][2];
+  constexpr HexPairs() : pair() {
+    const char* digits = "0123456789abcdef";
+    for (int i = 0; i < 256; ++i) {
+      pair[i][0] = digits[i >> 4];
+      pair[i][1] = digits[i & 0xf];
+    }
+  }
+};
+constexpr HexPairs kHexPairs;
+}  // namespace
+
+Status AppendEventJson(uint64_t sequence, std::string_view bytes,
+                       std::string* out) {
+  // The event's JSON comes first: the type printed before it is known once
+  // its bytes are read.
+  std::string_view body;
+  int member = 0;
+  if (!ProtoJsonFromWire(v1::Event::descriptor(), bytes, &body, &member)) {
+    LedgerEntry e;
+    e.sequence = sequence;
+    e.bytes.assign(bytes.data(), bytes.size());
+    if (!e.event.ParseFromString(e.bytes)) {
+      return LedgerCorrupt("event " + std::to_string(sequence) +
+                           " does not decode");
+    }
+    out->append(EventJson(e, false));
+    return Status::Ok();
+  }
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, sequence);
+  (void)ec;  // 24 characters hold any uint64_t
+  out->append("{\"sequence\":");
+  out->append(digits, end - digits);
+  out->append(",\"type\":\"");
+  out->append(EventTypeName(static_cast<v1::Event::BodyCase>(member)));
+  out->append("\",\"leaf_hash\":\"");
+  const Digest32 leaf = MerkleLeafHash(bytes);
+  char hex[64];
+  for (size_t i = 0; i < leaf.size(); ++i) {
+    std::memcpy(hex + 2 * i, kHexPairs.pair[leaf[i]], 2);
+  }
+  out->append(hex, sizeof hex);
+  out->append("\",\"event\":");
+  out->append(body);
+  out->push_back('}');
+  return Status::Ok();
+}
+
+Status WriteEventsJsonl(Ledger* ledger, std::FILE* out, unsigned threads,
+                        uint64_t chunk_events) {
+  // About 3 MB of JSON per chunk: big writes, and a few chunks in flight
+  // keep both cores busy without holding the export in memory.
+  const uint64_t chunk = chunk_events ? chunk_events : 4096;
+  const uint64_t head = ledger->Head().size;
+  // The last chunk has no upper bound, as a scan to the end has none.
+  const uint64_t chunks = std::max<uint64_t>(1, (head + chunk - 1) / chunk);
+  if (threads == 0)
+    threads = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+  threads = static_cast<unsigned>(std::min<uint64_t>(threads, chunks));
+  const uint64_t window = 2 * static_cast<uint64_t>(threads) + 1;
+
+  // Encodes chunk i into *text.
+  auto encode_chunk = [&](uint64_t i, std::string* text) {
+    text->clear();
+    Status bad = Status::Ok();
+    Status st =
+        ledger->ScanBytes(1 + i * chunk, i + 1 == chunks ? 0 : (i + 1) * chunk,
+                          [&](uint64_t seq, std::string_view bytes) {
+                            bad = AppendEventJson(seq, bytes, text);
+                            if (!bad.ok()) return false;
+                            text->push_back('\n');
+                            return true;
+                          });
+    return bad.ok() ? st : bad;
+  };
+
+  struct Piece {
+    std::string text;
+    Status status;
+    bool done = false;
+  };
+  std::vector<Piece> pieces(chunks);
+  std::vector<std::string> spare;  // written buffers, kept for their capacity
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t claimed = 0, written = 0;
+  bool stop = false;
+  auto encoder = [&] {
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] {
+        return stop || claimed >= chunks || claimed < written + window;
+      });
+      if (stop || claimed >= chunks) return;
+      const uint64_t i = claimed++;
+      std::string text;
+      if (!spare.empty()) {
+        text = std::move(spare.back());
+        spare.pop_back();
+      }
+      lock.unlock();
+      Status st = encode_chunk(i, &text);
+      lock.lock();
+      pieces[i].text = std::move(text);
+      pieces[i].status = std::move(st);
+      pieces[i].done = true;
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t) {
+    try {
+      pool.emplace_back(encoder);
+    } catch (const std::system_error&) {
+      break;  // fewer threads, same output
+    }
+  }
+  if (pool.empty()) {
+    std::string text;
+    for (uint64_t i = 0; i < chunks; ++i) {
+      Status st = encode_chunk(i, &text);
+      std::fwrite(text.data(), 1, text.size(), out);
+      MIGLEDGER_RETURN_IF_ERROR(st);
+    }
+    return Status::Ok();
+  }
+  Status result = Status::Ok();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    for (uint64_t i = 0; i < chunks && result.ok(); ++i) {
+      cv.wait(lock, [&] { return pieces[i].done; });
+      std::string text = std::move(pieces[i].text);
+      result = std::move(pieces[i].status);
+      lock.unlock();
+      std::fwrite(text.data(), 1, text.size(), out);
+      lock.lock();
+      spare.push_back(std::move(text));
+      ++written;
+      if (!result.ok()) stop = true;
+      cv.notify_all();
+    }
+  }
+  for (auto& t : pool) t.join();
+  return result;
 }
 
 const std::vector<std::string>& EventRowHeader() {

@@ -2,10 +2,13 @@
 // and one-line summaries / JSON of ledger events.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "common/status.h"
 #include "ledger/ledger.h"
 
 namespace migledger {
@@ -27,8 +30,25 @@ std::string EventSummary(const v1::Event& event);
 std::string EventTime(const v1::Event& event);
 
 // The event as one JSON object (Protobuf JSON mapping) with the ledger
-// sequence and the leaf hash added: {"sequence":N,"leafHash":"..","event":{..}}
+// sequence, type and leaf hash added:
+// {"sequence":N,"type":"..","leaf_hash":"..","event":{..}}
 std::string EventJson(const LedgerEntry& entry, bool pretty);
+
+// EventJson(entry, false) of the event stored as `bytes` at `sequence`,
+// appended to *out: printed from the bytes directly when they are in
+// Protobuf's usual form (AppendProtoJsonFromWire), else parsed first.
+// kLedgerCorrupt when the bytes do not decode (nothing is appended).
+Status AppendEventJson(uint64_t sequence, std::string_view bytes,
+                       std::string* out);
+
+// Writes AppendEventJson of every event in the ledger, one per line, in
+// ledger order: the bytes `audit log --format jsonl` writes without filters.
+// Chunks of consecutive events are encoded on `threads` threads (0 = one per
+// core) while this thread writes finished chunks in order, so the output is
+// the same for any setting. On an error, what comes before the bad event is
+// written and the error returned.
+Status WriteEventsJsonl(Ledger* ledger, std::FILE* out, unsigned threads = 0,
+                        uint64_t chunk_events = 0);
 
 // Adds the human columns of an event to a row: seq, time, target, type,
 // version, actor, summary.

@@ -3,17 +3,22 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/perf_level.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <atomic>
+#include <bit>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "ledger/merkle.h"
@@ -71,6 +76,31 @@ Digest32 ToDigest(std::string_view s) {
     std::memcpy(d.data(), s.data(), 32);
   return d;
 }
+
+std::string_view View(const rocksdb::Slice &s) {
+  return std::string_view(s.data(), s.size());
+}
+
+// Turns RocksDB's per-thread perf counters off for a long scan, and back to
+// what they were after: with them on, every Next() bumps several
+// thread-local counters nobody reads here (measured: 6% of an iteration).
+class NoPerfCounters {
+ public:
+  NoPerfCounters() : saved_(rocksdb::GetPerfLevel()) {
+    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+  }
+  ~NoPerfCounters() { rocksdb::SetPerfLevel(saved_); }
+  NoPerfCounters(const NoPerfCounters &) = delete;
+  NoPerfCounters &operator=(const NoPerfCounters &) = delete;
+
+ private:
+  rocksdb::PerfLevel saved_;
+};
+
+// Verify's unit of work (see VerifyOptions): large enough that seeking to a
+// chunk's start costs nothing next to checking it, small enough that two
+// threads finish close together.
+constexpr uint64_t kVerifyChunkEvents = uint64_t{1} << 15;
 
 Digest32 ChainNext(const Digest32 &prev, const Digest32 &leaf) {
   return Sha256(AsBytes(prev), AsBytes(leaf));
@@ -144,6 +174,178 @@ std::string NewLedgerId() {
   return ToHex(reinterpret_cast<const uint8_t *>(raw.data()), raw.size());
 }
 
+// ---- Verify's view of an event ---------------------------------------------
+//
+// Verify needs three envelope fields of every event. Parsing the bytes as an
+// EventEnvelopeView costs more than hashing them (the body is copied into the
+// unknown fields), so the usual encoding is read here by hand. The reader is
+// exact only where it says so: for anything unusual (a field twice, a wire
+// type a known field does not have, groups, non-ASCII text, a tag or size
+// Protobuf may read differently) it answers kUnsure and the caller parses the
+// bytes with Protobuf, which stays the judge of what "decodes" means.
+
+struct EnvelopeFields {
+  uint64_t target_sequence = 0;
+  std::string_view kind;
+  std::string_view database_id;
+};
+
+enum class WireRead { kOk, kUnsure };
+
+class WireCursor {
+ public:
+  explicit WireCursor(std::string_view bytes)
+      : p_(reinterpret_cast<const uint8_t *>(bytes.data())),
+        end_(p_ + bytes.size()) {}
+
+  bool done() const { return p_ == end_; }
+
+  // Protobuf's varint: at most 10 bytes, bits past 64 dropped.
+  bool Varint(uint64_t *v) {
+    uint64_t result = 0;
+    for (int i = 0; i < 10 && p_ < end_; ++i) {
+      uint8_t b = *p_++;
+      result |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
+      if (b < 0x80) {
+        *v = result;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // A tag as Protobuf's parser reads it; false for field number 0, groups and
+  // reserved wire types, which the callers leave to Protobuf.
+  bool Tag(uint32_t *number, uint32_t *wire_type) {
+    uint64_t tag = 0;
+    const uint8_t *start = p_;
+    if (!Varint(&tag) || p_ - start > 5 || tag > 0xffffffffu) return false;
+    *number = static_cast<uint32_t>(tag >> 3);
+    *wire_type = static_cast<uint32_t>(tag & 7);
+    return *number != 0 && (*wire_type <= 2 || *wire_type == 5);
+  }
+
+  bool LengthDelimited(std::string_view *out) {
+    uint64_t n = 0;
+    const uint8_t *start = p_;
+    if (!Varint(&n) || p_ - start > 5 || n > static_cast<uint64_t>(end_ - p_) ||
+        n > 0x7fffffff) {
+      return false;
+    }
+    *out = std::string_view(reinterpret_cast<const char *>(p_), n);
+    p_ += n;
+    return true;
+  }
+
+  // Skips the value of a field Protobuf would keep as an unknown field.
+  bool Skip(uint32_t wire_type) {
+    uint64_t ignored;
+    std::string_view ignored_bytes;
+    switch (wire_type) {
+      case 0:
+        return Varint(&ignored);
+      case 1:
+        return Advance(8);
+      case 2:
+        return LengthDelimited(&ignored_bytes);
+      case 5:
+        return Advance(4);
+      default:
+        return false;
+    }
+  }
+
+ private:
+  bool Advance(size_t n) {
+    if (static_cast<size_t>(end_ - p_) < n) return false;
+    p_ += n;
+    return true;
+  }
+
+  const uint8_t *p_;
+  const uint8_t *end_;
+};
+
+bool IsAscii(std::string_view s) {
+  // Eight bytes at a time: the envelope's text is read for every event.
+  uint64_t high = 0;
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, s.data() + i, 8);
+    high |= word;
+  }
+  for (; i < s.size(); ++i) high |= static_cast<unsigned char>(s[i]);
+  return (high & 0x8080808080808080ull) == 0;
+}
+
+// A message every field of which Protobuf keeps as unknown (Timestamp's two
+// varints read either way): only its structure needs checking.
+bool WellFormedFields(std::string_view bytes) {
+  WireCursor c(bytes);
+  uint32_t number, wire_type;
+  while (!c.done()) {
+    if (!c.Tag(&number, &wire_type) || !c.Skip(wire_type)) return false;
+  }
+  return true;
+}
+
+WireRead ReadTargetRef(std::string_view bytes, EnvelopeFields *out) {
+  WireCursor c(bytes);
+  uint32_t seen = 0, number, wire_type;
+  while (!c.done()) {
+    if (!c.Tag(&number, &wire_type)) return WireRead::kUnsure;
+    if (number < 1 || number > 5) {  // unknown to TargetRef
+      if (!c.Skip(wire_type)) return WireRead::kUnsure;
+      continue;
+    }
+    std::string_view s;
+    if (wire_type != 2 || (seen >> number & 1) || !c.LengthDelimited(&s) ||
+        !IsAscii(s)) {
+      return WireRead::kUnsure;
+    }
+    seen |= 1u << number;
+    if (number == 2) out->kind = s;
+    if (number == 3) out->database_id = s;
+  }
+  return WireRead::kOk;
+}
+
+// What parsing `bytes` as an EventEnvelopeView would give, when kOk.
+WireRead ReadEnvelope(std::string_view bytes, EnvelopeFields *out) {
+  *out = EnvelopeFields{};
+  WireCursor c(bytes);
+  uint32_t seen = 0, number, wire_type;
+  while (!c.done()) {
+    if (!c.Tag(&number, &wire_type)) return WireRead::kUnsure;
+    switch (number) {
+      case 1:  // target_sequence
+        if (wire_type != 0 || (seen & 2) || !c.Varint(&out->target_sequence)) {
+          return WireRead::kUnsure;
+        }
+        break;
+      case 2:    // time
+      case 3:    // run_id
+      case 5: {  // target
+        std::string_view s;
+        if (wire_type != 2 || (seen >> number & 1) || !c.LengthDelimited(&s)) {
+          return WireRead::kUnsure;
+        }
+        if (number == 2 && !WellFormedFields(s)) return WireRead::kUnsure;
+        if (number == 3 && !IsAscii(s)) return WireRead::kUnsure;
+        if (number == 5 && ReadTargetRef(s, out) != WireRead::kOk) {
+          return WireRead::kUnsure;
+        }
+        break;
+      }
+      default:  // actor and the body: unknown fields of the view
+        if (!c.Skip(wire_type)) return WireRead::kUnsure;
+    }
+    seen |= 1u << (number < 31 ? number : 31);
+  }
+  return WireRead::kOk;
+}
+
 class RocksLedger final : public Ledger {
 public:
   RocksLedger(rocksdb::DB *db, std::vector<rocksdb::ColumnFamilyHandle *> cfs,
@@ -155,6 +357,8 @@ public:
       db_->DestroyColumnFamilyHandle(cf);
     delete db_;
   }
+
+  using Ledger::Verify;  // Verify() with the default options
 
   Status Init(bool fresh) {
     std::string value;
@@ -395,6 +599,26 @@ public:
     return e;
   }
 
+  Status ScanBytes(
+      uint64_t first, uint64_t last,
+      const std::function<bool(uint64_t, std::string_view)> &fn) override {
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;  // a pass over many events: caching only evicts
+    std::string upper;
+    rocksdb::Slice upper_slice;
+    if (last != 0 && last != UINT64_MAX) {
+      upper = Be64(last + 1);
+      upper_slice = upper;
+      ro.iterate_upper_bound = &upper_slice;
+    }
+    NoPerfCounters no_perf_counters;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kEvents]));
+    for (it->Seek(Be64(first)); it->Valid(); it->Next()) {
+      if (!fn(ReadBe64(View(it->key())), View(it->value()))) break;
+    }
+    return FromRocks(it->status(), "scanning ledger");
+  }
+
   Status Scan(const ScanFilter &f,
               const std::function<bool(const LedgerEntry &)> &fn) override {
     auto matches = [&](const LedgerEntry &e) {
@@ -526,109 +750,46 @@ public:
     return FromRocks(it->status(), "scanning target chain");
   }
 
-  StatusOr<VerifyReport> Verify() override {
+  StatusOr<VerifyReport> Verify(const VerifyOptions &options) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
-    VerifyReport r;
-    r.digest.ledger_id = ledger_id_;
-    MerkleTreeBuilder tree;
-    Digest32 chain{};
-    std::map<std::string, ChainHead> targets;
-    uint64_t expected = 1;
-    auto fail = [&](uint64_t seq, std::string why) {
-      r.first_bad_sequence = seq;
-      r.problem = "sequence " + std::to_string(seq) + ": " + why;
+    const uint64_t chunk = std::bit_ceil(
+        options.chunk_events ? options.chunk_events : kVerifyChunkEvents);
+    // The last chunk has no upper bound: a pass from sequence 1 would also
+    // check events stored past the head (and then fail on the head).
+    const uint64_t chunks =
+        std::max<uint64_t>(1, (head_.size + chunk - 1) / chunk);
+    std::vector<ChunkResult> results(chunks);
+    std::atomic<uint64_t> next{0};
+    // The first chunk that stopped early: nothing after it is looked at.
+    std::atomic<uint64_t> stop{chunks};
+    auto work = [&] {
+      for (uint64_t i; (i = next.fetch_add(1)) < chunks;) {
+        if (i > stop.load()) continue;
+        ChunkResult &c = results[i];
+        VerifyChunk(1 + i * chunk, i + 1 == chunks ? 0 : (i + 1) * chunk, &c);
+        if (c.problem.sequence != 0 || !c.status.ok() ||
+            (c.exhausted && i + 1 < chunks)) {
+          uint64_t s = stop.load();
+          while (i < s && !stop.compare_exchange_weak(s, i)) {
+          }
+        }
+      }
     };
-    rocksdb::ReadOptions ro;
-    ro.readahead_size = 4 << 20;
-    std::unique_ptr<rocksdb::Iterator> ev(db_->NewIterator(ro, cfs_[kEvents]));
-    std::unique_ptr<rocksdb::Iterator> hs(db_->NewIterator(ro, cfs_[kHashes]));
-    hs->SeekToFirst();
-    // One iterator per target over its index entries: they come in target
-    // order, so each advances with Next() as its target's events come by.
-    std::map<std::string, std::unique_ptr<rocksdb::Iterator>> index_its;
-    v1::EventEnvelopeView event;
-    for (ev->SeekToFirst(); ev->Valid(); ev->Next(), hs->Next(), ++expected) {
-      uint64_t seq =
-          ReadBe64(std::string_view(ev->key().data(), ev->key().size()));
-      if (ev->key().size() != 8 || seq != expected) {
-        fail(expected, "event missing (next stored event is " +
-                           std::to_string(seq) + ")");
-        return r;
-      }
-      if (!hs->Valid() || hs->key() != ev->key() || hs->value().size() != 64) {
-        fail(seq, "stored hashes missing");
-        return r;
-      }
-      std::string_view bytes(ev->value().data(), ev->value().size());
-      Digest32 leaf = MerkleLeafHash(bytes);
-      std::string_view stored(hs->value().data(), 64);
-      if (ToDigest(stored) != leaf) {
-        fail(seq,
-             "event bytes do not match their leaf hash (edited or reordered)");
-        return r;
-      }
-      chain = ChainNext(chain, leaf);
-      if (ToDigest(stored.substr(32)) != chain) {
-        fail(seq, "ledger hash chain broken");
-        return r;
-      }
-      if (!event.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-        fail(seq, "event does not decode");
-        return r;
-      }
-      std::string key = event.target().database_id().empty()
-                            ? std::string()
-                            : event.target().kind() + ":" + event.target().database_id();
-      if (!key.empty()) {
-        ChainHead &th = targets[key];
-        if (event.target_sequence() != th.size + 1) {
-          fail(seq, "target " + key + " sequence " +
-                        std::to_string(event.target_sequence()) + " where " +
-                        std::to_string(th.size + 1) + " was expected");
-          return r;
-        }
-        th.size++;
-        th.chain = ChainNext(th.chain, leaf);
-        auto &it = index_its[key];
-        const std::string want = key + '\0' + Be64(th.size);
-        if (!it) {
-          it.reset(db_->NewIterator(ro, cfs_[kTargetIndex]));
-          it->Seek(want);
-        } else {
-          it->Next();
-        }
-        std::string_view v = it->Valid() && it->key() == want
-                                 ? std::string_view(it->value().data(), it->value().size())
-                                 : std::string_view();
-        if (v.size() != 72 || ReadBe64(v) != seq || ToDigest(v.substr(8)) != th.chain ||
-            ToDigest(v.substr(40)) != leaf) {
-          fail(seq, "target " + key + " chain index does not match");
-          return r;
-        }
-      }
-      tree.AddLeafHash(leaf);
-      r.events_checked++;
-    }
-    MIGLEDGER_RETURN_IF_ERROR(FromRocks(ev->status(), "reading ledger"));
-    if (r.events_checked != head_.size || chain != head_.chain) {
-      fail(r.events_checked + 1 <= head_.size ? r.events_checked + 1
-                                              : head_.size,
-           "ledger head records " + std::to_string(head_.size) +
-               " events but " + std::to_string(r.events_checked) +
-               " verify (truncated or edited ledger)");
-      return r;
-    }
-    for (const auto &[key, th] : targets) {
-      ChainHead stored = TargetHead(key);
-      if (stored.size != th.size || stored.chain != th.chain) {
-        r.problem = "target " + key + " head does not match its events";
-        r.first_bad_sequence = head_.size;
-        return r;
+    unsigned threads = options.threads
+                           ? options.threads
+                           : std::min(8u, std::thread::hardware_concurrency());
+    threads = static_cast<unsigned>(std::clamp<uint64_t>(threads, 1, chunks));
+    std::vector<std::thread> pool;
+    for (unsigned t = 1; t < threads; ++t) {
+      try {
+        pool.emplace_back(work);
+      } catch (const std::system_error &) {
+        break;  // fewer threads, same result
       }
     }
-    r.digest.size = tree.size();
-    r.digest.root = tree.Root();
-    return r;
+    work();
+    for (auto &t : pool) t.join();
+    return JoinChunks(results);
   }
 
   StatusOr<LedgerDigest> Digest(const std::string &target_key,
@@ -671,6 +832,302 @@ public:
   }
 
 private:
+  // ---- Verify, chunk by chunk ----------------------------------------------
+  //
+  // A chunk of consecutive sequences is checked on its own: each link of the
+  // ledger chain against the stored chain value before it (the previous
+  // chunk checks that value), each target's first event in the chunk against
+  // the stored target index entry before it. What only the events before the
+  // chunk can tell (how many events each target had) is checked when the
+  // chunks are joined in ledger order. A pass from sequence 1 finds the same
+  // first problem: up to it every stored value equals the recomputed one.
+
+  // The checks, in the order a pass from sequence 1 runs them on one event:
+  // when two problems name the same sequence, the earlier check's is the one
+  // reported.
+  enum class Check {
+    kEventMissing,
+    kHashesMissing,
+    kLeaf,
+    kChain,
+    kDecode,
+    kTargetSequence,
+    kTargetIndex,
+  };
+
+  struct Problem {
+    uint64_t sequence = 0;  // 0: none
+    Check check = Check::kEventMissing;
+    std::string what;
+    bool Before(const Problem &other) const {
+      if (sequence == 0) return false;
+      if (other.sequence == 0) return true;
+      if (sequence != other.sequence) return sequence < other.sequence;
+      return check < other.check;
+    }
+  };
+
+  // A target's events inside one chunk.
+  struct TargetRun {
+    std::string key;
+    uint64_t first_sequence = 0;         // its first event in the chunk
+    uint64_t first_target_sequence = 0;  // as that event says
+    uint64_t size = 0;  // target sequence of the last event checked
+    Digest32 chain{};   // the target chain after it
+    std::string want;   // the index key looked for: key \0 BE64(size)
+  };
+
+  struct ChunkResult {
+    Problem problem;                 // the first found in the chunk alone
+    Status status;                   // a read error, where the chunk stopped
+    bool exhausted = false;          // no event at `next` or after
+    uint64_t next = 0;               // the first sequence not checked
+    Digest32 chain{};                // the ledger chain at next - 1
+    MerkleTreeBuilder tree;          // of the leaves checked
+    std::vector<TargetRun> targets;  // in order of first appearance
+  };
+
+  // Sets run->want to the index key of the run's target sequence `tseq`,
+  // in place: this runs once per event.
+  static void SetIndexKey(TargetRun *run, uint64_t tseq) {
+    run->want.resize(run->key.size() + 9);
+    run->want[run->key.size()] = '\0';
+    for (int i = 7; i >= 0; --i) {
+      run->want[run->key.size() + 1 + i] = static_cast<char>(tseq & 0xff);
+      tseq >>= 8;
+    }
+  }
+
+  // Checks sequences first..last (last = 0: to the end) into *r.
+  void VerifyChunk(uint64_t first, uint64_t last, ChunkResult *r) {
+    auto fail = [&](uint64_t seq, Check check, std::string what) {
+      r->problem = Problem{seq, check, std::move(what)};
+      r->next = seq;
+    };
+    NoPerfCounters no_perf_counters;
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;  // one pass over everything: caching only evicts
+    std::unique_ptr<rocksdb::Iterator> ev(db_->NewIterator(ro, cfs_[kEvents]));
+    std::unique_ptr<rocksdb::Iterator> hs(db_->NewIterator(ro, cfs_[kHashes]));
+    // Both iterators start where a pass from sequence 1 has them after
+    // first - 1, so that a stray key between two sequences is seen as it
+    // would be there.
+    if (first == 1) {
+      ev->SeekToFirst();
+      hs->SeekToFirst();
+    } else {
+      const std::string prev = Be64(first - 1);
+      ev->Seek(prev);
+      hs->Seek(prev);
+      if (!ev->Valid() || ev->key() != prev || !hs->Valid() ||
+          hs->key() != prev || hs->value().size() != 64) {
+        // Then a problem at or before first - 1 is found by the chunk
+        // before, which is the one reported.
+        if (!ev->status().ok()) {
+          r->status = FromRocks(ev->status(), "reading ledger");
+        } else {
+          fail(first, Check::kEventMissing, "event missing");
+        }
+        return;
+      }
+      r->chain = ToDigest(View(hs->value()).substr(32));
+      ev->Next();
+      hs->Next();
+    }
+    std::vector<std::unique_ptr<rocksdb::Iterator>> index_its;
+    size_t last_target = 0;
+    EnvelopeFields env;
+    v1::EventEnvelopeView view;  // for what ReadEnvelope leaves to Protobuf
+    uint64_t expected = first;
+    for (; ev->Valid(); ev->Next(), hs->Next(), ++expected) {
+      if (last != 0 && expected > last) break;
+      const std::string_view key = View(ev->key());
+      const uint64_t seq = ReadBe64(key);
+      if (key.size() != 8 || seq != expected) {
+        fail(expected, Check::kEventMissing,
+             "event missing (next stored event is " + std::to_string(seq) +
+                 ")");
+        return;
+      }
+      if (!hs->Valid() || hs->key() != ev->key() || hs->value().size() != 64) {
+        fail(seq, Check::kHashesMissing, "stored hashes missing");
+        return;
+      }
+      const std::string_view bytes = View(ev->value());
+      const std::string_view stored = View(hs->value());
+      const Digest32 leaf = MerkleLeafHash(bytes);
+      if (ToDigest(stored) != leaf) {
+        fail(seq, Check::kLeaf,
+             "event bytes do not match their leaf hash (edited or reordered)");
+        return;
+      }
+      const Digest32 chain = ChainNext(r->chain, leaf);
+      if (ToDigest(stored.substr(32)) != chain) {
+        fail(seq, Check::kChain, "ledger hash chain broken");
+        return;
+      }
+      r->chain = chain;
+      if (ReadEnvelope(bytes, &env) != WireRead::kOk) {
+        if (!view.ParseFromArray(bytes.data(),
+                                 static_cast<int>(bytes.size()))) {
+          fail(seq, Check::kDecode, "event does not decode");
+          return;
+        }
+        env.target_sequence = view.target_sequence();
+        env.kind = view.target().kind();
+        env.database_id = view.target().database_id();
+      }
+      if (!env.database_id.empty()) {
+        auto is = [&](const TargetRun &t) {
+          const std::string &k = t.key;
+          return k.size() == env.kind.size() + 1 + env.database_id.size() &&
+                 k.compare(0, env.kind.size(), env.kind) == 0 &&
+                 k[env.kind.size()] == ':' &&
+                 k.compare(env.kind.size() + 1, std::string::npos,
+                           env.database_id) == 0;
+        };
+        if (last_target >= r->targets.size() || !is(r->targets[last_target])) {
+          last_target = 0;
+          while (last_target < r->targets.size() &&
+                 !is(r->targets[last_target])) {
+            ++last_target;
+          }
+        }
+        if (last_target == r->targets.size()) {
+          // The target's first event in the chunk: whether its target
+          // sequence is right is known when the chunks are joined.
+          TargetRun t;
+          t.key = std::string(env.kind) + ":" + std::string(env.database_id);
+          t.want = t.key;
+          t.first_sequence = seq;
+          t.first_target_sequence = env.target_sequence;
+          r->targets.push_back(std::move(t));
+          index_its.emplace_back(db_->NewIterator(ro, cfs_[kTargetIndex]));
+          TargetRun &run = r->targets.back();
+          rocksdb::Iterator *it = index_its.back().get();
+          if (env.target_sequence == 0) {  // the join names what was expected
+            fail(seq, Check::kTargetSequence, "");
+            return;
+          }
+          run.size = env.target_sequence - 1;
+          if (run.size == 0) {
+            SetIndexKey(&run, 1);
+            it->Seek(run.want);
+          } else {
+            // The chain so far is the stored one before this event.
+            SetIndexKey(&run, run.size);
+            it->Seek(run.want);
+            if (!it->Valid() || View(it->key()) != run.want ||
+                it->value().size() != 72) {
+              fail(seq, Check::kTargetIndex,
+                   "target " + run.key + " chain index does not match");
+              return;
+            }
+            run.chain = ToDigest(View(it->value()).substr(8));
+            it->Next();
+          }
+        } else {
+          TargetRun &run = r->targets[last_target];
+          if (env.target_sequence != run.size + 1) {
+            fail(seq, Check::kTargetSequence,
+                 "target " + run.key + " sequence " +
+                     std::to_string(env.target_sequence) + " where " +
+                     std::to_string(run.size + 1) + " was expected");
+            return;
+          }
+          index_its[last_target]->Next();
+        }
+        TargetRun &run = r->targets[last_target];
+        rocksdb::Iterator *it = index_its[last_target].get();
+        run.size++;
+        run.chain = ChainNext(run.chain, leaf);
+        SetIndexKey(&run, run.size);
+        const std::string_view v = it->Valid() && View(it->key()) == run.want
+                                       ? View(it->value())
+                                       : std::string_view();
+        if (v.size() != 72 || ReadBe64(v) != seq ||
+            ToDigest(v.substr(8)) != run.chain ||
+            ToDigest(v.substr(40)) != leaf) {
+          fail(seq, Check::kTargetIndex,
+               "target " + run.key + " chain index does not match");
+          return;
+        }
+      }
+      r->tree.AddLeafHash(leaf);
+    }
+    r->next = expected;
+    if (!ev->Valid()) {
+      if (!ev->status().ok()) {
+        r->status = FromRocks(ev->status(), "reading ledger");
+      } else {
+        r->exhausted = true;
+      }
+    }
+  }
+
+  // Joins the chunks' results in ledger order into what a pass from
+  // sequence 1 reports.
+  StatusOr<VerifyReport> JoinChunks(const std::vector<ChunkResult> &chunks) {
+    VerifyReport r;
+    r.digest.ledger_id = ledger_id_;
+    auto report = [&](const Problem &p) {
+      r.first_bad_sequence = p.sequence;
+      r.problem = "sequence " + std::to_string(p.sequence) + ": " + p.what;
+      r.events_checked = p.sequence - 1;
+      return r;
+    };
+    MerkleTreeBuilder tree;
+    bool joined = true;
+    Digest32 chain{};
+    uint64_t checked = 0;
+    std::map<std::string, ChainHead> targets;
+    for (const ChunkResult &c : chunks) {
+      Problem p;
+      for (const TargetRun &t : c.targets) {
+        ChainHead &th = targets[t.key];
+        if (t.first_target_sequence != th.size + 1) {
+          Problem q{t.first_sequence, Check::kTargetSequence,
+                    "target " + t.key + " sequence " +
+                        std::to_string(t.first_target_sequence) + " where " +
+                        std::to_string(th.size + 1) + " was expected"};
+          if (q.Before(p)) p = std::move(q);
+        }
+        th = ChainHead{t.size, t.chain};
+      }
+      if (c.problem.Before(p)) p = c.problem;
+      if (p.sequence != 0) return report(p);
+      MIGLEDGER_RETURN_IF_ERROR(c.status);
+      joined = joined && tree.Append(c.tree);
+      chain = c.chain;
+      checked = c.next - 1;
+      if (c.exhausted) break;
+    }
+    r.events_checked = checked;
+    if (checked != head_.size || chain != head_.chain) {
+      const uint64_t at = checked + 1 <= head_.size ? checked + 1 : head_.size;
+      r.first_bad_sequence = at;
+      r.problem = "sequence " + std::to_string(at) + ": ledger head records " +
+                  std::to_string(head_.size) + " events but " +
+                  std::to_string(checked) +
+                  " verify (truncated or edited ledger)";
+      return r;
+    }
+    for (const auto &[key, th] : targets) {
+      ChainHead stored = TargetHead(key);
+      if (stored.size != th.size || stored.chain != th.chain) {
+        r.problem = "target " + key + " head does not match its events";
+        r.first_bad_sequence = head_.size;
+        return r;
+      }
+    }
+    // Every chunk but the last holds the same power of two of events, so
+    // the join cannot fail once the head matched.
+    if (!joined) return Internal("verify: chunk trees do not join");
+    r.digest.size = tree.size();
+    r.digest.root = tree.Root();
+    return r;
+  }
+
   // The cheap check on open: the last event's bytes hash to the stored leaf,
   // and the stored chain entry equals the head in meta.
   Status CheckTail() {
@@ -722,7 +1179,7 @@ class SilentLogger final : public rocksdb::Logger {
   void Logv(const char*, va_list) override {}
 };
 
-rocksdb::Options LedgerDbOptions() {
+rocksdb::Options LedgerDbOptions(bool read_only) {
   rocksdb::Options o;
   static std::shared_ptr<rocksdb::Logger> silent = std::make_shared<SilentLogger>();
   o.info_log = silent;
@@ -743,6 +1200,17 @@ rocksdb::Options LedgerDbOptions() {
   rocksdb::BlockBasedTableOptions t;
   t.block_cache = nullptr;
   t.no_block_cache = false;
+  if (read_only) {
+    // Readers (the audit commands) mostly scan the whole ledger once.
+    // Mapped table files let a block be read in place: no copy out of the
+    // page cache, no allocation per block, no block cache to fill and evict
+    // (measured: scanning the events, hashes and target index of a
+    // million-event ledger takes ~40% less CPU). Block checksums are still
+    // verified. Table files are never rewritten in place, so a mapping
+    // cannot change under the reader.
+    o.allow_mmap_reads = true;
+    t.no_block_cache = true;
+  }
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   return o;
 }
@@ -770,10 +1238,10 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
       ::chmod(dir.c_str(), 0700);
     }
   }
-  rocksdb::DBOptions db_options(LedgerDbOptions());
+  rocksdb::DBOptions db_options(LedgerDbOptions(options.read_only));
   db_options.create_if_missing = !exists;
   db_options.create_missing_column_families = !options.read_only;
-  rocksdb::ColumnFamilyOptions cf_options(LedgerDbOptions());
+  rocksdb::ColumnFamilyOptions cf_options(LedgerDbOptions(options.read_only));
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const char *name : kCfNames)
     descriptors.emplace_back(name, cf_options);

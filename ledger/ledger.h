@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/sha256.h"
@@ -74,6 +75,18 @@ struct ScanFilter {
   std::optional<int64_t> until_micros;  // exclusive
   uint64_t min_sequence = 0;            // inclusive
   uint64_t max_sequence = 0;            // inclusive; 0 = no limit
+};
+
+// How Verify spreads its work; the report is the same for every setting.
+// The ledger is checked in chunks of consecutive sequences, each on its own
+// (every link of a chain is checked against the stored hash before it), and
+// the chunks' results are joined in ledger order.
+struct VerifyOptions {
+  // Threads that check chunks; 0 = one per core.
+  unsigned threads = 0;
+  // Sequences per chunk, rounded up to a power of two so that each full
+  // chunk is a perfect subtree of the ledger's Merkle tree; 0 = the default.
+  uint64_t chunk_events = 0;
 };
 
 struct LedgerOptions {
@@ -136,10 +149,20 @@ class Ledger {
       const std::function<bool(const LedgerEntry&, const Digest32& leaf,
                                const Digest32& chain)>& fn) = 0;
   virtual StatusOr<LedgerEntry> Get(uint64_t sequence) = 0;
+  // Calls `fn` with the sequence and the exact stored bytes of every event
+  // with first <= sequence <= last (last = 0: no upper bound), in ledger
+  // order, until it returns false. Nothing is decoded or checked, and
+  // `bytes` is only valid during the call: for exports that encode the bytes
+  // themselves. May be called from several threads at once.
+  virtual Status ScanBytes(
+      uint64_t first, uint64_t last,
+      const std::function<bool(uint64_t sequence, std::string_view bytes)>&
+          fn) = 0;
 
   // Recomputes every hash, both chains and the Merkle tree from the stored
   // bytes and reports the first bad sequence.
-  virtual StatusOr<VerifyReport> Verify() = 0;
+  virtual StatusOr<VerifyReport> Verify(const VerifyOptions& options) = 0;
+  StatusOr<VerifyReport> Verify() { return Verify(VerifyOptions{}); }
   // RFC 6962 tree head over the first `size` events (0 = all) of the whole
   // ledger, or of one target's chain when target_key is not empty.
   virtual StatusOr<LedgerDigest> Digest(const std::string& target_key,

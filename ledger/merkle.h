@@ -55,10 +55,21 @@ Digest32 MerkleRoot(const std::vector<Digest32>& leaf_hashes);
 class MerkleTreeBuilder {
  public:
   void AddLeafHash(const Digest32& leaf_hash);
+  // Adds every leaf added to `right`, as if they were added here one by one,
+  // in O(log n) node hashes: so disjoint runs of leaves can be built apart
+  // (on several threads) and joined in order. REQUIRES: right.size() == 0 or
+  // size() is a multiple of the largest power of two <= right.size() (true
+  // when every run but the last holds the same power-of-two number of
+  // leaves), so that right's perfect subtrees are also perfect subtrees of
+  // the joined tree. Returns false, changing nothing, otherwise.
+  bool Append(const MerkleTreeBuilder& right);
   uint64_t size() const { return size_; }
   Digest32 Root() const;  // MTH of all leaves added so far (same as MerkleRoot)
 
  private:
+  // Adds a perfect subtree of 2^height leaves; REQUIRES size_ % 2^height == 0.
+  void AddSubtree(const Digest32& root, unsigned height);
+
   uint64_t size_ = 0;
   // Perfect-subtree roots, left to right, strictly decreasing in size; the
   // subtree sizes are the set bits of size_, highest first.

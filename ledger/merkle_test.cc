@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -231,6 +232,60 @@ TEST(MerkleTest, BuilderMatchesMerkleRootAroundPowersOfTwo) {
     }
     if (n < all.size()) builder.AddLeafHash(all[n]);
   }
+}
+
+// Verify builds one tree per chunk of the ledger, on several threads, and
+// joins them: the joined tree must be the tree of all leaves in order.
+TEST(MerkleTest, BuildersOfEqualPowerOfTwoRunsJoinIntoTheWholeTree) {
+  const std::vector<Digest32> all = SyntheticLeafHashes(300);
+  for (uint64_t run : {1, 2, 4, 8, 16, 64, 256, 512}) {
+    for (uint64_t n : {0, 1, 2, 3, 5, 8, 15, 16, 17, 100, 255, 256, 257, 300}) {
+      MerkleTreeBuilder joined;
+      for (uint64_t start = 0; start < n; start += run) {
+        MerkleTreeBuilder part;
+        for (uint64_t i = start; i < std::min(n, start + run); ++i) {
+          part.AddLeafHash(all[i]);
+        }
+        ASSERT_TRUE(joined.Append(part)) << "run " << run << " n " << n;
+      }
+      ASSERT_EQ(joined.size(), n);
+      ASSERT_EQ(joined.Root(), MerkleRoot(Prefix(all, n)))
+          << "run " << run << " n " << n;
+      // And it keeps growing like any builder.
+      if (n < all.size()) {
+        joined.AddLeafHash(all[n]);
+        ASSERT_EQ(joined.Root(), MerkleRoot(Prefix(all, n + 1)));
+      }
+    }
+  }
+}
+
+TEST(MerkleTest, AppendJoinsAnyRightRunAtAMultipleOfItsLargestSubtree) {
+  // Each run starts at a multiple of the largest power of two <= its size.
+  const std::vector<Digest32> all = SyntheticLeafHashes(28);
+  MerkleTreeBuilder joined;
+  uint64_t at = 0;
+  for (uint64_t size : {8, 5, 1, 2, 8, 3, 1}) {
+    MerkleTreeBuilder part;
+    for (uint64_t i = at; i < at + size; ++i) part.AddLeafHash(all[i]);
+    ASSERT_TRUE(joined.Append(part)) << at;
+    at += size;
+    ASSERT_EQ(joined.Root(), MerkleRoot(Prefix(all, at))) << at;
+  }
+}
+
+TEST(MerkleTest, AppendRefusesARunItsPerfectSubtreesWouldStraddle) {
+  const std::vector<Digest32> all = SyntheticLeafHashes(8);
+  MerkleTreeBuilder left, right;
+  for (int i = 0; i < 3; ++i) left.AddLeafHash(all[i]);
+  for (int i = 3; i < 5; ++i) right.AddLeafHash(all[i]);
+  const Digest32 before = left.Root();
+  EXPECT_FALSE(left.Append(right));  // 3 is not a multiple of 2
+  EXPECT_EQ(left.size(), 3u);
+  EXPECT_EQ(left.Root(), before);
+  MerkleTreeBuilder empty;
+  EXPECT_TRUE(left.Append(empty));
+  EXPECT_EQ(left.Root(), before);
 }
 
 TEST(MerkleTest, ConsistencyProofsVerifyForAllSizesUpTo40) {
