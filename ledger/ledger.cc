@@ -5,6 +5,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
+#include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
 
@@ -144,6 +145,9 @@ std::string NewLedgerId() {
   return ToHex(reinterpret_cast<const uint8_t *>(raw.data()), raw.size());
 }
 
+// See ~RocksLedger.
+constexpr uint64_t kMaxUnflushedBytes = 1 << 20;
+
 class RocksLedger final : public Ledger {
 public:
   RocksLedger(rocksdb::DB *db, std::vector<rocksdb::ColumnFamilyHandle *> cfs,
@@ -151,6 +155,20 @@ public:
       : db_(db), cfs_(std::move(cfs)), read_only_(read_only) {}
 
   ~RocksLedger() override {
+    // Every open replays the write-ahead log into memory, readers' too, so a
+    // writer leaves little there: past kMaxUnflushedBytes of log, the
+    // memtables go to table files, which keeps `status` fast however long
+    // the history grows.
+    uint64_t unflushed = 0;
+    rocksdb::VectorLogPtr logs;
+    if (!read_only_ && db_->GetSortedWalFiles(logs).ok()) {
+      for (const auto &log : logs) unflushed += log->SizeFileBytes();
+    }
+    if (unflushed > kMaxUnflushedBytes) {
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      (void)db_->Flush(fo, cfs_);  // on failure the log still holds it all
+    }
     for (auto *cf : cfs_)
       db_->DestroyColumnFamilyHandle(cf);
     delete db_;
@@ -740,6 +758,9 @@ rocksdb::Options LedgerDbOptions() {
   o.max_file_opening_threads = 1;
   o.compression = rocksdb::kNoCompression;
   o.recycle_log_file_num = 0;
+  // A writer's open does not turn the recovered log into a table file (a
+  // write and an fsync on every apply); ~RocksLedger flushes when it grew.
+  o.avoid_flush_during_recovery = true;
   rocksdb::BlockBasedTableOptions t;
   t.block_cache = nullptr;
   t.no_block_cache = false;
