@@ -83,8 +83,14 @@ std::string TargetKeyOf(const v1::Event &e) {
   return e.target().kind() + ":" + e.target().database_id();
 }
 
+// Saturates instead of overflowing: a mirrored event may carry any time.
 int64_t MicrosOf(const v1::Event &e) {
-  return e.time().seconds() * 1000000 + e.time().nanos() / 1000;
+  int64_t micros = 0;
+  if (__builtin_mul_overflow(e.time().seconds(), int64_t{1000000}, &micros) ||
+      __builtin_add_overflow(micros, int64_t{e.time().nanos() / 1000}, &micros)) {
+    return e.time().seconds() < 0 ? INT64_MIN : INT64_MAX;
+  }
+  return micros;
 }
 
 // Version string of a step-like event, "" for others.
@@ -518,6 +524,9 @@ public:
     LedgerEntry e;
     for (it->Seek(prefix + Be64(after + 1));
          it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      // key + '\0' + Be64(seq): a longer key belongs to another target whose
+      // key starts with this one and a NUL.
+      if (it->key().size() != prefix.size() + 8) continue;
       std::string_view v(it->value().data(), it->value().size());
       uint64_t seq = ReadBe64(v);
       const std::string want = Be64(seq);
