@@ -492,24 +492,25 @@ struct Applier::Impl {
     const int64_t t0 = MonoMicros();
     if (no_tx) return RunNoTx(m, f, dir, attempt, statements, resume_at, t0, report);
 
-    MIGLEDGER_RETURN_IF_ERROR(driver->Begin());
-    CrashPoint("apply.after_begin");
-    for (size_t i = 0; i < statements.size(); ++i) {
-      SqlError err;
-      auto st = driver->Exec(statements[i].text, &err);
-      if (!st.ok()) {
-        (void)driver->Rollback();
-        return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i], err, st, true,
-                    MonoMicros() - t0);
-      }
-      CrashPoint("apply.after_statement");
-    }
-    ::migledger::Status st;
+    // The statements and the marker row in one transaction (PostgreSQL: one
+    // round trip); the crash points inside it all see an open, uncommitted
+    // transaction, whatever the driver batched.
+    StepBatch batch;
+    batch.statements.reserve(statements.size());
+    for (const auto& stmt : statements) batch.statements.push_back(stmt.text);
     if (dir == v1::DIRECTION_UP) {
-      st = driver->InsertMarker({m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())});
+      batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())};
     } else {
-      st = driver->DeleteMarker(m.version);
+      batch.delete_marker = m.version;
     }
+    StepBatchFailure failure;
+    if (auto st = driver->ExecStep(batch, &failure); !st.ok()) {
+      const int i = failure.statement_index;
+      return Fail(m, f, dir, attempt, i, i >= 0 ? &statements[i] : nullptr, failure.error, st,
+                  true, MonoMicros() - t0);
+    }
+    CrashPoint("apply.after_begin");
+    for (size_t i = 0; i < statements.size(); ++i) CrashPoint("apply.after_statement");
     // The outcome event goes into the mirror inside the same transaction; it
     // is appended locally right after COMMIT. A crash in between is healed
     // by the next run pulling it back from the mirror.
@@ -528,24 +529,25 @@ struct Applier::Impl {
       r->set_duration_micros(duration);
       r->set_rows_affected(-1);
     }
-    MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared, ledger->Prepare(&outcome));
-    if (st.ok()) {
-      auto rows_or = Outbox();
-      if (!rows_or.ok()) st = rows_or.status();
-      if (st.ok()) {
-        auto rows = std::move(rows_or).value();
-        rows.push_back({prepared.target_sequence, prepared.bytes,
-                        std::string(AsBytes(prepared.leaf_hash)),
-                        std::string(AsBytes(prepared.target_chain_head))});
-        st = driver->InsertMirrorRows(rows);
-      }
+    auto prepared_or = ledger->Prepare(&outcome);
+    if (!prepared_or.ok()) {
+      (void)driver->Rollback();
+      return prepared_or.status();
     }
+    PreparedEvent prepared = std::move(prepared_or).value();
+    auto rows_or = Outbox();
+    ::migledger::Status st = rows_or.status();
     if (st.ok()) {
+      auto rows = std::move(rows_or).value();
+      rows.push_back({prepared.target_sequence, prepared.bytes,
+                      std::string(AsBytes(prepared.leaf_hash)),
+                      std::string(AsBytes(prepared.target_chain_head))});
       CrashPoint("apply.before_commit");
-      st = driver->Commit();
+      st = driver->CommitWithMirrorRows(rows);
+    } else {
+      (void)driver->Rollback();
     }
     if (!st.ok()) {
-      (void)driver->Rollback();
       SqlError err;
       err.message = st.message();
       return Fail(m, f, dir, attempt, -1, nullptr, err, st, true, MonoMicros() - t0);
@@ -621,26 +623,19 @@ struct Applier::Impl {
       r->set_rows_affected(-1);
     }
     MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared, ledger->Prepare(&outcome));
-    MIGLEDGER_RETURN_IF_ERROR(driver->Begin());
-    ::migledger::Status st = dir == v1::DIRECTION_UP
-        ? driver->InsertMarker({m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())})
-        : driver->DeleteMarker(m.version);
-    if (st.ok()) {
-      auto rows_or = Outbox();
-      if (!rows_or.ok()) st = rows_or.status();
-      if (st.ok()) {
-        auto rows = std::move(rows_or).value();
-        rows.push_back({prepared.target_sequence, prepared.bytes,
-                        std::string(AsBytes(prepared.leaf_hash)),
-                        std::string(AsBytes(prepared.target_chain_head))});
-        st = driver->InsertMirrorRows(rows);
-      }
+    MIGLEDGER_ASSIGN_OR_RETURN(auto rows, Outbox());
+    rows.push_back({prepared.target_sequence, prepared.bytes,
+                    std::string(AsBytes(prepared.leaf_hash)),
+                    std::string(AsBytes(prepared.target_chain_head))});
+    StepBatch batch;  // no statements: only the marker row
+    if (dir == v1::DIRECTION_UP) {
+      batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())};
+    } else {
+      batch.delete_marker = m.version;
     }
-    if (st.ok()) st = driver->Commit();
-    if (!st.ok()) {
-      (void)driver->Rollback();
-      return st;
-    }
+    StepBatchFailure failure;
+    MIGLEDGER_RETURN_IF_ERROR(driver->ExecStep(batch, &failure));
+    MIGLEDGER_RETURN_IF_ERROR(driver->CommitWithMirrorRows(rows));
     mirror_head = prepared.target_sequence;
     CrashPoint("apply.after_commit");
     MIGLEDGER_RETURN_IF_ERROR(ledger->Append(prepared, false).status());

@@ -55,7 +55,9 @@ StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,
   MIGLEDGER_RETURN_IF_ERROR(
       str(tbl["audit_store_url_env"], "audit_store_url_env", &c.audit_store_url_env));
   if (auto n = tbl["lock_timeout_ms"]) {
-    auto v = n.value<int64_t>();
+    // Only a TOML integer: toml++ would convert a float such as 3e93 to
+    // int64_t itself, which overflows (undefined behaviour).
+    auto v = n.is_integer() ? n.value<int64_t>() : std::nullopt;
     if (!v || *v < 0) {
       return InvalidInput(std::string(kConfigFileName) +
                           ": lock_timeout_ms must be a non-negative integer");

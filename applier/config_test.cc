@@ -67,6 +67,18 @@ TEST(ConfigTest, TargetNeedsExactlyOneOfUrlAndUrlEnv) {
   ASSERT_FALSE(e.ok());
 }
 
+// fuzz/regressions/fuzz_config/lock-timeout-float-out-of-int64-range
+TEST(ConfigTest, LockTimeoutMustBeAnIntegerNotAFloat) {
+  auto huge = ParseProjectConfig("lock_timeout_ms = 3e93\n", "/p");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.status().message().find("non-negative integer"), std::string::npos);
+  EXPECT_FALSE(ParseProjectConfig("lock_timeout_ms = 2.5\n", "/p").ok());
+  EXPECT_FALSE(ParseProjectConfig("lock_timeout_ms = -1\n", "/p").ok());
+  auto ok = ParseProjectConfig("lock_timeout_ms = 2500\n", "/p");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->lock_timeout_ms, 2500);
+}
+
 TEST(ConfigTest, GroupsListTargetNames) {
   auto c = ParseProjectConfig("[groups]\nfleet = [\"a\", \"b\"]\n", "/p");
   ASSERT_TRUE(c.ok());

@@ -20,6 +20,41 @@ StatusOr<std::unique_ptr<Driver>> OpenDriver(const std::string& uri,
                       "\": use sqlite:PATH or postgres://...");
 }
 
+Status Driver::ExecStep(const StepBatch& batch, StepBatchFailure* failure) {
+  *failure = StepBatchFailure{};
+  MIGLEDGER_RETURN_IF_ERROR(Begin());
+  auto fail = [&](Status st) {
+    (void)Rollback();
+    return st;
+  };
+  for (size_t i = 0; i < batch.statements.size(); ++i) {
+    Status st = Exec(batch.statements[i], &failure->error);
+    if (!st.ok()) {
+      failure->statement_index = static_cast<int>(i);
+      return fail(st);
+    }
+  }
+  failure->statement_index = -1;
+  Status st = Status::Ok();
+  if (batch.insert_marker) {
+    st = InsertMarker(*batch.insert_marker);
+  } else if (!batch.delete_marker.empty()) {
+    st = DeleteMarker(batch.delete_marker);
+  }
+  if (!st.ok()) {
+    failure->error.message = st.message();
+    return fail(st);
+  }
+  return Status::Ok();
+}
+
+Status Driver::CommitWithMirrorRows(const std::vector<MirrorRow>& rows) {
+  Status st = rows.empty() ? Status::Ok() : InsertMirrorRows(rows);
+  if (st.ok()) st = Commit();
+  if (!st.ok()) (void)Rollback();
+  return st;
+}
+
 std::string RedactUri(const std::string& uri) {
   if (uri.rfind("sqlite:", 0) == 0) return uri;
   return RedactPostgresUri(uri);

@@ -63,6 +63,23 @@ struct SqlError {
   int position = -1;
 };
 
+// One transactional step as the applier hands it to the driver: the
+// migration's statements, then its marker row (inserted for an up step,
+// deleted for a down step), inside one transaction.
+struct StepBatch {
+  std::vector<std::string> statements;
+  std::optional<MarkerRow> insert_marker;  // set for an up step
+  std::string delete_marker;               // the version, for a down step
+};
+
+// Where ExecStep stopped.
+struct StepBatchFailure {
+  // Index into StepBatch::statements of the statement that failed, or -1
+  // when the bookkeeping failed (or BEGIN).
+  int statement_index = -1;
+  SqlError error;
+};
+
 class Driver {
  public:
   virtual ~Driver() = default;
@@ -96,6 +113,21 @@ class Driver {
   // the work session. On SQL failure returns kMigrationFailed and fills
   // *error; on a lost connection returns kTargetUnavailable.
   virtual Status Exec(const std::string& sql, SqlError* error) = 0;
+
+  // Opens a transaction and runs `batch` in it, leaving it open for
+  // CommitWithMirrorRows() or Commit(). On failure the transaction is rolled
+  // back and *failure says where; returns kMigrationFailed for a statement
+  // (kDrift for a marker that already exists, kTargetUnavailable for a lost
+  // connection). The default runs Begin, Exec per statement and the marker
+  // call; PostgreSQL sends the whole batch as one simple query (one round
+  // trip, where the statements would otherwise cost one each).
+  virtual Status ExecStep(const StepBatch& batch, StepBatchFailure* failure);
+  // Inserts `rows` into the mirror and commits the open transaction.
+  // REQUIRES: the rows are new (target sequences above MirrorHead(), which
+  // the target lock guarantees); on any error, including an existing row,
+  // nothing commits and the transaction is rolled back. The default calls
+  // InsertMirrorRows and Commit; PostgreSQL sends both as one simple query.
+  virtual Status CommitWithMirrorRows(const std::vector<MirrorRow>& rows);
 
   // Marker rows, on the work session (inside the caller's transaction, if
   // one is open).

@@ -46,7 +46,7 @@ struct Projection {
   std::vector<OpenAttempt> open_attempts;
   std::map<std::string, NoTxProgress> no_tx_progress;  // canonical version ->
   uint64_t events = 0;
-  std::string last_event_time;
+  int64_t last_event_micros = 0;  // time of the newest event
 };
 
 // Feeds a target's events in target order.

@@ -614,6 +614,164 @@ class PostgresDriver final : public Driver {
     return MigrationFailed(e->message);
   }
 
+  // BEGIN, the statements and the marker row as one simple query: the
+  // server runs them in order and stops at the first error, and libpq hands
+  // back one result per statement, so the failing one is known by count.
+  Status ExecStep(const StepBatch& batch, StepBatchFailure* failure) override {
+    *failure = StepBatchFailure{};
+    if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+      return Internal("ExecStep: a transaction is already open on " + Target());
+    }
+    std::string sql = "BEGIN;\n";
+    std::vector<size_t> offsets;  // of each statement inside `sql`
+    offsets.reserve(batch.statements.size());
+    for (const std::string& text : batch.statements) {
+      offsets.push_back(sql.size());
+      // The newline ends a trailing -- comment; an empty statement (";;")
+      // is skipped by the server and yields no result.
+      sql += text;
+      sql += "\n;\n";
+    }
+    const size_t statements_end = sql.size();
+    if (batch.insert_marker) {
+      const MarkerRow& m = *batch.insert_marker;
+      sql += "INSERT INTO \"migledger\".\"applied\" (\"version\", \"checksum\", "
+             "\"attempt_id\", \"applied_at\") VALUES (" +
+             Literal(m.version) + ", " + Literal(m.checksum) + ", " + Literal(m.attempt_id) +
+             ", " +
+             (m.applied_at.empty() ? std::string("now()")
+                                   : Literal(m.applied_at) + "::timestamptz") +
+             ");";
+    } else if (!batch.delete_marker.empty()) {
+      sql += "DELETE FROM \"migledger\".\"applied\" WHERE \"version\" = " +
+             Literal(batch.delete_marker) + ";";
+    }
+    if (PQsendQuery(conn_, sql.c_str()) == 0) {
+      if (PQstatus(conn_) == CONNECTION_BAD) return LostConnection("sending a step", nullptr);
+      return Internal("cannot send a step to " + Target() + ": " +
+                      Scrub(LibpqMessage(PQerrorMessage(conn_))));
+    }
+    Result failed;
+    int done = 0;  // results before the first error: BEGIN, statements...
+    while (PGresult* raw = PQgetResult(conn_)) {
+      Result res(raw);
+      switch (PQresultStatus(raw)) {
+        case PGRES_COPY_IN:
+          PQputCopyEnd(conn_, "migledger does not supply data to COPY FROM STDIN");
+          break;
+        case PGRES_COPY_OUT: {
+          char* buf = nullptr;
+          while (PQgetCopyData(conn_, &buf, 0) > 0) PQfreemem(buf);
+          break;
+        }
+        case PGRES_FATAL_ERROR:
+        case PGRES_BAD_RESPONSE:
+        case PGRES_NONFATAL_ERROR:
+          if (!failed) failed = std::move(res);
+          break;
+        default:
+          if (!failed) ++done;
+          break;
+      }
+      if (PQstatus(conn_) == CONNECTION_BAD) break;
+    }
+    const int n = static_cast<int>(batch.statements.size());
+    // done == 0: BEGIN failed; 1..n: statement done-1 failed; n+1: the marker.
+    failure->statement_index = done >= 1 && done <= n ? done - 1 : -1;
+    if (PQstatus(conn_) == CONNECTION_BAD) {
+      return LostConnection("running a step", failed.get());
+    }
+    if (!failed) return Status::Ok();
+    FillSqlError(sql, failed.get(), &failure->error);
+    // The server parses the whole query before it runs any of it, so a
+    // syntax error comes before any result: its position (counted from the
+    // start of the whole query) names the statement then.
+    int& pos = failure->error.position;
+    if (pos >= 0) {
+      failure->statement_index = -1;
+      for (int i = 0; i < n; ++i) {
+        const int begin = static_cast<int>(offsets[i]);
+        const int end = static_cast<int>(i + 1 < n ? offsets[i + 1] : statements_end);
+        const int len = static_cast<int>(batch.statements[i].size());
+        if (pos >= begin && pos < end) {
+          failure->statement_index = i;
+          pos = std::min(pos - begin, std::max(0, len - 1));
+          break;
+        }
+      }
+      if (failure->statement_index < 0) pos = -1;
+    }
+    const std::string sqlstate = failure->error.sqlstate;
+    (void)Rollback();
+    if (failure->statement_index < 0 && done == n + 1 && sqlstate == "23505") {
+      return Drift("a marker for version " + batch.insert_marker->version +
+                   " already exists in migledger.applied on " + Target());
+    }
+    return MigrationFailed(failure->error.message);
+  }
+
+  // The mirror rows and COMMIT as one simple query: an error in the INSERT
+  // (a row that exists already, say) makes the server skip the COMMIT.
+  Status CommitWithMirrorRows(const std::vector<MirrorRow>& rows) override {
+    if (rows.empty() || rows.size() > kMirrorRowsPerStatement) {
+      return Driver::CommitWithMirrorRows(rows);
+    }
+    if (PQtransactionStatus(conn_) != PQTRANS_INTRANS) {
+      return Driver::CommitWithMirrorRows(rows);  // reports the state
+    }
+    std::string sql =
+        "INSERT INTO \"migledger\".\"events\" (\"target_sequence\", \"event_bytes\", "
+        "\"leaf_hash\", \"chain_head\") VALUES ";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].target_sequence > static_cast<uint64_t>(kMaxSequence)) {
+        (void)Rollback();
+        return InvalidInput("target sequence " + std::to_string(rows[i].target_sequence) +
+                            " does not fit the mirror's bigint column");
+      }
+      if (i > 0) sql += ", ";
+      sql += "(" + std::to_string(rows[i].target_sequence) + ", " +
+             ByteaLiteral(rows[i].event_bytes) + ", " + ByteaLiteral(rows[i].leaf_hash) + ", " +
+             ByteaLiteral(rows[i].chain_head) + ")";
+    }
+    sql += ";\nCOMMIT;";
+    if (PQsendQuery(conn_, sql.c_str()) == 0) {
+      if (PQstatus(conn_) == CONNECTION_BAD) return LostConnection("COMMIT", nullptr);
+      (void)Rollback();
+      return Internal("cannot send COMMIT to " + Target() + ": " +
+                      Scrub(LibpqMessage(PQerrorMessage(conn_))));
+    }
+    Result failed;
+    std::string last_tag;
+    while (PGresult* raw = PQgetResult(conn_)) {
+      Result res(raw);
+      ExecStatusType st = PQresultStatus(raw);
+      if (st == PGRES_COMMAND_OK) {
+        last_tag = PQcmdStatus(raw);
+      } else if (!failed) {
+        failed = std::move(res);
+      }
+      if (PQstatus(conn_) == CONNECTION_BAD) break;
+    }
+    if (PQstatus(conn_) == CONNECTION_BAD) return LostConnection("COMMIT", failed.get());
+    if (failed) {
+      std::string sqlstate = ErrorField(failed.get(), PG_DIAG_SQLSTATE);
+      std::string message = Scrub(PrimaryMessage(failed.get(), conn_));
+      (void)Rollback();
+      if (sqlstate == "23505") {
+        return Drift("the event mirror of " + Target() +
+                     " already holds target sequence " +
+                     std::to_string(rows.front().target_sequence) +
+                     " or a later one: another migledger wrote to it; nothing was committed");
+      }
+      return MigrationFailed("writing migledger.events and COMMIT on " + Target() + ": " +
+                             message);
+    }
+    if (last_tag != "COMMIT") {
+      return MigrationFailed("COMMIT on " + Target() + " ended in " + last_tag);
+    }
+    return Status::Ok();
+  }
+
   StatusOr<std::vector<MarkerRow>> ReadMarkers() override {
     auto res = Run("reading migledger.applied",
                    "SELECT \"version\", \"checksum\", \"attempt_id\", "
@@ -812,6 +970,30 @@ class PostgresDriver final : public Driver {
     if (lock_conn_ != nullptr) PQfinish(lock_conn_);
     lock_conn_ = nullptr;
     lock_held_ = false;
+  }
+
+  // A quoted SQL string literal, safe for any content and setting.
+  std::string Literal(const std::string& value) const {
+    char* quoted = PQescapeLiteral(conn_, value.data(), value.size());
+    if (quoted == nullptr) return "NULL";  // out of memory: the INSERT fails
+    std::string out(quoted);
+    PQfreemem(quoted);
+    return out;
+  }
+
+  // A bytea literal in hex form; E'' so it reads the same whatever
+  // standard_conforming_strings says.
+  static std::string ByteaLiteral(const std::string& bytes) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes.size() * 2 + 16);
+    out += "E'\\\\x";
+    for (unsigned char c : bytes) {
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+    out += "'::bytea";
+    return out;
   }
 
   Status LostConnection(const std::string& what, const PGresult* res) {

@@ -6,6 +6,7 @@
 #include <rocksdb/perf_level.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
+#include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
 
@@ -112,8 +113,14 @@ std::string TargetKeyOf(const v1::Event &e) {
   return e.target().kind() + ":" + e.target().database_id();
 }
 
+// Saturates instead of overflowing: a mirrored event may carry any time.
 int64_t MicrosOf(const v1::Event &e) {
-  return e.time().seconds() * 1000000 + e.time().nanos() / 1000;
+  int64_t micros = 0;
+  if (__builtin_mul_overflow(e.time().seconds(), int64_t{1000000}, &micros) ||
+      __builtin_add_overflow(micros, int64_t{e.time().nanos() / 1000}, &micros)) {
+    return e.time().seconds() < 0 ? INT64_MIN : INT64_MAX;
+  }
+  return micros;
 }
 
 // Version string of a step-like event, "" for others.
@@ -346,6 +353,9 @@ WireRead ReadEnvelope(std::string_view bytes, EnvelopeFields *out) {
   return WireRead::kOk;
 }
 
+// See ~RocksLedger.
+constexpr uint64_t kMaxUnflushedBytes = 1 << 20;
+
 class RocksLedger final : public Ledger {
 public:
   RocksLedger(rocksdb::DB *db, std::vector<rocksdb::ColumnFamilyHandle *> cfs,
@@ -353,6 +363,20 @@ public:
       : db_(db), cfs_(std::move(cfs)), read_only_(read_only) {}
 
   ~RocksLedger() override {
+    // Every open replays the write-ahead log into memory, readers' too, so a
+    // writer leaves little there: past kMaxUnflushedBytes of log, the
+    // memtables go to table files, which keeps `status` fast however long
+    // the history grows.
+    uint64_t unflushed = 0;
+    rocksdb::VectorLogPtr logs;
+    if (!read_only_ && db_->GetSortedWalFiles(logs).ok()) {
+      for (const auto &log : logs) unflushed += log->SizeFileBytes();
+    }
+    if (unflushed > kMaxUnflushedBytes) {
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      (void)db_->Flush(fo, cfs_);  // on failure the log still holds it all
+    }
     for (auto *cf : cfs_)
       db_->DestroyColumnFamilyHandle(cf);
     delete db_;
@@ -724,6 +748,9 @@ public:
     LedgerEntry e;
     for (it->Seek(prefix + Be64(after + 1));
          it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      // key + '\0' + Be64(seq): a longer key belongs to another target whose
+      // key starts with this one and a NUL.
+      if (it->key().size() != prefix.size() + 8) continue;
       std::string_view v(it->value().data(), it->value().size());
       uint64_t seq = ReadBe64(v);
       const std::string want = Be64(seq);
@@ -1197,6 +1224,9 @@ rocksdb::Options LedgerDbOptions(bool read_only) {
   o.max_file_opening_threads = 1;
   o.compression = rocksdb::kNoCompression;
   o.recycle_log_file_num = 0;
+  // A writer's open does not turn the recovered log into a table file (a
+  // write and an fsync on every apply); ~RocksLedger flushes when it grew.
+  o.avoid_flush_during_recovery = true;
   rocksdb::BlockBasedTableOptions t;
   t.block_cache = nullptr;
   t.no_block_cache = false;

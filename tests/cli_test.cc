@@ -8,6 +8,7 @@
 // empty database of its own, made with psql (see PgDatabasePool).
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -559,6 +561,45 @@ TEST_P(CoreScenarioTest, ApplyThreeMigrationsRecordsEverything) {
   EXPECT_EQ(again.exit_code, 0) << Describe(again);
   EXPECT_EQ(again.out, "nothing to apply\n");
   EXPECT_EQ(EventLines("step_started").size(), 3u);
+  ExpectLedgerVerifies();
+}
+
+// An error the server finds while running (not parsing) the statements:
+// the failing statement is known by how many ran before it, also when the
+// driver sent the whole step as one message.
+TEST_P(CoreScenarioTest, RuntimeErrorNamesTheStatementThatFailed) {
+  Migration("0001_u.up.sql",
+            "CREATE TABLE u (id INTEGER PRIMARY KEY);\n"
+            "INSERT INTO u (id) VALUES (1);\n"
+            "\n"
+            "-- a duplicate key\n"
+            "INSERT INTO u (id) VALUES (1);\n"
+            "INSERT INTO u (id) VALUES (2);\n");
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 3) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "0001_u.up.sql:5")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "statement 3")) << r.err;
+  if (target_->is_pg()) {
+    EXPECT_TRUE(Contains(r.err, "SQLSTATE 23505")) << r.err;
+    EXPECT_TRUE(Contains(r.err, "DETAIL: Key (id)=(1) already exists.")) << r.err;
+  }
+  EXPECT_FALSE(target_->TableExists("u"));
+  EXPECT_EQ(target_->Markers(), Rows{});
+  std::vector<std::string> failed = EventLines("step_failed");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_TRUE(Contains(failed[0], "\"statement_index\":2")) << failed[0];
+  EXPECT_TRUE(Contains(failed[0], "\"file_line\":5")) << failed[0];
+  ExpectLedgerVerifies();
+
+  // Fixed, it runs: nothing of the failed attempt was left behind.
+  Migration("0001_u.up.sql",
+            "CREATE TABLE u (id INTEGER PRIMARY KEY);\n"
+            "INSERT INTO u (id) VALUES (1);\n"
+            "INSERT INTO u (id) VALUES (2);\n");
+  RunResult ok = Run({"apply"});
+  ASSERT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
   ExpectLedgerVerifies();
 }
 
@@ -1266,16 +1307,28 @@ TEST(CliLedgerPathTest, LedgerPathThatIsAFileFailsClearly) {
 }
 
 TEST(CliLedgerPathTest, UnwritableLedgerParentIsIoError) {
-  if (geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions";
   TempDir dir;
   WriteFile(dir / "migledger.toml",
             "ledger_dir = \"ro/ledger\"\ndefault_target = \"dev\"\n"
             "lock_timeout_ms = 2000\n[targets.dev]\nurl = \"sqlite:app.db\"\n");
   WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
-  fs::create_directories(dir / "ro");
-  ASSERT_EQ(chmod((dir / "ro").c_str(), 0500), 0);
+  const std::string ro = dir / "ro";
+  fs::create_directories(ro);
+  // Root ignores directory permissions, so as root the parent is a
+  // read-only file system instead (EROFS rather than EACCES).
+  const bool as_root = geteuid() == 0;
+  if (as_root) {
+    ASSERT_EQ(mount("tmpfs", ro.c_str(), "tmpfs", MS_RDONLY, "size=1m"), 0)
+        << "cannot mount a read-only tmpfs: " << std::strerror(errno);
+  } else {
+    ASSERT_EQ(chmod(ro.c_str(), 0500), 0);
+  }
   RunResult r = RunMigledger({"apply"}, dir.path());
-  chmod((dir / "ro").c_str(), 0700);
+  if (as_root) {
+    umount(ro.c_str());
+  } else {
+    chmod(ro.c_str(), 0700);
+  }
   EXPECT_EQ(r.exit_code, 9) << Describe(r);
   ExpectOneErrorLine(r);
   EXPECT_TRUE(Contains(r.err, "ledger")) << r.err;

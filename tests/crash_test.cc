@@ -146,6 +146,7 @@ enum class TargetKind { kSqlite, kPostgres };
 const char* KindName(TargetKind k) {
   return k == TargetKind::kSqlite ? "sqlite" : "postgres";
 }
+void PrintTo(TargetKind k, std::ostream* os) { *os << KindName(k); }
 
 struct PgConfig {
   std::string uri;
@@ -723,7 +724,8 @@ struct ApplyCase {
 };
 // Readable test parameters in ctest's output (instead of a byte dump).
 void PrintTo(const ApplyCase& c, std::ostream* os) {
-  *os << c.point << ":" << c.hit << (c.no_tx ? " no-tx" : " tx")
+  *os << c.point << ":" << c.hit << " " << KindName(c.target)
+      << (c.no_tx ? " no-tx" : " tx")
       << (c.via_recover ? " via recover" : "");
 }
 
@@ -875,7 +877,7 @@ struct DownCase {
   TargetKind target;
 };
 void PrintTo(const DownCase& c, std::ostream* os) {
-  *os << c.point << ":" << c.hit;
+  *os << c.point << ":" << c.hit << " " << KindName(c.target);
 }
 
 std::vector<DownCase> DownCases() {
