@@ -496,8 +496,7 @@ struct Applier::Impl {
     // round trip); the crash points inside it all see an open, uncommitted
     // transaction, whatever the driver batched.
     StepBatch batch;
-    batch.statements.reserve(statements.size());
-    for (const auto& stmt : statements) batch.statements.push_back(stmt.text);
+    batch.statements = &statements;
     if (dir == v1::DIRECTION_UP) {
       batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())};
     } else {

@@ -27,8 +27,9 @@ Status Driver::ExecStep(const StepBatch& batch, StepBatchFailure* failure) {
     (void)Rollback();
     return st;
   };
-  for (size_t i = 0; i < batch.statements.size(); ++i) {
-    Status st = Exec(batch.statements[i], &failure->error);
+  const size_t n = batch.statements ? batch.statements->size() : 0;
+  for (size_t i = 0; i < n; ++i) {
+    Status st = Exec((*batch.statements)[i].text, &failure->error);
     if (!st.ok()) {
       failure->statement_index = static_cast<int>(i);
       return fail(st);

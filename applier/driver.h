@@ -67,7 +67,9 @@ struct SqlError {
 // migration's statements, then its marker row (inserted for an up step,
 // deleted for a down step), inside one transaction.
 struct StepBatch {
-  std::vector<std::string> statements;
+  // Not owned (a migration's statements can be 100 MB): must outlive the
+  // ExecStep() call. Null for none.
+  const std::vector<SqlStatement>* statements = nullptr;
   std::optional<MarkerRow> insert_marker;  // set for an up step
   std::string delete_marker;               // the version, for a down step
 };

@@ -624,8 +624,11 @@ class PostgresDriver final : public Driver {
     }
     std::string sql = "BEGIN;\n";
     std::vector<size_t> offsets;  // of each statement inside `sql`
-    offsets.reserve(batch.statements.size());
-    for (const std::string& text : batch.statements) {
+    static const std::vector<SqlStatement> kNone;
+    const std::vector<SqlStatement>& statements = batch.statements ? *batch.statements : kNone;
+    offsets.reserve(statements.size());
+    for (const SqlStatement& statement : statements) {
+      const std::string& text = statement.text;
       offsets.push_back(sql.size());
       // The newline ends a trailing -- comment; an empty statement (";;")
       // is skipped by the server and yields no result.
@@ -675,7 +678,7 @@ class PostgresDriver final : public Driver {
       }
       if (PQstatus(conn_) == CONNECTION_BAD) break;
     }
-    const int n = static_cast<int>(batch.statements.size());
+    const int n = static_cast<int>(statements.size());
     // done == 0: BEGIN failed; 1..n: statement done-1 failed; n+1: the marker.
     failure->statement_index = done >= 1 && done <= n ? done - 1 : -1;
     if (PQstatus(conn_) == CONNECTION_BAD) {
@@ -692,7 +695,7 @@ class PostgresDriver final : public Driver {
       for (int i = 0; i < n; ++i) {
         const int begin = static_cast<int>(offsets[i]);
         const int end = static_cast<int>(i + 1 < n ? offsets[i + 1] : statements_end);
-        const int len = static_cast<int>(batch.statements[i].size());
+        const int len = static_cast<int>(statements[i].text.size());
         if (pos >= begin && pos < end) {
           failure->statement_index = i;
           pos = std::min(pos - begin, std::max(0, len - 1));

@@ -209,6 +209,10 @@ class WireCursor {
 
   // Protobuf's varint: at most 10 bytes, bits past 64 dropped.
   bool Varint(uint64_t *v) {
+    if (p_ < end_ && *p_ < 0x80) {  // most tags and lengths: one byte
+      *v = *p_++;
+      return true;
+    }
     uint64_t result = 0;
     for (int i = 0; i < 10 && p_ < end_; ++i) {
       uint8_t b = *p_++;
@@ -282,7 +286,13 @@ bool IsAscii(std::string_view s) {
     std::memcpy(&word, s.data() + i, 8);
     high |= word;
   }
-  for (; i < s.size(); ++i) high |= static_cast<unsigned char>(s[i]);
+  if (i < s.size() && s.size() >= 8) {  // the last 8 bytes, overlapping
+    uint64_t word;
+    std::memcpy(&word, s.data() + s.size() - 8, 8);
+    high |= word;
+  } else {
+    for (; i < s.size(); ++i) high |= static_cast<unsigned char>(s[i]);
+  }
   return (high & 0x8080808080808080ull) == 0;
 }
 
