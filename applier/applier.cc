@@ -34,7 +34,9 @@ int64_t MonoMicros() {
       .count();
 }
 
-const char* DirName(v1::Direction d) { return d == v1::DIRECTION_DOWN ? "down" : "up"; }
+const char* DirName(v1::Direction d) {
+  return d == v1::DIRECTION_DOWN ? "down" : "up";
+}
 
 // Splits a migration file and checks what can be checked before anything
 // runs: the SQL splits (quotes, dollar quotes and comments are closed) and a
@@ -54,17 +56,18 @@ StatusOr<std::vector<SqlStatement>> CheckedStatements(const MigrationFile& f,
   if (!f.no_transaction) {
     for (const auto& st : *statements) {
       if (IsTransactionControl(st.text)) {
-        return InvalidInput(
-            f.path + ":" + std::to_string(st.first_line) +
-            ": the migration controls its own transaction (" + st.text.substr(0, 20) +
-            "); remove BEGIN/COMMIT (migledger wraps each migration in a transaction) "
-            "or add `-- migledger:no-transaction` to run it statement by statement");
+        return InvalidInput(f.path + ":" + std::to_string(st.first_line) +
+                            ": the migration controls its own transaction (" +
+                            st.text.substr(0, 20) +
+                            "); remove BEGIN/COMMIT (migledger wraps each "
+                            "migration in a transaction) "
+                            "or add `-- migledger:no-transaction` to run it "
+                            "statement by statement");
       }
     }
   }
   return statements;
 }
-
 
 }  // namespace
 
@@ -103,7 +106,8 @@ struct Applier::Impl {
   std::string TargetKey() const { return driver->identity().Key(); }
   // The SQL dialect of the target, also when it could not be opened.
   SqlDialect Dialect() const {
-    return target_uri.rfind("sqlite:", 0) == 0 ? SqlDialect::kSqlite : SqlDialect::kPostgres;
+    return target_uri.rfind("sqlite:", 0) == 0 ? SqlDialect::kSqlite
+                                               : SqlDialect::kPostgres;
   }
 
   // Appends locally; the mirror is brought up to date by FlushMirror().
@@ -118,7 +122,8 @@ struct Applier::Impl {
         TargetKey(), mirror_head,
         [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& chain) {
           rows.push_back({e.event.target_sequence(), e.bytes,
-                          std::string(AsBytes(leaf)), std::string(AsBytes(chain))});
+                          std::string(AsBytes(leaf)),
+                          std::string(AsBytes(chain))});
           return true;
         }));
     return rows;
@@ -150,11 +155,13 @@ struct Applier::Impl {
   StatusOr<std::vector<MirrorRow>> ReadVerifiedMirror() {
     const std::string key = TargetKey();
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, driver->ReadMirror(0));
-    const std::string refuse = "; refusing to continue until an operator resolves it";
+    const std::string refuse =
+        "; refusing to continue until an operator resolves it";
     for (size_t i = 0; i < rows.size(); ++i) {
       if (rows[i].target_sequence != i + 1) {
-        return Drift("the target's event mirror at target sequence " + std::to_string(i + 1) +
-                     " is missing (rows deleted?)" + refuse);
+        return Drift("the target's event mirror at target sequence " +
+                     std::to_string(i + 1) + " is missing (rows deleted?)" +
+                     refuse);
       }
     }
     uint64_t local = ledger ? ledger->TargetHead(key).size : 0;
@@ -163,7 +170,8 @@ struct Applier::Impl {
     Digest32 chain{};
     if (common > 0) {
       MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-          key, 0, [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& c) {
+          key, 0,
+          [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& c) {
             if (i >= common) return false;
             const MirrorRow& r = rows[i];
             if (r.event_bytes != e.bytes || r.leaf_hash != AsBytes(leaf) ||
@@ -178,26 +186,31 @@ struct Applier::Impl {
     const bool forked = i < common;
     for (; i < rows.size(); ++i) {
       const MirrorRow& r = rows[i];
-      const std::string at =
-          "the target's event mirror at target sequence " + std::to_string(i + 1);
+      const std::string at = "the target's event mirror at target sequence " +
+                             std::to_string(i + 1);
       Digest32 leaf = MerkleLeafHash(r.event_bytes);
       if (r.leaf_hash != AsBytes(leaf)) {
-        return Drift(at + " was edited (its bytes do not match its hash)" + refuse);
+        return Drift(at + " was edited (its bytes do not match its hash)" +
+                     refuse);
       }
       chain = Sha256(AsBytes(chain), AsBytes(leaf));
-      if (r.chain_head != AsBytes(chain)) return Drift(at + " breaks the hash chain" + refuse);
+      if (r.chain_head != AsBytes(chain))
+        return Drift(at + " breaks the hash chain" + refuse);
       v1::Event e;
       if (!e.ParseFromString(r.event_bytes) || e.target_sequence() != i + 1 ||
           e.target().kind() + ":" + e.target().database_id() != key) {
         return Drift(at + " holds an event that is not this target's" + refuse);
       }
       if (forked) {
-        return Drift("the target's event mirror forks from the local ledger at target sequence " +
-                     std::to_string(i + 1) +
-                     ": this ledger holds events that never reached the target (a run "
-                     "interrupted before its first commit) and another ledger has since "
-                     "continued the target's history; keep this ledger for the audit, move it "
-                     "aside and run again (a new ledger pulls the target's history)");
+        return Drift(
+            "the target's event mirror forks from the local ledger at target "
+            "sequence " +
+            std::to_string(i + 1) +
+            ": this ledger holds events that never reached the target (a run "
+            "interrupted before its first commit) and another ledger has since "
+            "continued the target's history; keep this ledger for the audit, "
+            "move it "
+            "aside and run again (a new ledger pulls the target's history)");
       }
     }
     return rows;
@@ -211,7 +224,8 @@ struct Applier::Impl {
     ChainHead local = ledger->TargetHead(TargetKey());
     for (uint64_t i = local.size; i < rows.size(); ++i) {
       const auto& r = rows[i];
-      MIGLEDGER_RETURN_IF_ERROR(ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
+      MIGLEDGER_RETURN_IF_ERROR(
+          ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
       ++pulled;
     }
     if (pulled > 0) {
@@ -239,17 +253,22 @@ struct Applier::Impl {
     auto writer = Ledger::Open(options.config.ledger_dir, wo);
     if (!writer.ok()) {
       if (writer.status().code() != Code::kLedgerBusy) return writer.status();
-      spdlog::warn("the ledger is busy; showing its history without the target's newer events");
+      spdlog::warn(
+          "the ledger is busy; showing its history without the target's newer "
+          "events");
       LedgerOptions ro;
       ro.read_only = true;
-      MIGLEDGER_ASSIGN_OR_RETURN(ledger, Ledger::Open(options.config.ledger_dir, ro));
+      MIGLEDGER_ASSIGN_OR_RETURN(ledger,
+                                 Ledger::Open(options.config.ledger_dir, ro));
       return ::migledger::Status::Ok();
     }
     ledger = std::move(writer).value();
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, ReadVerifiedMirror());
-    for (uint64_t i = ledger->TargetHead(TargetKey()).size; i < rows.size(); ++i) {
+    for (uint64_t i = ledger->TargetHead(TargetKey()).size; i < rows.size();
+         ++i) {
       const auto& r = rows[i];
-      MIGLEDGER_RETURN_IF_ERROR(ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
+      MIGLEDGER_RETURN_IF_ERROR(
+          ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
       ++pulled;
     }
     spdlog::info("caught up {} event(s) from the target's mirror", pulled);
@@ -265,12 +284,14 @@ struct Applier::Impl {
     if (url.empty() || !ledger || ledger->read_only()) return;
     auto store = AuditStore::Open(url);
     if (!store.ok()) {
-      spdlog::warn("audit store not updated (will retry next run): {}", store.status().message());
+      spdlog::warn("audit store not updated (will retry next run): {}",
+                   store.status().message());
       return;
     }
     auto sent = (*store)->Push(ledger.get());
     if (!sent.ok()) {
-      spdlog::warn("audit store not updated (will retry next run): {}", sent.status().message());
+      spdlog::warn("audit store not updated (will retry next run): {}",
+                   sent.status().message());
       return;
     }
     if (*sent > 0) spdlog::info("sent {} event(s) to the audit store", *sent);
@@ -280,11 +301,13 @@ struct Applier::Impl {
   // The projection of this target's chain, rebuilt only when the chain grew.
   StatusOr<Projection> Project() {
     uint64_t head = ledger && driver ? ledger->TargetHead(TargetKey()).size : 0;
-    if (projection_cache && projection_cache_head == head) return *projection_cache;
+    if (projection_cache && projection_cache_head == head)
+      return *projection_cache;
     ProjectionBuilder b;
     if (driver && !driver->identity().database_id.empty()) {
       MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-          TargetKey(), 0, [&](const LedgerEntry& e, const Digest32&, const Digest32&) {
+          TargetKey(), 0,
+          [&](const LedgerEntry& e, const Digest32&, const Digest32&) {
             b.Add(e.event);
             return true;
           }));
@@ -326,8 +349,9 @@ struct Applier::Impl {
       bool up = a.direction != v1::DIRECTION_DOWN;
       if (marker == up) {
         r->set_outcome(v1::RECOVERED_COMMITTED);
-        r->set_evidence(up ? "marker row present (attempt " + it->second->attempt_id +
-                                 ", " + it->second->applied_at + ")"
+        r->set_evidence(up ? "marker row present (attempt " +
+                                 it->second->attempt_id + ", " +
+                                 it->second->applied_at + ")"
                            : "marker row absent: the down step committed");
       } else if (a.tx_mode == v1::TX_MODE_NO_TRANSACTION) {
         auto prog = p.no_tx_progress.find(CanonicalVersion(a.version));
@@ -336,21 +360,26 @@ struct Applier::Impl {
                        : static_cast<int>(prog->second.statement_hashes.size());
         r->set_outcome(v1::RECOVERED_RESUMED);
         r->set_resume_at_statement(done);
-        std::string evidence = "no marker row; " + std::to_string(done) + " of " +
-                               std::to_string(a.statement_count) +
-                               " statements acknowledged; will resume at statement " +
-                               std::to_string(done + 1);
+        std::string evidence =
+            "no marker row; " + std::to_string(done) + " of " +
+            std::to_string(a.statement_count) +
+            " statements acknowledged; will resume at statement " +
+            std::to_string(done + 1);
         MIGLEDGER_ASSIGN_OR_RETURN(auto invalid, driver->InvalidIndexes());
-        for (const auto& idx : invalid) evidence += "; invalid index " + idx + " found";
+        for (const auto& idx : invalid)
+          evidence += "; invalid index " + idx + " found";
         r->set_evidence(evidence);
       } else {
         r->set_outcome(v1::RECOVERED_ROLLED_BACK);
-        r->set_evidence(up ? "no marker row: the transaction never committed"
-                           : "marker row still present: the down step never committed");
+        r->set_evidence(
+            up ? "no marker row: the transaction never committed"
+               : "marker row still present: the down step never committed");
       }
-      report->recovered.push_back("version " + a.version + " (" + DirName(a.direction) +
-                                  ", attempt " + a.attempt_id + "): " + r->evidence());
-      spdlog::warn("recovered unfinished step {}: {}", a.version, r->evidence());
+      report->recovered.push_back("version " + a.version + " (" +
+                                  DirName(a.direction) + ", attempt " +
+                                  a.attempt_id + "): " + r->evidence());
+      spdlog::warn("recovered unfinished step {}: {}", a.version,
+                   r->evidence());
       MIGLEDGER_RETURN_IF_ERROR(Record(&e, false).status());
     }
     MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
@@ -367,7 +396,8 @@ struct Applier::Impl {
       o->set_evidence(s.evidence);
       MIGLEDGER_RETURN_IF_ERROR(Record(&e, false).status());
       report->out_of_band.push_back(s.version);
-      spdlog::info("version {} was applied out of band: {}", s.version, s.evidence);
+      spdlog::info("version {} was applied out of band: {}", s.version,
+                   s.evidence);
     }
     if (!oob.empty()) {
       MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
@@ -398,13 +428,16 @@ struct Applier::Impl {
       MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
       (void)FlushMirror();
       std::string msg = "drift: " + drift[0].details;
-      if (drift.size() > 1) msg += " (and " + std::to_string(drift.size() - 1) + " more; run `migledger validate`)";
+      if (drift.size() > 1)
+        msg += " (and " + std::to_string(drift.size() - 1) +
+               " more; run `migledger validate`)";
       return Drift(msg);
     }
     return ::migledger::Status::Ok();
   }
 
-  // ---- running steps ----------------------------------------------------------
+  // ---- running steps
+  // ----------------------------------------------------------
   struct StepOutcome {
     ::migledger::Status status;
     int64_t duration = 0;
@@ -412,13 +445,15 @@ struct Applier::Impl {
 
   static int LineOf(const SqlStatement& s, int position) {
     if (position < 0) return s.first_line;
-    return s.first_line + LineOfOffset(s.text, static_cast<size_t>(position)) - 1;
+    return s.first_line + LineOfOffset(s.text, static_cast<size_t>(position)) -
+           1;
   }
 
-  ::migledger::Status Fail(const Migration& m, const MigrationFile& f, v1::Direction dir,
-                           const std::string& attempt, int stmt_index, const SqlStatement* stmt,
-                           const SqlError& err, const ::migledger::Status& st, bool rolled_back,
-                           int64_t duration) {
+  ::migledger::Status Fail(const Migration& m, const MigrationFile& f,
+                           v1::Direction dir, const std::string& attempt,
+                           int stmt_index, const SqlStatement* stmt,
+                           const SqlError& err, const ::migledger::Status& st,
+                           bool rolled_back, int64_t duration) {
     v1::Event e = NewEvent();
     auto* sf = e.mutable_step_failed();
     sf->set_version(m.version);
@@ -437,32 +472,41 @@ struct Applier::Impl {
     sf->set_duration_micros(duration);
     MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
     auto flushed = FlushMirror();
-    if (!flushed.ok()) spdlog::warn("event mirror not updated: {}", flushed.message());
-    std::string msg = "migration " + m.version + " " + DirName(dir) + " failed at " +
-                      f.path + ":" + std::to_string(line) + " (statement " +
-                      std::to_string(stmt_index + 1) + "): " + sf->message();
+    if (!flushed.ok())
+      spdlog::warn("event mirror not updated: {}", flushed.message());
+    std::string msg = "migration " + m.version + " " + DirName(dir) +
+                      " failed at " + f.path + ":" + std::to_string(line) +
+                      " (statement " + std::to_string(stmt_index + 1) +
+                      "): " + sf->message();
     if (!err.sqlstate.empty()) msg += " [SQLSTATE " + err.sqlstate + "]";
     if (!err.detail.empty()) msg += " DETAIL: " + err.detail;
     if (!err.hint.empty()) msg += " HINT: " + err.hint;
-    if (!rolled_back) msg += " (no-transaction step stopped mid-way; fix the file and apply again to resume)";
+    if (!rolled_back)
+      msg +=
+          " (no-transaction step stopped mid-way; fix the file and apply again "
+          "to resume)";
     if (st.code() == Code::kTargetUnavailable) return TargetUnavailable(msg);
     return MigrationFailed(msg);
   }
 
-  StatusOr<StepReport> RunStep(const Migration& m, v1::Direction dir, int resume_at,
+  StatusOr<StepReport> RunStep(const Migration& m, v1::Direction dir,
+                               int resume_at,
                                const std::vector<std::string>& acked_hashes) {
     const MigrationFile& f = dir == v1::DIRECTION_DOWN ? m.down : m.up;
     StepReport report{m.version, m.slug, dir, "", 0, ""};
-    MIGLEDGER_ASSIGN_OR_RETURN(auto statements, CheckedStatements(f, driver->dialect()));
+    MIGLEDGER_ASSIGN_OR_RETURN(auto statements,
+                               CheckedStatements(f, driver->dialect()));
     bool no_tx = f.no_transaction;
     if (no_tx && resume_at > 0) {
-      for (int i = 0; i < resume_at && i < static_cast<int>(statements.size()); ++i) {
+      for (int i = 0; i < resume_at && i < static_cast<int>(statements.size());
+           ++i) {
         if (i >= static_cast<int>(acked_hashes.size()) ||
             Sha256Hex(statements[i].text) != acked_hashes[i]) {
-          return InvalidInput(f.path + ": statement " + std::to_string(i + 1) +
-                              " changed since it ran in an earlier, unfinished attempt; "
-                              "restore it so the step can resume at statement " +
-                              std::to_string(resume_at + 1));
+          return InvalidInput(
+              f.path + ": statement " + std::to_string(i + 1) +
+              " changed since it ran in an earlier, unfinished attempt; "
+              "restore it so the step can resume at statement " +
+              std::to_string(resume_at + 1));
         }
       }
     }
@@ -477,7 +521,8 @@ struct Applier::Impl {
     ss->set_checksum(f.checksum);
     ss->set_checksum_algorithm("sha256");
     ss->set_sql_blob_sha256(blob);
-    ss->set_tx_mode(no_tx ? v1::TX_MODE_NO_TRANSACTION : v1::TX_MODE_TRANSACTION);
+    ss->set_tx_mode(no_tx ? v1::TX_MODE_NO_TRANSACTION
+                          : v1::TX_MODE_TRANSACTION);
     ss->set_statement_count(static_cast<int>(statements.size()));
     ss->set_file(f.path);
     ss->set_resume_at_statement(no_tx ? resume_at : 0);
@@ -487,10 +532,12 @@ struct Applier::Impl {
     // attempt is in the mirror before the first one runs.
     if (no_tx) MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
     CrashPoint("apply.after_step_started");
-    spdlog::info("{} {} {}", dir == v1::DIRECTION_DOWN ? "reverting" : "applying",
+    spdlog::info("{} {} {}",
+                 dir == v1::DIRECTION_DOWN ? "reverting" : "applying",
                  m.version, m.slug);
     const int64_t t0 = MonoMicros();
-    if (no_tx) return RunNoTx(m, f, dir, attempt, statements, resume_at, t0, report);
+    if (no_tx)
+      return RunNoTx(m, f, dir, attempt, statements, resume_at, t0, report);
 
     // The statements and the marker row in one transaction (PostgreSQL: one
     // round trip); the crash points inside it all see an open, uncommitted
@@ -498,18 +545,20 @@ struct Applier::Impl {
     StepBatch batch;
     batch.statements = &statements;
     if (dir == v1::DIRECTION_UP) {
-      batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())};
+      batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt,
+                                      FormatRfc3339(NowMicros())};
     } else {
       batch.delete_marker = m.version;
     }
     StepBatchFailure failure;
     if (auto st = driver->ExecStep(batch, &failure); !st.ok()) {
       const int i = failure.statement_index;
-      return Fail(m, f, dir, attempt, i, i >= 0 ? &statements[i] : nullptr, failure.error, st,
-                  true, MonoMicros() - t0);
+      return Fail(m, f, dir, attempt, i, i >= 0 ? &statements[i] : nullptr,
+                  failure.error, st, true, MonoMicros() - t0);
     }
     CrashPoint("apply.after_begin");
-    for (size_t i = 0; i < statements.size(); ++i) CrashPoint("apply.after_statement");
+    for (size_t i = 0; i < statements.size(); ++i)
+      CrashPoint("apply.after_statement");
     // The outcome event goes into the mirror inside the same transaction; it
     // is appended locally right after COMMIT. A crash in between is healed
     // by the next run pulling it back from the mirror.
@@ -549,7 +598,8 @@ struct Applier::Impl {
     if (!st.ok()) {
       SqlError err;
       err.message = st.message();
-      return Fail(m, f, dir, attempt, -1, nullptr, err, st, true, MonoMicros() - t0);
+      return Fail(m, f, dir, attempt, -1, nullptr, err, st, true,
+                  MonoMicros() - t0);
     }
     mirror_head = prepared.target_sequence;
     CrashPoint("apply.after_commit");
@@ -560,32 +610,38 @@ struct Applier::Impl {
     return report;
   }
 
-  StatusOr<StepReport> RunNoTx(const Migration& m, const MigrationFile& f, v1::Direction dir,
-                               const std::string& attempt,
-                               const std::vector<SqlStatement>& statements, int resume_at,
-                               int64_t t0, StepReport report) {
+  StatusOr<StepReport> RunNoTx(const Migration& m, const MigrationFile& f,
+                               v1::Direction dir, const std::string& attempt,
+                               const std::vector<SqlStatement>& statements,
+                               int resume_at, int64_t t0, StepReport report) {
     // Before resuming, drop the debris a killed CREATE INDEX CONCURRENTLY
     // leaves (an invalid index) if the statement we resume at builds it.
     if (resume_at > 0 && resume_at < static_cast<int>(statements.size())) {
       MIGLEDGER_ASSIGN_OR_RETURN(auto invalid, driver->InvalidIndexes());
       for (const auto& idx : invalid) {
-        std::string bare = idx.substr(idx.rfind('.') == std::string::npos ? 0 : idx.rfind('.') + 1);
-        if (!bare.empty() && bare.front() == '"') bare = bare.substr(1, bare.size() - 2);
-        if (statements[resume_at].text.find(bare) == std::string::npos) continue;
+        std::string bare = idx.substr(
+            idx.rfind('.') == std::string::npos ? 0 : idx.rfind('.') + 1);
+        if (!bare.empty() && bare.front() == '"')
+          bare = bare.substr(1, bare.size() - 2);
+        if (statements[resume_at].text.find(bare) == std::string::npos)
+          continue;
         SqlError err;
-        spdlog::warn("dropping invalid index {} left by an interrupted attempt", idx);
-        MIGLEDGER_RETURN_IF_ERROR(driver->Exec("DROP INDEX CONCURRENTLY IF EXISTS " + idx, &err));
+        spdlog::warn("dropping invalid index {} left by an interrupted attempt",
+                     idx);
+        MIGLEDGER_RETURN_IF_ERROR(
+            driver->Exec("DROP INDEX CONCURRENTLY IF EXISTS " + idx, &err));
       }
     }
     // Each acknowledged statement reaches the mirror before the next one
     // runs, so any runner sharing the target resumes where this one stopped.
-    for (size_t i = static_cast<size_t>(resume_at); i < statements.size(); ++i) {
+    for (size_t i = static_cast<size_t>(resume_at); i < statements.size();
+         ++i) {
       const int64_t s0 = MonoMicros();
       SqlError err;
       auto st = driver->Exec(statements[i].text, &err);
       if (!st.ok()) {
-        return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i], err, st, i == 0,
-                    MonoMicros() - t0);
+        return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i],
+                    err, st, i == 0, MonoMicros() - t0);
       }
       CrashPoint("apply.between_statements_no_tx");
       v1::Event e = NewEvent();
@@ -621,14 +677,16 @@ struct Applier::Impl {
       r->set_duration_micros(duration);
       r->set_rows_affected(-1);
     }
-    MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared, ledger->Prepare(&outcome));
+    MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared,
+                               ledger->Prepare(&outcome));
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, Outbox());
     rows.push_back({prepared.target_sequence, prepared.bytes,
                     std::string(AsBytes(prepared.leaf_hash)),
                     std::string(AsBytes(prepared.target_chain_head))});
     StepBatch batch;  // no statements: only the marker row
     if (dir == v1::DIRECTION_UP) {
-      batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt, FormatRfc3339(NowMicros())};
+      batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt,
+                                      FormatRfc3339(NowMicros())};
     } else {
       batch.delete_marker = m.version;
     }
@@ -644,28 +702,33 @@ struct Applier::Impl {
     return report;
   }
 
-  StatusOr<RunReport> RunPlan(const std::vector<StepPlan>& plan, const std::string& command,
-                              RunReport report) {
+  StatusOr<RunReport> RunPlan(const std::vector<StepPlan>& plan,
+                              const std::string& command, RunReport report) {
     if (plan.empty()) return report;
     // Every file of the plan must be sound before the first step runs.
     for (const auto& s : plan) {
-      const MigrationFile& f =
-          s.direction == v1::DIRECTION_DOWN ? s.migration->down : s.migration->up;
-      MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(f, driver->dialect()).status());
+      const MigrationFile& f = s.direction == v1::DIRECTION_DOWN
+                                   ? s.migration->down
+                                   : s.migration->up;
+      MIGLEDGER_RETURN_IF_ERROR(
+          CheckedStatements(f, driver->dialect()).status());
     }
     MIGLEDGER_ASSIGN_OR_RETURN(Projection p, Project());
     v1::Event e = NewEvent();
     auto* rs = e.mutable_run_started();
-    rs->set_command(options.command_line.empty() ? command : options.command_line);
+    rs->set_command(options.command_line.empty() ? command
+                                                 : options.command_line);
     rs->set_reason(options.reason);
     for (const auto& s : plan) {
       auto* ps = rs->add_plan();
-      const MigrationFile& f = s.direction == v1::DIRECTION_DOWN ? s.migration->down
-                                                                 : s.migration->up;
+      const MigrationFile& f = s.direction == v1::DIRECTION_DOWN
+                                   ? s.migration->down
+                                   : s.migration->up;
       ps->set_version(s.migration->version);
       ps->set_direction(s.direction);
       ps->set_checksum(f.checksum);
-      ps->set_tx_mode(f.no_transaction ? v1::TX_MODE_NO_TRANSACTION : v1::TX_MODE_TRANSACTION);
+      ps->set_tx_mode(f.no_transaction ? v1::TX_MODE_NO_TRANSACTION
+                                       : v1::TX_MODE_TRANSACTION);
     }
     // The durable intent of the whole plan: one fsync for every step. It
     // also goes to the target's mirror at once, so a runner sharing this
@@ -678,8 +741,9 @@ struct Applier::Impl {
       int resume_at = 0;
       std::vector<std::string> acked;
       auto prog = p.no_tx_progress.find(CanonicalVersion(s.migration->version));
-      const MigrationFile& f = s.direction == v1::DIRECTION_DOWN ? s.migration->down
-                                                                 : s.migration->up;
+      const MigrationFile& f = s.direction == v1::DIRECTION_DOWN
+                                   ? s.migration->down
+                                   : s.migration->up;
       if (f.no_transaction && prog != p.no_tx_progress.end() &&
           prog->second.direction == s.direction) {
         acked = prog->second.statement_hashes;
@@ -688,8 +752,9 @@ struct Applier::Impl {
       auto step = RunStep(*s.migration, s.direction, resume_at, acked);
       if (!step.ok()) {
         failure = step.status();
-        StepReport r{s.migration->version, s.migration->slug, s.direction, "failed", 0,
-                     failure.message()};
+        StepReport r{
+            s.migration->version, s.migration->slug, s.direction, "failed", 0,
+            failure.message()};
         report.steps.push_back(r);
         break;
       }
@@ -700,12 +765,14 @@ struct Applier::Impl {
     auto* rf = fin.mutable_run_finished();
     rf->set_outcome(failure.ok() ? v1::OUTCOME_SUCCEEDED : v1::OUTCOME_FAILED);
     rf->set_message(failure.message());
-    rf->set_steps_done(static_cast<int>(report.steps.size()) - (failure.ok() ? 0 : 1));
+    rf->set_steps_done(static_cast<int>(report.steps.size()) -
+                       (failure.ok() ? 0 : 1));
     // Terminal: durable before the command reports anything.
     MIGLEDGER_RETURN_IF_ERROR(Record(&fin, true).status());
     auto flushed = FlushMirror();
     if (!flushed.ok()) {
-      spdlog::warn("event mirror not updated (will retry next run): {}", flushed.message());
+      spdlog::warn("event mirror not updated (will retry next run): {}",
+                   flushed.message());
     }
     PushToAuditStore();
     report.failure = failure;
@@ -719,16 +786,20 @@ Applier::~Applier() {
 }
 
 Ledger* Applier::ledger() { return impl_->ledger.get(); }
-const std::vector<Migration>& Applier::migrations() const { return impl_->migrations; }
+const std::vector<Migration>& Applier::migrations() const {
+  return impl_->migrations;
+}
 
 StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
                                                  AccessMode mode) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->mode = mode;
-  MIGLEDGER_ASSIGN_OR_RETURN(impl->target_uri,
-                             ResolveTarget(options.config, options.target, &impl->target_name));
-  MIGLEDGER_ASSIGN_OR_RETURN(impl->migrations, LoadMigrations(options.config.migrations_dir));
+  MIGLEDGER_ASSIGN_OR_RETURN(
+      impl->target_uri,
+      ResolveTarget(options.config, options.target, &impl->target_name));
+  MIGLEDGER_ASSIGN_OR_RETURN(impl->migrations,
+                             LoadMigrations(options.config.migrations_dir));
   LedgerOptions lo;
   lo.read_only = mode == AccessMode::kRead;
   lo.create_if_missing = mode == AccessMode::kWrite;
@@ -747,7 +818,8 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
   }
   auto driver = OpenDriver(impl->target_uri, mode == AccessMode::kWrite);
   if (!driver.ok()) {
-    if (mode == AccessMode::kRead && driver.status().code() == Code::kTargetUnavailable &&
+    if (mode == AccessMode::kRead &&
+        driver.status().code() == Code::kTargetUnavailable &&
         impl->target_uri.rfind("sqlite:", 0) == 0) {
       // A SQLite target that does not exist yet: everything is pending.
       return std::unique_ptr<Applier>(new Applier(std::move(impl)));
@@ -761,7 +833,8 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
     impl->target_has_schema = true;
     MIGLEDGER_RETURN_IF_ERROR(impl->SyncMirror());
   } else {
-    MIGLEDGER_ASSIGN_OR_RETURN(impl->target_has_schema, impl->driver->HasSchema());
+    MIGLEDGER_ASSIGN_OR_RETURN(impl->target_has_schema,
+                               impl->driver->HasSchema());
     MIGLEDGER_RETURN_IF_ERROR(impl->CatchUpForReading());
   }
   return std::unique_ptr<Applier>(new Applier(std::move(impl)));
@@ -770,8 +843,10 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
 StatusOr<StatusReport> Applier::Status() {
   auto& d = *impl_;
   StatusReport report;
-  if (d.driver) report.identity = d.driver->identity();
-  else report.identity.redacted_uri = RedactUri(d.target_uri);
+  if (d.driver)
+    report.identity = d.driver->identity();
+  else
+    report.identity.redacted_uri = RedactUri(d.target_uri);
   Projection p;
   if (d.ledger) {
     MIGLEDGER_ASSIGN_OR_RETURN(p, d.Project());
@@ -793,7 +868,8 @@ StatusOr<StatusReport> Applier::Status() {
     if (it != marked.end()) {
       row.state = "applied";
       row.applied_at = it->second->applied_at;
-      if (h == p.versions.end() || !h->second.applied) row.note = "not in ledger";
+      if (h == p.versions.end() || !h->second.applied)
+        row.note = "not in ledger";
       if (it->second->checksum != m.up.checksum &&
           (h == p.versions.end() || h->second.checksum != m.up.checksum)) {
         row.note = "checksum changed";
@@ -802,7 +878,8 @@ StatusOr<StatusReport> Applier::Status() {
       row.state = "failed";
       row.note = h->second.last_error;
     }
-    if (m.up.no_transaction) row.note += row.note.empty() ? "no-transaction" : ", no-transaction";
+    if (m.up.no_transaction)
+      row.note += row.note.empty() ? "no-transaction" : ", no-transaction";
     report.rows.push_back(row);
   }
   for (const auto& m : markers) {
@@ -816,14 +893,17 @@ StatusOr<StatusReport> Applier::Status() {
 StatusOr<std::vector<StepPlan>> Applier::PlanApply(const std::string& to) {
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanUp(impl_->migrations, markers, to));
-  SqlDialect dialect = impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
+  SqlDialect dialect =
+      impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
   for (const auto& s : plan) {
-    MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(s.migration->up, dialect).status());
+    MIGLEDGER_RETURN_IF_ERROR(
+        CheckedStatements(s.migration->up, dialect).status());
   }
   return plan;
 }
 
-StatusOr<std::vector<StepPlan>> Applier::PlanDown(const std::string& to, int steps) {
+StatusOr<std::vector<StepPlan>> Applier::PlanDown(const std::string& to,
+                                                  int steps) {
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
   return ::migledger::PlanDown(impl_->migrations, markers, to, steps);
 }
@@ -834,16 +914,19 @@ StatusOr<RunReport> Applier::Apply(const std::string& to) {
   report.pulled_events = impl_->pulled;
   MIGLEDGER_RETURN_IF_ERROR(impl_->Prepare(&report));
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanApply(to));
-  if (plan.empty()) impl_->PushToAuditStore();  // resend what an earlier run could not
+  if (plan.empty())
+    impl_->PushToAuditStore();  // resend what an earlier run could not
   return impl_->RunPlan(plan, "apply", std::move(report));
 }
 
 StatusOr<bool> Applier::NothingToApply(const std::string& to) {
   auto& d = *impl_;
-  if (!d.driver || !d.ledger || !d.target_has_schema || d.driver->identity().database_id.empty()) {
+  if (!d.driver || !d.ledger || !d.target_has_schema ||
+      d.driver->identity().database_id.empty()) {
     return false;
   }
-  if (!AuditStoreUrl(d.options.config.audit_store_url, d.options.config.audit_store_url_env)
+  if (!AuditStoreUrl(d.options.config.audit_store_url,
+                     d.options.config.audit_store_url_env)
            .empty()) {
     return false;
   }
@@ -885,19 +968,24 @@ StatusOr<RunReport> Applier::Recover() {
 }
 
 StatusOr<std::vector<DriftItem>> Applier::Validate() {
-  SqlDialect dialect = impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
+  SqlDialect dialect =
+      impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
   for (const auto& m : impl_->migrations) {
     MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(m.up, dialect).status());
-    if (m.has_down) MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(m.down, dialect).status());
+    if (m.has_down)
+      MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(m.down, dialect).status());
   }
   MIGLEDGER_ASSIGN_OR_RETURN(StatusReport s, Status());
   return s.drift;
 }
 
-Status Applier::Baseline(const std::string& version, const std::string& reason) {
+Status Applier::Baseline(const std::string& version,
+                         const std::string& reason) {
   auto& d = *impl_;
   if (reason.empty()) return InvalidInput("baseline needs --reason");
-  if (!d.FindMigration(version)) return InvalidInput("--version " + version + ": no migration has that version");
+  if (!d.FindMigration(version))
+    return InvalidInput("--version " + version +
+                        ": no migration has that version");
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
   std::set<std::string> marked;
   for (const auto& m : markers) marked.insert(CanonicalVersion(m.version));
@@ -917,7 +1005,8 @@ Status Applier::Baseline(const std::string& version, const std::string& reason) 
   ::migledger::Status st;
   for (const auto* m : covered) {
     if (marked.count(CanonicalVersion(m->version))) continue;
-    st = d.driver->InsertMarker({m->version, m->up.checksum, "baseline:" + d.run_id,
+    st = d.driver->InsertMarker({m->version, m->up.checksum,
+                                 "baseline:" + d.run_id,
                                  FormatRfc3339(NowMicros())});
     if (!st.ok()) break;
   }
@@ -939,15 +1028,19 @@ Status Applier::Baseline(const std::string& version, const std::string& reason) 
   return ::migledger::Status::Ok();
 }
 
-Status Applier::AcceptChecksum(const std::string& version, const std::string& reason) {
+Status Applier::AcceptChecksum(const std::string& version,
+                               const std::string& reason) {
   auto& d = *impl_;
   if (reason.empty()) return InvalidInput("accept-checksum needs --reason");
   const Migration* m = d.FindMigration(version);
-  if (!m) return InvalidInput("--version " + version + ": no migration has that version");
+  if (!m)
+    return InvalidInput("--version " + version +
+                        ": no migration has that version");
   MIGLEDGER_ASSIGN_OR_RETURN(Projection p, d.Project());
   auto h = p.versions.find(CanonicalVersion(version));
   if (h == p.versions.end() || !h->second.applied) {
-    return InvalidInput("version " + version + " is not applied; nothing to accept");
+    return InvalidInput("version " + version +
+                        " is not applied; nothing to accept");
   }
   v1::Event e = d.NewEvent();
   auto* c = e.mutable_checksum_accepted();
@@ -965,10 +1058,12 @@ StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
   auto& d = *impl_;
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanApply(to));
   bool pg = d.driver && d.driver->dialect() == SqlDialect::kPostgres;
-  std::string table = pg ? "\"migledger\".\"applied\"" : "\"migledger_applied\"";
-  std::string script = "-- migledger offline upgrade script\n-- target: " +
-                       (d.driver ? d.driver->identity().redacted_uri : RedactUri(d.target_uri)) +
-                       "\n-- run id: " + d.run_id + "\n";
+  std::string table =
+      pg ? "\"migledger\".\"applied\"" : "\"migledger_applied\"";
+  std::string script =
+      "-- migledger offline upgrade script\n-- target: " +
+      (d.driver ? d.driver->identity().redacted_uri : RedactUri(d.target_uri)) +
+      "\n-- run id: " + d.run_id + "\n";
   auto quote = [](const std::string& s) {
     std::string q = "'";
     for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
@@ -976,25 +1071,30 @@ StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
   };
   for (const auto& s : plan) {
     const Migration& m = *s.migration;
-    script += "\n-- " + m.version + " " + m.slug + " (" + m.up.file + ", sha256 " +
-              m.up.checksum + ")\n";
+    script += "\n-- " + m.version + " " + m.slug + " (" + m.up.file +
+              ", sha256 " + m.up.checksum + ")\n";
     if (!m.up.no_transaction) script += "BEGIN;\n";
     script += m.up.sql;
     if (!m.up.sql.empty() && m.up.sql.back() != '\n') script += "\n";
     // A last statement without its semicolon must not swallow the marker
     // insert (an empty statement is harmless on both databases).
-    auto statements = SplitSql(m.up.sql, pg ? SqlDialect::kPostgres : SqlDialect::kSqlite);
-    if (statements.ok() && !statements->empty() && statements->back().text.back() != ';') {
+    auto statements =
+        SplitSql(m.up.sql, pg ? SqlDialect::kPostgres : SqlDialect::kSqlite);
+    if (statements.ok() && !statements->empty() &&
+        statements->back().text.back() != ';') {
       script += ";\n";
     }
-    script += "INSERT INTO " + table + " (version, checksum, attempt_id, applied_at) VALUES (" +
+    script += "INSERT INTO " + table +
+              " (version, checksum, attempt_id, applied_at) VALUES (" +
               quote(m.version) + ", " + quote(m.up.checksum) + ", " +
               quote("offline:" + d.run_id) + ", " +
-              (pg ? std::string("now()") : std::string("strftime('%Y-%m-%dT%H:%M:%fZ','now')")) +
+              (pg ? std::string("now()")
+                  : std::string("strftime('%Y-%m-%dT%H:%M:%fZ','now')")) +
               ");\n";
     if (!m.up.no_transaction) script += "COMMIT;\n";
   }
-  if (d.ledger && !d.ledger->read_only() && d.driver && !d.driver->identity().database_id.empty()) {
+  if (d.ledger && !d.ledger->read_only() && d.driver &&
+      !d.driver->identity().database_id.empty()) {
     v1::Event e = d.NewEvent();
     auto* pe = e.mutable_plan_exported();
     pe->set_script_sha256(Sha256Hex(script));
@@ -1003,8 +1103,9 @@ StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
       ps->set_version(s.migration->version);
       ps->set_direction(v1::DIRECTION_UP);
       ps->set_checksum(s.migration->up.checksum);
-      ps->set_tx_mode(s.migration->up.no_transaction ? v1::TX_MODE_NO_TRANSACTION
-                                                     : v1::TX_MODE_TRANSACTION);
+      ps->set_tx_mode(s.migration->up.no_transaction
+                          ? v1::TX_MODE_NO_TRANSACTION
+                          : v1::TX_MODE_TRANSACTION);
     }
     MIGLEDGER_RETURN_IF_ERROR(d.Record(&e, true).status());
     (void)d.FlushMirror();

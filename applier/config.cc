@@ -48,12 +48,15 @@ StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,
                         " must be a string");
   };
   std::string migrations = "migrations", ledger = ".migledger";
-  MIGLEDGER_RETURN_IF_ERROR(str(tbl["migrations_dir"], "migrations_dir", &migrations));
-  MIGLEDGER_RETURN_IF_ERROR(str(tbl["ledger_dir"], "ledger_dir", &ledger));
-  MIGLEDGER_RETURN_IF_ERROR(str(tbl["default_target"], "default_target", &c.default_target));
-  MIGLEDGER_RETURN_IF_ERROR(str(tbl["audit_store"], "audit_store", &c.audit_store_url));
   MIGLEDGER_RETURN_IF_ERROR(
-      str(tbl["audit_store_url_env"], "audit_store_url_env", &c.audit_store_url_env));
+      str(tbl["migrations_dir"], "migrations_dir", &migrations));
+  MIGLEDGER_RETURN_IF_ERROR(str(tbl["ledger_dir"], "ledger_dir", &ledger));
+  MIGLEDGER_RETURN_IF_ERROR(
+      str(tbl["default_target"], "default_target", &c.default_target));
+  MIGLEDGER_RETURN_IF_ERROR(
+      str(tbl["audit_store"], "audit_store", &c.audit_store_url));
+  MIGLEDGER_RETURN_IF_ERROR(str(tbl["audit_store_url_env"],
+                                "audit_store_url_env", &c.audit_store_url_env));
   if (auto n = tbl["lock_timeout_ms"]) {
     // Only a TOML integer: toml++ would convert a float such as 3e93 to
     // int64_t itself, which overflows (undefined behaviour).
@@ -68,38 +71,45 @@ StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,
   c.ledger_dir = Anchor(root, ledger);
   if (auto targets = tbl["targets"]) {
     auto* t = targets.as_table();
-    if (!t) return InvalidInput(std::string(kConfigFileName) + ": [targets] must be a table");
+    if (!t)
+      return InvalidInput(std::string(kConfigFileName) +
+                          ": [targets] must be a table");
     for (auto& [key, node] : *t) {
       TargetConfig tc;
       tc.name = std::string(key.str());
       auto* entry = node.as_table();
       if (!entry) {
-        return InvalidInput(std::string(kConfigFileName) + ": targets." + tc.name +
-                            " must be a table with url or url_env");
+        return InvalidInput(std::string(kConfigFileName) + ": targets." +
+                            tc.name + " must be a table with url or url_env");
       }
       toml::node_view<toml::node> view(*entry);
       MIGLEDGER_RETURN_IF_ERROR(str(view["url"], "url", &tc.url));
       MIGLEDGER_RETURN_IF_ERROR(str(view["url_env"], "url_env", &tc.url_env));
       if (tc.url.empty() == tc.url_env.empty()) {
-        return InvalidInput(std::string(kConfigFileName) + ": targets." + tc.name +
-                            " needs exactly one of url or url_env");
+        return InvalidInput(std::string(kConfigFileName) + ": targets." +
+                            tc.name + " needs exactly one of url or url_env");
       }
       c.targets[tc.name] = tc;
     }
   }
   if (auto groups = tbl["groups"]) {
     auto* g = groups.as_table();
-    if (!g) return InvalidInput(std::string(kConfigFileName) + ": [groups] must be a table");
+    if (!g)
+      return InvalidInput(std::string(kConfigFileName) +
+                          ": [groups] must be a table");
     for (auto& [key, node] : *g) {
       auto* arr = node.as_array();
       if (!arr) {
         return InvalidInput(std::string(kConfigFileName) + ": groups." +
-                            std::string(key.str()) + " must be a list of target names");
+                            std::string(key.str()) +
+                            " must be a list of target names");
       }
       std::vector<std::string> members;
       for (auto& m : *arr) {
         auto v = m.value<std::string>();
-        if (!v) return InvalidInput(std::string(kConfigFileName) + ": group members must be strings");
+        if (!v)
+          return InvalidInput(std::string(kConfigFileName) +
+                              ": group members must be strings");
         members.push_back(*v);
       }
       c.groups[std::string(key.str())] = members;
@@ -108,11 +118,13 @@ StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,
   return c;
 }
 
-StatusOr<ProjectConfig> LoadProjectConfig(const std::string& root, bool* found) {
+StatusOr<ProjectConfig> LoadProjectConfig(const std::string& root,
+                                          bool* found) {
   fs::path path = fs::path(root) / kConfigFileName;
   std::error_code ec;
   std::string abs_root = fs::absolute(root, ec).lexically_normal().string();
-  if (!abs_root.empty() && abs_root.back() == '/' && abs_root.size() > 1) abs_root.pop_back();
+  if (!abs_root.empty() && abs_root.back() == '/' && abs_root.size() > 1)
+    abs_root.pop_back();
   if (!fs::exists(path, ec)) {
     *found = false;
     return ParseProjectConfig("", abs_root);
@@ -130,15 +142,17 @@ StatusOr<std::string> ResolveTarget(const ProjectConfig& config,
                                     std::string* name) {
   std::string t = target.empty() ? config.default_target : target;
   if (t.empty()) {
-    return InvalidInput("no target given: use --target URI|NAME or set default_target in " +
-                        std::string(kConfigFileName));
+    return InvalidInput(
+        "no target given: use --target URI|NAME or set default_target in " +
+        std::string(kConfigFileName));
   }
   name->clear();
   if (LooksLikeUri(t)) {
     if (t.rfind("sqlite:", 0) == 0) {
       std::string path = t.substr(strlen("sqlite:"));
       if (path.rfind("//", 0) == 0) path = path.substr(2);
-      if (path.empty()) return InvalidInput("sqlite: target needs a path (sqlite:PATH)");
+      if (path.empty())
+        return InvalidInput("sqlite: target needs a path (sqlite:PATH)");
       return "sqlite:" + Anchor(config.root, path);
     }
     return t;
@@ -162,8 +176,9 @@ StatusOr<std::string> ResolveTarget(const ProjectConfig& config,
   ProjectConfig anchored = config;
   anchored.default_target.clear();
   if (!LooksLikeUri(url)) {
-    return InvalidInput("target " + t + ": \"" + url.substr(0, 0) +
-                        "\" URL must start with sqlite:, postgres:// or postgresql://");
+    return InvalidInput(
+        "target " + t + ": \"" + url.substr(0, 0) +
+        "\" URL must start with sqlite:, postgres:// or postgresql://");
   }
   return ResolveTarget(anchored, url, &ignored);
 }

@@ -29,7 +29,8 @@ TEST(ConfigTest, NamedTargetsResolveLiteralAndEnvironmentUrls) {
   unsetenv("MIGLEDGER_TEST_PROD_URL");
   auto missing = ResolveTarget(*c, "prod", &name);
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.status().message().find("MIGLEDGER_TEST_PROD_URL"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("MIGLEDGER_TEST_PROD_URL"),
+            std::string::npos);
   setenv("MIGLEDGER_TEST_PROD_URL", "postgresql://u@h/db", 1);
   auto prod = ResolveTarget(*c, "prod", &name);
   ASSERT_TRUE(prod.ok());
@@ -59,7 +60,8 @@ TEST(ConfigTest, SyntaxErrorsNameTheLine) {
 }
 
 TEST(ConfigTest, TargetNeedsExactlyOneOfUrlAndUrlEnv) {
-  auto c = ParseProjectConfig("[targets.x]\nurl = \"sqlite:a\"\nurl_env = \"B\"\n", "/p");
+  auto c = ParseProjectConfig(
+      "[targets.x]\nurl = \"sqlite:a\"\nurl_env = \"B\"\n", "/p");
   ASSERT_FALSE(c.ok());
   auto d = ParseProjectConfig("[targets.x]\n", "/p");
   ASSERT_FALSE(d.ok());
@@ -71,7 +73,8 @@ TEST(ConfigTest, TargetNeedsExactlyOneOfUrlAndUrlEnv) {
 TEST(ConfigTest, LockTimeoutMustBeAnIntegerNotAFloat) {
   auto huge = ParseProjectConfig("lock_timeout_ms = 3e93\n", "/p");
   ASSERT_FALSE(huge.ok());
-  EXPECT_NE(huge.status().message().find("non-negative integer"), std::string::npos);
+  EXPECT_NE(huge.status().message().find("non-negative integer"),
+            std::string::npos);
   EXPECT_FALSE(ParseProjectConfig("lock_timeout_ms = 2.5\n", "/p").ok());
   EXPECT_FALSE(ParseProjectConfig("lock_timeout_ms = -1\n", "/p").ok());
   auto ok = ParseProjectConfig("lock_timeout_ms = 2500\n", "/p");

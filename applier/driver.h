@@ -25,12 +25,12 @@ namespace migledger {
 
 // Who the target database is, independent of how it was reached.
 struct TargetIdentity {
-  std::string kind;           // "sqlite" or "postgres"
-  std::string database_id;    // stable id: SQLite: a UUID stored in the file;
-                              // PostgreSQL: "<system_identifier>/<dbname>"
-  std::string database_name;  // file path or database name
-  std::string redacted_uri;   // the URI with any password removed
-  std::string server_version; // e.g. "3.40.1" or "15.18"
+  std::string kind;            // "sqlite" or "postgres"
+  std::string database_id;     // stable id: SQLite: a UUID stored in the file;
+                               // PostgreSQL: "<system_identifier>/<dbname>"
+  std::string database_name;   // file path or database name
+  std::string redacted_uri;    // the URI with any password removed
+  std::string server_version;  // e.g. "3.40.1" or "15.18"
   // Key used for per-target chains in the ledger: "<kind>:<database_id>".
   std::string Key() const { return kind + ":" + database_id; }
 };
@@ -53,8 +53,8 @@ struct MirrorRow {
 
 // What a failed statement told us. Filled by Exec on failure.
 struct SqlError {
-  std::string sqlstate;     // PostgreSQL SQLSTATE, "" for SQLite
-  int native_code = 0;      // SQLite extended result code, 0 for PostgreSQL
+  std::string sqlstate;  // PostgreSQL SQLSTATE, "" for SQLite
+  int native_code = 0;   // SQLite extended result code, 0 for PostgreSQL
   std::string message;
   std::string detail;
   std::string hint;

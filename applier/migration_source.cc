@@ -69,8 +69,8 @@ std::string Trim(std::string s) {
 }
 
 // Parses "<version>_<slug>.<up|down>.sql".
-bool ParseName(const std::string& name, std::string* version,
-               std::string* slug, bool* up) {
+bool ParseName(const std::string& name, std::string* version, std::string* slug,
+               bool* up) {
   const std::string ext = ".sql";
   if (name.size() <= ext.size() || name.compare(name.size() - 4, 4, ext)) {
     return false;
@@ -79,7 +79,8 @@ bool ParseName(const std::string& name, std::string* version,
   if (stem.size() > 3 && stem.compare(stem.size() - 3, 3, ".up") == 0) {
     *up = true;
     stem.resize(stem.size() - 3);
-  } else if (stem.size() > 5 && stem.compare(stem.size() - 5, 5, ".down") == 0) {
+  } else if (stem.size() > 5 &&
+             stem.compare(stem.size() - 5, 5, ".down") == 0) {
     *up = false;
     stem.resize(stem.size() - 5);
   } else {
@@ -106,7 +107,8 @@ Status ParseDirectives(const std::string& text, MigrationFile* file) {
     ++line_no;
     const size_t eol = rest.find('\n');
     std::string_view raw = rest.substr(0, eol);
-    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
+    rest = eol == std::string_view::npos ? std::string_view()
+                                         : rest.substr(eol + 1);
     std::string t = Trim(std::string(raw));
     if (t.empty()) continue;
     if (t.rfind("--", 0) != 0) break;  // first statement: directives end
@@ -135,9 +137,11 @@ namespace {
 // migrations spends its time here; iostreams cost several times more).
 Status ReadWholeFile(const std::string& path, std::string* out) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return IoError(path + ": cannot read file: " + std::strerror(errno));
+  if (fd < 0)
+    return IoError(path + ": cannot read file: " + std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) out->reserve(static_cast<size_t>(st.st_size));
+  if (::fstat(fd, &st) == 0 && st.st_size > 0)
+    out->reserve(static_cast<size_t>(st.st_size));
   out->clear();
   char buf[1 << 16];
   for (;;) {
@@ -165,34 +169,42 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
                         "migrations_dir in migledger.toml)");
   }
   fs::path root = fs::canonical(dir, ec);
-  if (ec) return IoError("cannot read migrations directory " + dir + ": " + ec.message());
-  std::map<std::string, Migration> by_version;  // canonical version -> migration
+  if (ec)
+    return IoError("cannot read migrations directory " + dir + ": " +
+                   ec.message());
+  std::map<std::string, Migration>
+      by_version;  // canonical version -> migration
   std::vector<std::pair<std::string, MigrationFile>> downs;
   fs::directory_iterator it(dir, ec);
   if (ec) {
-    return IoError("cannot read migrations directory " + dir + ": " + ec.message());
+    return IoError("cannot read migrations directory " + dir + ": " +
+                   ec.message());
   }
   for (const auto& entry : it) {
     std::string name = entry.path().filename().string();
-    if (name.size() < 4 || name.compare(name.size() - 4, 4, ".sql") != 0) continue;
+    if (name.size() < 4 || name.compare(name.size() - 4, 4, ".sql") != 0)
+      continue;
     std::string version, slug;
     bool up = false;
     if (!ParseName(name, &version, &slug, &up)) {
-      return InvalidInput(dir + "/" + name +
-                          ": file name must look like <version>_<slug>.up.sql or "
-                          "<version>_<slug>.down.sql (version: digits; slug: "
-                          "letters, digits, _ and -)");
+      return InvalidInput(
+          dir + "/" + name +
+          ": file name must look like <version>_<slug>.up.sql or "
+          "<version>_<slug>.down.sql (version: digits; slug: "
+          "letters, digits, _ and -)");
     }
     MigrationFile f;
     f.path = (fs::path(dir) / name).string();
     f.file = name;
     if (entry.is_symlink(ec)) {
       fs::path real = fs::canonical(entry.path(), ec);
-      if (ec) return IoError(f.path + ": cannot resolve symlink: " + ec.message());
+      if (ec)
+        return IoError(f.path + ": cannot resolve symlink: " + ec.message());
       auto rel = real.lexically_relative(root);
       if (rel.empty() || *rel.begin() == "..") {
-        return InvalidInput(f.path + ": symlink points outside the migrations directory (" +
-                            real.string() + ")");
+        return InvalidInput(
+            f.path + ": symlink points outside the migrations directory (" +
+            real.string() + ")");
       }
     }
     MIGLEDGER_RETURN_IF_ERROR(ReadWholeFile(f.path, &f.sql));

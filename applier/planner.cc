@@ -50,7 +50,8 @@ void ProjectionBuilder::Add(const v1::Event& e) {
     case v1::Event::kStatementApplied: {
       const auto& s = e.statement_applied();
       auto& prog = p_.no_tx_progress[CanonicalVersion(s.version())];
-      if (static_cast<int>(prog.statement_hashes.size()) == s.statement_index()) {
+      if (static_cast<int>(prog.statement_hashes.size()) ==
+          s.statement_index()) {
         prog.statement_hashes.push_back(s.statement_sha256());
       }
       break;
@@ -81,7 +82,8 @@ void ProjectionBuilder::Add(const v1::Event& e) {
       const auto& s = e.step_failed();
       auto& h = history(s.version());
       h.last_error = s.message();
-      if (s.rolled_back()) p_.no_tx_progress.erase(CanonicalVersion(s.version()));
+      if (s.rolled_back())
+        p_.no_tx_progress.erase(CanonicalVersion(s.version()));
       Close(s.attempt_id());
       break;
     }
@@ -156,18 +158,21 @@ void CheckTarget(const std::vector<Migration>& migrations,
     bool known = h != projection.versions.end() && h->second.applied;
     auto f = files.find(key);
     if (!known) {
-      bool offline = row.attempt_id.empty() || row.attempt_id.rfind("offline:", 0) == 0;
-      if (offline && f != files.end() && f->second->up.checksum == row.checksum) {
-        out_of_band->push_back({row.version, row.checksum,
-                                "marker row written at " + row.applied_at +
-                                    " by an offline script (attempt " +
-                                    (row.attempt_id.empty() ? "none" : row.attempt_id) +
-                                    ")"});
+      bool offline =
+          row.attempt_id.empty() || row.attempt_id.rfind("offline:", 0) == 0;
+      if (offline && f != files.end() &&
+          f->second->up.checksum == row.checksum) {
+        out_of_band->push_back(
+            {row.version, row.checksum,
+             "marker row written at " + row.applied_at +
+                 " by an offline script (attempt " +
+                 (row.attempt_id.empty() ? "none" : row.attempt_id) + ")"});
         continue;
       }
       drift->push_back({row.version, "unknown_marker",
-                        "the target has a marker row for version " + row.version +
-                            " (attempt " + row.attempt_id + ", " + row.applied_at +
+                        "the target has a marker row for version " +
+                            row.version + " (attempt " + row.attempt_id + ", " +
+                            row.applied_at +
                             ") that the ledger does not record as applied"});
       continue;
     }
@@ -177,22 +182,24 @@ void CheckTarget(const std::vector<Migration>& migrations,
                             " is applied but its migration file is gone"});
       continue;
     }
-    const std::string& applied = h->second.checksum.empty() ? row.checksum
-                                                             : h->second.checksum;
+    const std::string& applied =
+        h->second.checksum.empty() ? row.checksum : h->second.checksum;
     if (f->second->up.checksum != applied) {
-      drift->push_back({row.version, "checksum_changed",
-                        f->second->up.path + " changed after it was applied (applied " +
-                            applied.substr(0, 12) + ", file now " +
-                            f->second->up.checksum.substr(0, 12) +
-                            "); restore the file or run `migledger accept-checksum`"});
+      drift->push_back(
+          {row.version, "checksum_changed",
+           f->second->up.path + " changed after it was applied (applied " +
+               applied.substr(0, 12) + ", file now " +
+               f->second->up.checksum.substr(0, 12) +
+               "); restore the file or run `migledger accept-checksum`"});
     }
   }
   for (const auto& [key, h] : projection.versions) {
     if (h.applied && !marked.count(key)) {
-      drift->push_back({h.version, "missing_marker",
-                        "the ledger records version " + h.version +
-                            " as applied but the target has no marker row (database "
-                            "restored to an older state?)"});
+      drift->push_back(
+          {h.version, "missing_marker",
+           "the ledger records version " + h.version +
+               " as applied but the target has no marker row (database "
+               "restored to an older state?)"});
     }
   }
 }
@@ -202,10 +209,10 @@ StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
                                        const std::string& to) {
   std::set<std::string> applied;
   for (const auto& r : markers) applied.insert(CanonicalVersion(r.version));
-  if (!to.empty() &&
-      std::none_of(migrations.begin(), migrations.end(), [&](const Migration& m) {
-        return CompareVersions(m.version, to) == 0;
-      })) {
+  if (!to.empty() && std::none_of(migrations.begin(), migrations.end(),
+                                  [&](const Migration& m) {
+                                    return CompareVersions(m.version, to) == 0;
+                                  })) {
     return InvalidInput("--to " + to + ": no migration has that version");
   }
   std::vector<StepPlan> plan;
@@ -217,15 +224,16 @@ StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
   return plan;
 }
 
-StatusOr<std::vector<StepPlan>> PlanDown(const std::vector<Migration>& migrations,
-                                         const std::vector<MarkerRow>& markers,
-                                         const std::string& to, int steps) {
+StatusOr<std::vector<StepPlan>> PlanDown(
+    const std::vector<Migration>& migrations,
+    const std::vector<MarkerRow>& markers, const std::string& to, int steps) {
   std::set<std::string> applied;
   for (const auto& r : markers) applied.insert(CanonicalVersion(r.version));
   if (!to.empty() && to != "0" &&
-      std::none_of(migrations.begin(), migrations.end(), [&](const Migration& m) {
-        return CompareVersions(m.version, to) == 0;
-      })) {
+      std::none_of(migrations.begin(), migrations.end(),
+                   [&](const Migration& m) {
+                     return CompareVersions(m.version, to) == 0;
+                   })) {
     return InvalidInput("--to " + to + ": no migration has that version");
   }
   std::vector<StepPlan> plan;

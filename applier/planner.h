@@ -17,10 +17,10 @@ namespace migledger {
 struct VersionHistory {
   std::string version;
   bool applied = false;
-  std::string checksum;        // checksum applied (or accepted later)
-  std::string applied_at;      // RFC 3339 of the terminal event
-  std::string last_error;      // message of the last failure, if the last
-                               // attempt failed
+  std::string checksum;    // checksum applied (or accepted later)
+  std::string applied_at;  // RFC 3339 of the terminal event
+  std::string last_error;  // message of the last failure, if the last
+                           // attempt failed
   std::vector<std::string> accepted_checksums;
 };
 

@@ -580,29 +580,7 @@ class PostgresDriver final : public Driver {
     }
     // A simple query may hold several statements: one result each, and the
     // server stops at the first error.
-    Result failed;
-    while (PGresult* raw = PQgetResult(conn_)) {
-      Result res(raw);
-      switch (PQresultStatus(raw)) {
-        case PGRES_COPY_IN:
-          PQputCopyEnd(conn_,
-                       "migledger does not supply data to COPY FROM STDIN");
-          break;
-        case PGRES_COPY_OUT: {
-          char* buf = nullptr;
-          while (PQgetCopyData(conn_, &buf, 0) > 0) PQfreemem(buf);
-          break;
-        }
-        case PGRES_FATAL_ERROR:
-        case PGRES_BAD_RESPONSE:
-        case PGRES_NONFATAL_ERROR:
-          if (!failed) failed = std::move(res);
-          break;
-        default:
-          break;
-      }
-      if (PQstatus(conn_) == CONNECTION_BAD) break;
-    }
+    Result failed = DrainResults(nullptr);
     if (PQstatus(conn_) == CONNECTION_BAD) {
       if (error != nullptr && failed) FillSqlError(sql, failed.get(), error);
       return LostConnection("running a statement", failed.get());
@@ -625,7 +603,8 @@ class PostgresDriver final : public Driver {
     std::string sql = "BEGIN;\n";
     std::vector<size_t> offsets;  // of each statement inside `sql`
     static const std::vector<SqlStatement> kNone;
-    const std::vector<SqlStatement>& statements = batch.statements ? *batch.statements : kNone;
+    const std::vector<SqlStatement>& statements =
+        batch.statements ? *batch.statements : kNone;
     offsets.reserve(statements.size());
     for (const SqlStatement& statement : statements) {
       const std::string& text = statement.text;
@@ -638,46 +617,26 @@ class PostgresDriver final : public Driver {
     const size_t statements_end = sql.size();
     if (batch.insert_marker) {
       const MarkerRow& m = *batch.insert_marker;
-      sql += "INSERT INTO \"migledger\".\"applied\" (\"version\", \"checksum\", "
-             "\"attempt_id\", \"applied_at\") VALUES (" +
-             Literal(m.version) + ", " + Literal(m.checksum) + ", " + Literal(m.attempt_id) +
-             ", " +
-             (m.applied_at.empty() ? std::string("now()")
-                                   : Literal(m.applied_at) + "::timestamptz") +
-             ");";
+      sql +=
+          "INSERT INTO \"migledger\".\"applied\" (\"version\", \"checksum\", "
+          "\"attempt_id\", \"applied_at\") VALUES (" +
+          Literal(m.version) + ", " + Literal(m.checksum) + ", " +
+          Literal(m.attempt_id) + ", " +
+          (m.applied_at.empty() ? std::string("now()")
+                                : Literal(m.applied_at) + "::timestamptz") +
+          ");";
     } else if (!batch.delete_marker.empty()) {
       sql += "DELETE FROM \"migledger\".\"applied\" WHERE \"version\" = " +
              Literal(batch.delete_marker) + ";";
     }
     if (PQsendQuery(conn_, sql.c_str()) == 0) {
-      if (PQstatus(conn_) == CONNECTION_BAD) return LostConnection("sending a step", nullptr);
+      if (PQstatus(conn_) == CONNECTION_BAD)
+        return LostConnection("sending a step", nullptr);
       return Internal("cannot send a step to " + Target() + ": " +
                       Scrub(LibpqMessage(PQerrorMessage(conn_))));
     }
-    Result failed;
     int done = 0;  // results before the first error: BEGIN, statements...
-    while (PGresult* raw = PQgetResult(conn_)) {
-      Result res(raw);
-      switch (PQresultStatus(raw)) {
-        case PGRES_COPY_IN:
-          PQputCopyEnd(conn_, "migledger does not supply data to COPY FROM STDIN");
-          break;
-        case PGRES_COPY_OUT: {
-          char* buf = nullptr;
-          while (PQgetCopyData(conn_, &buf, 0) > 0) PQfreemem(buf);
-          break;
-        }
-        case PGRES_FATAL_ERROR:
-        case PGRES_BAD_RESPONSE:
-        case PGRES_NONFATAL_ERROR:
-          if (!failed) failed = std::move(res);
-          break;
-        default:
-          if (!failed) ++done;
-          break;
-      }
-      if (PQstatus(conn_) == CONNECTION_BAD) break;
-    }
+    Result failed = DrainResults(&done);
     const int n = static_cast<int>(statements.size());
     // done == 0: BEGIN failed; 1..n: statement done-1 failed; n+1: the marker.
     failure->statement_index = done >= 1 && done <= n ? done - 1 : -1;
@@ -694,7 +653,8 @@ class PostgresDriver final : public Driver {
       failure->statement_index = -1;
       for (int i = 0; i < n; ++i) {
         const int begin = static_cast<int>(offsets[i]);
-        const int end = static_cast<int>(i + 1 < n ? offsets[i + 1] : statements_end);
+        const int end =
+            static_cast<int>(i + 1 < n ? offsets[i + 1] : statements_end);
         const int len = static_cast<int>(statements[i].text.size());
         if (pos >= begin && pos < end) {
           failure->statement_index = i;
@@ -723,22 +683,26 @@ class PostgresDriver final : public Driver {
       return Driver::CommitWithMirrorRows(rows);  // reports the state
     }
     std::string sql =
-        "INSERT INTO \"migledger\".\"events\" (\"target_sequence\", \"event_bytes\", "
+        "INSERT INTO \"migledger\".\"events\" (\"target_sequence\", "
+        "\"event_bytes\", "
         "\"leaf_hash\", \"chain_head\") VALUES ";
     for (size_t i = 0; i < rows.size(); ++i) {
       if (rows[i].target_sequence > static_cast<uint64_t>(kMaxSequence)) {
         (void)Rollback();
-        return InvalidInput("target sequence " + std::to_string(rows[i].target_sequence) +
+        return InvalidInput("target sequence " +
+                            std::to_string(rows[i].target_sequence) +
                             " does not fit the mirror's bigint column");
       }
       if (i > 0) sql += ", ";
       sql += "(" + std::to_string(rows[i].target_sequence) + ", " +
-             ByteaLiteral(rows[i].event_bytes) + ", " + ByteaLiteral(rows[i].leaf_hash) + ", " +
+             ByteaLiteral(rows[i].event_bytes) + ", " +
+             ByteaLiteral(rows[i].leaf_hash) + ", " +
              ByteaLiteral(rows[i].chain_head) + ")";
     }
     sql += ";\nCOMMIT;";
     if (PQsendQuery(conn_, sql.c_str()) == 0) {
-      if (PQstatus(conn_) == CONNECTION_BAD) return LostConnection("COMMIT", nullptr);
+      if (PQstatus(conn_) == CONNECTION_BAD)
+        return LostConnection("COMMIT", nullptr);
       (void)Rollback();
       return Internal("cannot send COMMIT to " + Target() + ": " +
                       Scrub(LibpqMessage(PQerrorMessage(conn_))));
@@ -755,7 +719,8 @@ class PostgresDriver final : public Driver {
       }
       if (PQstatus(conn_) == CONNECTION_BAD) break;
     }
-    if (PQstatus(conn_) == CONNECTION_BAD) return LostConnection("COMMIT", failed.get());
+    if (PQstatus(conn_) == CONNECTION_BAD)
+      return LostConnection("COMMIT", failed.get());
     if (failed) {
       std::string sqlstate = ErrorField(failed.get(), PG_DIAG_SQLSTATE);
       std::string message = Scrub(PrimaryMessage(failed.get(), conn_));
@@ -764,10 +729,11 @@ class PostgresDriver final : public Driver {
         return Drift("the event mirror of " + Target() +
                      " already holds target sequence " +
                      std::to_string(rows.front().target_sequence) +
-                     " or a later one: another migledger wrote to it; nothing was committed");
+                     " or a later one: another migledger wrote to it; nothing "
+                     "was committed");
       }
-      return MigrationFailed("writing migledger.events and COMMIT on " + Target() + ": " +
-                             message);
+      return MigrationFailed("writing migledger.events and COMMIT on " +
+                             Target() + ": " + message);
     }
     if (last_tag != "COMMIT") {
       return MigrationFailed("COMMIT on " + Target() + " ended in " + last_tag);
@@ -956,9 +922,11 @@ class PostgresDriver final : public Driver {
     Result res(PQexec(
         conn,
         "SET client_min_messages = warning; "
-        "SELECT CASE WHEN current_user = 'migledger' THEN set_config('search_path', "
+        "SELECT CASE WHEN current_user = 'migledger' THEN "
+        "set_config('search_path', "
         "coalesce(nullif(array_to_string(array_remove(string_to_array(replace("
-        "current_setting('search_path'), ' ', ''), ','), '\"$user\"'), ','), ''), "
+        "current_setting('search_path'), ' ', ''), ','), '\"$user\"'), ','), "
+        "''), "
         "'public'), false) END"));
     if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
       std::string message = Scrub(PrimaryMessage(res.get(), conn));
@@ -973,6 +941,37 @@ class PostgresDriver final : public Driver {
     if (lock_conn_ != nullptr) PQfinish(lock_conn_);
     lock_conn_ = nullptr;
     lock_held_ = false;
+  }
+
+  // Reads every result of a sent simple query (one per statement; the
+  // server stops at the first error) and returns the first error, or none.
+  // *succeeded (optional) counts the results before it. COPY is refused.
+  Result DrainResults(int* succeeded) {
+    Result failed;
+    while (PGresult* raw = PQgetResult(conn_)) {
+      Result res(raw);
+      switch (PQresultStatus(raw)) {
+        case PGRES_COPY_IN:
+          PQputCopyEnd(conn_,
+                       "migledger does not supply data to COPY FROM STDIN");
+          break;
+        case PGRES_COPY_OUT: {
+          char* buf = nullptr;
+          while (PQgetCopyData(conn_, &buf, 0) > 0) PQfreemem(buf);
+          break;
+        }
+        case PGRES_FATAL_ERROR:
+        case PGRES_BAD_RESPONSE:
+        case PGRES_NONFATAL_ERROR:
+          if (!failed) failed = std::move(res);
+          break;
+        default:
+          if (!failed && succeeded != nullptr) ++*succeeded;
+          break;
+      }
+      if (PQstatus(conn_) == CONNECTION_BAD) break;
+    }
+    return failed;
   }
 
   // A quoted SQL string literal, safe for any content and setting.

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -11,7 +12,6 @@
 
 #include "common/file_modes.h"
 #include "common/sha256.h"
-#include <sys/stat.h>
 
 namespace migledger {
 namespace {
@@ -30,10 +30,12 @@ class Stmt {
   bool ok() const { return rc_ == SQLITE_OK; }
   sqlite3_stmt* get() { return stmt_; }
   void Text(int i, const std::string& s) {
-    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()),
+                      SQLITE_TRANSIENT);
   }
   void Blob(int i, const std::string& s) {
-    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()),
+                      SQLITE_TRANSIENT);
   }
   std::string Column(int i) {
     const void* p = sqlite3_column_blob(stmt_, i);
@@ -48,7 +50,8 @@ class Stmt {
 
 class SqliteDriver final : public Driver {
  public:
-  SqliteDriver(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  SqliteDriver(sqlite3* db, std::string path)
+      : db_(db), path_(std::move(path)) {}
   ~SqliteDriver() override {
     Unlock();
     sqlite3_close_v2(db_);
@@ -81,9 +84,10 @@ class SqliteDriver final : public Driver {
       if (std::chrono::steady_clock::now() >= deadline) {
         ::close(lock_fd_);
         lock_fd_ = -1;
-        return LedgerBusy("another migledger process holds the lock on target sqlite:" +
-                          path_ + "; gave up after " +
-                          std::to_string(timeout.count()) + " ms");
+        return LedgerBusy(
+            "another migledger process holds the lock on target sqlite:" +
+            path_ + "; gave up after " + std::to_string(timeout.count()) +
+            " ms");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -99,31 +103,41 @@ class SqliteDriver final : public Driver {
   }
 
   StatusOr<bool> HasSchema() override {
-    Stmt s(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='migledger_applied'");
+    Stmt s(db_,
+           "SELECT 1 FROM sqlite_master WHERE type='table' AND "
+           "name='migledger_applied'");
     if (!s.ok()) return Error("reading schema");
     return sqlite3_step(s.get()) == SQLITE_ROW;
   }
 
   Status EnsureSchema() override {
-    std::string sql = std::string("BEGIN IMMEDIATE;") +
-        "CREATE TABLE IF NOT EXISTS " + kApplied +
-        " (version TEXT PRIMARY KEY, checksum TEXT NOT NULL, attempt_id TEXT NOT NULL,"
+    std::string sql =
+        std::string("BEGIN IMMEDIATE;") + "CREATE TABLE IF NOT EXISTS " +
+        kApplied +
+        " (version TEXT PRIMARY KEY, checksum TEXT NOT NULL, attempt_id TEXT "
+        "NOT NULL,"
         " applied_at TEXT NOT NULL);"
-        "CREATE TABLE IF NOT EXISTS " + kEvents +
+        "CREATE TABLE IF NOT EXISTS " +
+        kEvents +
         " (target_sequence INTEGER PRIMARY KEY, event_bytes BLOB NOT NULL,"
         " leaf_hash BLOB NOT NULL, chain_head BLOB NOT NULL);"
-        "CREATE TABLE IF NOT EXISTS " + kTargetTable +
+        "CREATE TABLE IF NOT EXISTS " +
+        kTargetTable +
         " (id TEXT NOT NULL, created_at TEXT NOT NULL);"
-        "INSERT INTO " + kTargetTable + " (id, created_at) SELECT '" + NewId() +
-        "', strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE NOT EXISTS (SELECT 1 FROM " +
-        kTargetTable + ");"
+        "INSERT INTO " +
+        kTargetTable + " (id, created_at) SELECT '" + NewId() +
+        "', strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE NOT EXISTS (SELECT 1 "
+        "FROM " +
+        kTargetTable +
+        ");"
         "COMMIT;";
     char* err = nullptr;
     if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "";
       sqlite3_free(err);
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return TargetUnavailable("cannot create migledger tables in " + path_ + ": " + msg);
+      return TargetUnavailable("cannot create migledger tables in " + path_ +
+                               ": " + msg);
     }
     return LoadId();
   }
@@ -142,7 +156,8 @@ class SqliteDriver final : public Driver {
     while (tail < end) {
       sqlite3_stmt* stmt = nullptr;
       const char* next = nullptr;
-      int rc = sqlite3_prepare_v2(db_, tail, static_cast<int>(end - tail), &stmt, &next);
+      int rc = sqlite3_prepare_v2(db_, tail, static_cast<int>(end - tail),
+                                  &stmt, &next);
       if (rc == SQLITE_OK && stmt != nullptr) {
         do {
           rc = sqlite3_step(stmt);
@@ -154,7 +169,8 @@ class SqliteDriver final : public Driver {
           error->native_code = sqlite3_extended_errcode(db_);
           error->message = sqlite3_errmsg(db_);
           int off = sqlite3_error_offset(db_);
-          error->position = off >= 0 ? static_cast<int>(tail - sql.c_str()) + off : -1;
+          error->position =
+              off >= 0 ? static_cast<int>(tail - sql.c_str()) + off : -1;
         }
         std::string msg = sqlite3_errmsg(db_);
         sqlite3_finalize(stmt);
@@ -169,8 +185,9 @@ class SqliteDriver final : public Driver {
 
   StatusOr<std::vector<MarkerRow>> ReadMarkers() override {
     std::vector<MarkerRow> rows;
-    std::string sql = std::string("SELECT version, checksum, attempt_id, applied_at FROM ") +
-                      kApplied;
+    std::string sql =
+        std::string("SELECT version, checksum, attempt_id, applied_at FROM ") +
+        kApplied;
     Stmt s(db_, sql.c_str());
     if (!s.ok()) return Error("reading " + std::string(kApplied));
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
@@ -180,8 +197,9 @@ class SqliteDriver final : public Driver {
   }
 
   Status InsertMarker(const MarkerRow& row) override {
-    std::string sql = std::string("INSERT INTO ") + kApplied +
-                      " (version, checksum, attempt_id, applied_at) VALUES (?,?,?,?)";
+    std::string sql =
+        std::string("INSERT INTO ") + kApplied +
+        " (version, checksum, attempt_id, applied_at) VALUES (?,?,?,?)";
     Stmt s(db_, sql.c_str());
     if (!s.ok()) return Error("writing marker row");
     s.Text(1, row.version);
@@ -195,34 +213,43 @@ class SqliteDriver final : public Driver {
   }
 
   Status DeleteMarker(const std::string& version) override {
-    std::string sql = std::string("DELETE FROM ") + kApplied + " WHERE version = ?";
+    std::string sql =
+        std::string("DELETE FROM ") + kApplied + " WHERE version = ?";
     Stmt s(db_, sql.c_str());
     if (!s.ok()) return Error("deleting marker row");
     s.Text(1, version);
-    if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("deleting marker row");
+    if (sqlite3_step(s.get()) != SQLITE_DONE)
+      return Error("deleting marker row");
     return Status::Ok();
   }
 
   Status InsertMirrorRows(const std::vector<MirrorRow>& rows) override {
     std::string sql = std::string("INSERT OR IGNORE INTO ") + kEvents +
-                      " (target_sequence, event_bytes, leaf_hash, chain_head) VALUES (?,?,?,?)";
-    std::string check =
-        std::string("SELECT event_bytes FROM ") + kEvents + " WHERE target_sequence = ?";
+                      " (target_sequence, event_bytes, leaf_hash, chain_head) "
+                      "VALUES (?,?,?,?)";
+    std::string check = std::string("SELECT event_bytes FROM ") + kEvents +
+                        " WHERE target_sequence = ?";
     Stmt s(db_, sql.c_str());
     if (!s.ok()) return Error("writing event mirror");
     for (const auto& r : rows) {
       sqlite3_reset(s.get());
-      sqlite3_bind_int64(s.get(), 1, static_cast<sqlite3_int64>(r.target_sequence));
+      sqlite3_bind_int64(s.get(), 1,
+                         static_cast<sqlite3_int64>(r.target_sequence));
       s.Blob(2, r.event_bytes);
       s.Blob(3, r.leaf_hash);
       s.Blob(4, r.chain_head);
-      if (sqlite3_step(s.get()) != SQLITE_DONE) return Error("writing event mirror");
+      if (sqlite3_step(s.get()) != SQLITE_DONE)
+        return Error("writing event mirror");
       if (sqlite3_changes(db_) == 0) {
         Stmt c(db_, check.c_str());
-        sqlite3_bind_int64(c.get(), 1, static_cast<sqlite3_int64>(r.target_sequence));
-        if (sqlite3_step(c.get()) != SQLITE_ROW || c.Column(0) != r.event_bytes) {
-          return Drift("the target's event mirror forks from the local ledger at target sequence " +
-                       std::to_string(r.target_sequence));
+        sqlite3_bind_int64(c.get(), 1,
+                           static_cast<sqlite3_int64>(r.target_sequence));
+        if (sqlite3_step(c.get()) != SQLITE_ROW ||
+            c.Column(0) != r.event_bytes) {
+          return Drift(
+              "the target's event mirror forks from the local ledger at target "
+              "sequence " +
+              std::to_string(r.target_sequence));
         }
       }
     }
@@ -231,8 +258,10 @@ class SqliteDriver final : public Driver {
 
   StatusOr<std::vector<MirrorRow>> ReadMirror(uint64_t after) override {
     std::string sql = std::string(
-                          "SELECT target_sequence, event_bytes, leaf_hash, chain_head FROM ") +
-                      kEvents + " WHERE target_sequence > ? ORDER BY target_sequence";
+                          "SELECT target_sequence, event_bytes, leaf_hash, "
+                          "chain_head FROM ") +
+                      kEvents +
+                      " WHERE target_sequence > ? ORDER BY target_sequence";
     Stmt s(db_, sql.c_str());
     if (!s.ok()) return Error("reading event mirror");
     sqlite3_bind_int64(s.get(), 1, static_cast<sqlite3_int64>(after));
@@ -247,9 +276,11 @@ class SqliteDriver final : public Driver {
   }
 
   StatusOr<uint64_t> MirrorHead() override {
-    std::string sql = std::string("SELECT coalesce(max(target_sequence), 0) FROM ") + kEvents;
+    std::string sql =
+        std::string("SELECT coalesce(max(target_sequence), 0) FROM ") + kEvents;
     Stmt s(db_, sql.c_str());
-    if (!s.ok() || sqlite3_step(s.get()) != SQLITE_ROW) return Error("reading event mirror");
+    if (!s.ok() || sqlite3_step(s.get()) != SQLITE_ROW)
+      return Error("reading event mirror");
     return static_cast<uint64_t>(sqlite3_column_int64(s.get(), 0));
   }
 
@@ -266,7 +297,8 @@ class SqliteDriver final : public Driver {
   }
 
   Status LoadId() {
-    std::string sql = std::string("SELECT id FROM ") + kTargetTable + " LIMIT 1";
+    std::string sql =
+        std::string("SELECT id FROM ") + kTargetTable + " LIMIT 1";
     sqlite3_stmt* raw = nullptr;
     if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
       sqlite3_finalize(raw);
@@ -274,7 +306,8 @@ class SqliteDriver final : public Driver {
       return Status::Ok();
     }
     if (sqlite3_step(raw) == SQLITE_ROW) {
-      identity_.database_id = reinterpret_cast<const char*>(sqlite3_column_text(raw, 0));
+      identity_.database_id =
+          reinterpret_cast<const char*>(sqlite3_column_text(raw, 0));
     }
     sqlite3_finalize(raw);
     return Status::Ok();
@@ -287,15 +320,18 @@ class SqliteDriver final : public Driver {
       sqlite3_free(err);
       int code = sqlite3_extended_errcode(db_);
       if ((code & 0xff) == SQLITE_BUSY) {
-        return LedgerBusy(std::string(what) + " on sqlite:" + path_ + ": database is locked");
+        return LedgerBusy(std::string(what) + " on sqlite:" + path_ +
+                          ": database is locked");
       }
-      return TargetUnavailable(std::string(what) + " on sqlite:" + path_ + ": " + msg);
+      return TargetUnavailable(std::string(what) + " on sqlite:" + path_ +
+                               ": " + msg);
     }
     return Status::Ok();
   }
 
   Status Error(const std::string& what) {
-    return TargetUnavailable(what + " in sqlite:" + path_ + ": " + sqlite3_errmsg(db_));
+    return TargetUnavailable(what + " in sqlite:" + path_ + ": " +
+                             sqlite3_errmsg(db_));
   }
 
   sqlite3* db_;
@@ -316,7 +352,8 @@ StatusOr<std::unique_ptr<Driver>> OpenSqliteDriver(const std::string& path,
     auto parent = std::filesystem::path(path).parent_path();
     if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
       return TargetUnavailable("cannot create SQLite database " + path +
-                               ": directory " + parent.string() + " does not exist");
+                               ": directory " + parent.string() +
+                               " does not exist");
     }
   }
   sqlite3* db = nullptr;
@@ -332,7 +369,8 @@ StatusOr<std::unique_ptr<Driver>> OpenSqliteDriver(const std::string& path,
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close_v2(db);
-    return TargetUnavailable("cannot open SQLite database " + path + ": " + msg);
+    return TargetUnavailable("cannot open SQLite database " + path + ": " +
+                             msg);
   }
   auto driver = std::make_unique<SqliteDriver>(db, path);
   MIGLEDGER_RETURN_IF_ERROR(driver->Init());

@@ -64,9 +64,10 @@ using migledger::v1::Event;
 }
 
 void Usage() {
-  std::fprintf(stderr,
-               "usage: migledger_ledger_gen --events N --ledger DIR [--sqlite FILE] "
-               "[--raw FILE] [--seed S]\n");
+  std::fprintf(
+      stderr,
+      "usage: migledger_ledger_gen --events N --ledger DIR [--sqlite FILE] "
+      "[--raw FILE] [--seed S]\n");
   std::exit(2);
 }
 
@@ -138,8 +139,10 @@ class SqliteOut {
     Exec("PRAGMA synchronous=OFF");
     Exec("PRAGMA cache_size=-262144");
     Exec(
-        "CREATE TABLE events(sequence INTEGER PRIMARY KEY, time TEXT, target TEXT, "
-        "type TEXT, version TEXT, run_id TEXT, os_user TEXT, host TEXT, body BLOB)");
+        "CREATE TABLE events(sequence INTEGER PRIMARY KEY, time TEXT, target "
+        "TEXT, "
+        "type TEXT, version TEXT, run_id TEXT, os_user TEXT, host TEXT, body "
+        "BLOB)");
     std::string full = "CREATE TABLE events_full(sequence INTEGER PRIMARY KEY";
     std::string placeholders = "?";
     for (const FullColumn& c : kFullColumns) {
@@ -148,8 +151,8 @@ class SqliteOut {
     }
     Exec((full + ")").c_str());
     Exec("BEGIN");
-    if (sqlite3_prepare_v2(db_, "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", -1,
-                           &insert_, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_, "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)",
+                           -1, &insert_, nullptr) != SQLITE_OK) {
       Die(std::string("prepare: ") + sqlite3_errmsg(db_));
     }
     const std::string insert_full =
@@ -334,7 +337,8 @@ class SqliteOut {
     }
   }
   void BindText(int i, const std::string& s) {
-    sqlite3_bind_text(insert_, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
+    sqlite3_bind_text(insert_, i, s.data(), static_cast<int>(s.size()),
+                      SQLITE_STATIC);
   }
 
   sqlite3* db_ = nullptr;
@@ -364,37 +368,50 @@ constexpr int kNumSlugs = sizeof(kSlugs) / sizeof(kSlugs[0]);
 
 const char* TypeName(const Event& e) {
   switch (e.body_case()) {
-    case Event::kRunStarted: return "run_started";
-    case Event::kRunFinished: return "run_finished";
-    case Event::kStepStarted: return "step_started";
-    case Event::kStatementApplied: return "statement_applied";
-    case Event::kStepApplied: return "step_applied";
-    case Event::kStepFailed: return "step_failed";
-    default: return "other";
+    case Event::kRunStarted:
+      return "run_started";
+    case Event::kRunFinished:
+      return "run_finished";
+    case Event::kStepStarted:
+      return "step_started";
+    case Event::kStatementApplied:
+      return "statement_applied";
+    case Event::kStepApplied:
+      return "step_applied";
+    case Event::kStepFailed:
+      return "step_failed";
+    default:
+      return "other";
   }
 }
 
 std::string VersionOf(const Event& e) {
   switch (e.body_case()) {
-    case Event::kStepStarted: return e.step_started().version();
-    case Event::kStatementApplied: return e.statement_applied().version();
-    case Event::kStepApplied: return e.step_applied().version();
-    case Event::kStepFailed: return e.step_failed().version();
-    default: return "";
+    case Event::kStepStarted:
+      return e.step_started().version();
+    case Event::kStatementApplied:
+      return e.statement_applied().version();
+    case Event::kStepApplied:
+      return e.step_applied().version();
+    case Event::kStepFailed:
+      return e.step_failed().version();
+    default:
+      return "";
   }
 }
 
 class Generator {
  public:
-  Generator(uint64_t seed, uint64_t n, migledger::Ledger* ledger, SqliteOut* sqlite,
-            std::FILE* raw)
+  Generator(uint64_t seed, uint64_t n, migledger::Ledger* ledger,
+            SqliteOut* sqlite, std::FILE* raw)
       : rng_(seed), n_(n), ledger_(ledger), sqlite_(sqlite), raw_(raw) {
     targets_ = {
         {"prod", "postgres", SystemId() + "/app", "app",
          "postgres://migrator@db-prod.internal:5432/app", true},
         {"staging", "postgres", SystemId() + "/app", "app",
          "postgres://migrator@db-staging.internal:5432/app", true},
-        {"dev", "sqlite", UuidLike(), "main", "sqlite:/home/alice/src/shop/dev.db", false},
+        {"dev", "sqlite", UuidLike(), "main",
+         "sqlite:/home/alice/src/shop/dev.db", false},
     };
     people_ = {
         {"alice", "alice-laptop", "", false},
@@ -415,19 +432,24 @@ class Generator {
 
  private:
   uint64_t Rand(uint64_t n) { return rng_() % n; }
-  bool Chance(int per_mille) { return static_cast<int>(Rand(1000)) < per_mille; }
+  bool Chance(int per_mille) {
+    return static_cast<int>(Rand(1000)) < per_mille;
+  }
 
   std::string Hex(size_t bytes) {
     static const char kHex[] = "0123456789abcdef";
     std::string s(bytes * 2, '0');
     for (size_t i = 0; i < s.size(); i += 16) {
       uint64_t r = rng_();
-      for (size_t j = i; j < s.size() && j < i + 16; ++j, r >>= 4) s[j] = kHex[r & 0xf];
+      for (size_t j = i; j < s.size() && j < i + 16; ++j, r >>= 4)
+        s[j] = kHex[r & 0xf];
     }
     return s;
   }
   // A PostgreSQL system identifier: 19 decimal digits.
-  std::string SystemId() { return std::to_string(7000000000000000000ULL + Rand(1ULL << 61)); }
+  std::string SystemId() {
+    return std::to_string(7000000000000000000ULL + Rand(1ULL << 61));
+  }
   std::string UuidLike() {
     std::string h = Hex(16);
     return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" +
@@ -444,7 +466,8 @@ class Generator {
     e->Clear();
     time_micros_ += 200 + static_cast<int64_t>(Rand(400000));  // within a run
     e->mutable_time()->set_seconds(time_micros_ / 1000000);
-    e->mutable_time()->set_nanos(static_cast<int32_t>(time_micros_ % 1000000) * 1000);
+    e->mutable_time()->set_nanos(static_cast<int32_t>(time_micros_ % 1000000) *
+                                 1000);
     e->set_run_id(run_id_);
     *e->mutable_actor() = actor_;
     auto* t = e->mutable_target();
@@ -463,12 +486,13 @@ class Generator {
     bytes_ += p->bytes.size();
     const char* type = TypeName(*e);
     ++per_type_[type];
-    if (raw_ && std::fwrite(p->bytes.data(), 1, p->bytes.size(), raw_) != p->bytes.size()) {
+    if (raw_ && std::fwrite(p->bytes.data(), 1, p->bytes.size(), raw_) !=
+                    p->bytes.size()) {
       Die("cannot write the raw file");
     }
     if (sqlite_) {
-      sqlite_->Add(count_, migledger::FormatRfc3339(time_micros_), target_->name, type,
-                   VersionOf(*e), *e, p->bytes);
+      sqlite_->Add(count_, migledger::FormatRfc3339(time_micros_),
+                   target_->name, type, VersionOf(*e), *e, p->bytes);
     }
   }
 
@@ -503,7 +527,8 @@ class Generator {
       s.version = Version(v);
       s.slug = kSlugs[v % kNumSlugs];
       s.checksum = Hex(32);
-      s.no_tx = target_->postgres && Chance(50);  // CREATE INDEX CONCURRENTLY and friends
+      s.no_tx = target_->postgres &&
+                Chance(50);  // CREATE INDEX CONCURRENTLY and friends
       s.statements = 1 + static_cast<int>(Rand(s.no_tx ? 3 : 8));
       plan.push_back(std::move(s));
     }
@@ -512,7 +537,8 @@ class Generator {
     Envelope(&e);
     auto* rs = e.mutable_run_started();
     rs->set_command("migledger apply --target " + target_->name);
-    if (Chance(200)) rs->set_reason("release " + std::to_string(2000 + count_ / 1000));
+    if (Chance(200))
+      rs->set_reason("release " + std::to_string(2000 + count_ / 1000));
     for (const Step& s : plan) {
       auto* ps = rs->add_plan();
       ps->set_version(s.version);
@@ -527,7 +553,8 @@ class Generator {
     bool failed = false;
     for (const Step& s : plan) {
       const std::string attempt = Hex(12);
-      const std::string file = "migrations/" + s.version + "_" + s.slug + ".up.sql";
+      const std::string file =
+          "migrations/" + s.version + "_" + s.slug + ".up.sql";
       Envelope(&e);
       auto* ss = e.mutable_step_started();
       ss->set_version(s.version);
@@ -570,7 +597,8 @@ class Generator {
         sf->set_direction(migledger::v1::DIRECTION_UP);
         if (target_->postgres) {
           sf->set_sqlstate("42P07");
-          sf->set_message("relation \"orders_" + s.version + "\" already exists");
+          sf->set_message("relation \"orders_" + s.version +
+                          "\" already exists");
           sf->set_hint("drop the table or baseline the version");
         } else {
           sf->set_native_code(1);
@@ -597,7 +625,8 @@ class Generator {
 
     Envelope(&e);
     auto* rf = e.mutable_run_finished();
-    rf->set_outcome(failed ? migledger::v1::OUTCOME_FAILED : migledger::v1::OUTCOME_SUCCEEDED);
+    rf->set_outcome(failed ? migledger::v1::OUTCOME_FAILED
+                           : migledger::v1::OUTCOME_SUCCEEDED);
     if (failed) rf->set_message("stopped at the first failed step");
     rf->set_steps_done(done);
     Emit(&e);
@@ -654,15 +683,18 @@ int main(int argc, char** argv) {
     } else if (a == "-h" || a == "--help") {
       Usage();
     } else {
-      std::fprintf(stderr, "migledger_ledger_gen: unknown argument %s\n", a.c_str());
+      std::fprintf(stderr, "migledger_ledger_gen: unknown argument %s\n",
+                   a.c_str());
       Usage();
     }
   }
   if (!have_n || ledger_dir.empty()) Usage();
   {
     std::error_code ec;
-    if (std::filesystem::exists(std::filesystem::path(ledger_dir) / "CURRENT", ec)) {
-      Die("a ledger already exists in " + ledger_dir + " (give a fresh directory)");
+    if (std::filesystem::exists(std::filesystem::path(ledger_dir) / "CURRENT",
+                                ec)) {
+      Die("a ledger already exists in " + ledger_dir +
+          " (give a fresh directory)");
     }
   }
 
@@ -688,15 +720,16 @@ int main(int argc, char** argv) {
   migledger::Status st = (*ledger)->Sync();
   if (!st.ok()) Die("sync: " + st.ToString());
   if ((*ledger)->Head().size != gen.count()) {
-    Die("ledger head has " + std::to_string((*ledger)->Head().size) + " events, expected " +
-        std::to_string(gen.count()));
+    Die("ledger head has " + std::to_string((*ledger)->Head().size) +
+        " events, expected " + std::to_string(gen.count()));
   }
   ledger->reset();
   // Reopen once as a writer, as the next `migledger apply` would: RocksDB
   // recovers the WAL into level-0 tables, so readers (which replay the WAL
   // on every read-only open) see a ledger in its usual resting state.
   {
-    auto again = migledger::Ledger::Open(ledger_dir, migledger::LedgerOptions{});
+    auto again =
+        migledger::Ledger::Open(ledger_dir, migledger::LedgerOptions{});
     if (!again.ok()) Die("reopen: " + again.status().ToString());
   }
   if (raw && std::fclose(raw) != 0) Die("cannot write " + raw_path);
@@ -705,7 +738,8 @@ int main(int argc, char** argv) {
     sqlite.reset();
   }
   double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
   std::printf("events=%" PRIu64 "\n", gen.count());
   std::printf("event_bytes=%" PRIu64 "\n", gen.bytes());
   std::printf("seconds=%.2f\n", secs);
