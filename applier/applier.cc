@@ -489,8 +489,11 @@ struct Applier::Impl {
     return MigrationFailed(msg);
   }
 
+  // `resuming`: an earlier attempt of this no-transaction step stopped
+  // unfinished (possibly before any statement was acknowledged); this one
+  // continues at statement `resume_at`.
   StatusOr<StepReport> RunStep(const Migration& m, v1::Direction dir,
-                               int resume_at,
+                               bool resuming, int resume_at,
                                const std::vector<std::string>& acked_hashes) {
     const MigrationFile& f = dir == v1::DIRECTION_DOWN ? m.down : m.up;
     StepReport report{m.version, m.slug, dir, "", 0, ""};
@@ -537,7 +540,8 @@ struct Applier::Impl {
                  m.version, m.slug);
     const int64_t t0 = MonoMicros();
     if (no_tx)
-      return RunNoTx(m, f, dir, attempt, statements, resume_at, t0, report);
+      return RunNoTx(m, f, dir, attempt, statements, resuming, resume_at, t0,
+                     report);
 
     // The statements and the marker row in one transaction (PostgreSQL: one
     // round trip); the crash points inside it all see an open, uncommitted
@@ -613,10 +617,14 @@ struct Applier::Impl {
   StatusOr<StepReport> RunNoTx(const Migration& m, const MigrationFile& f,
                                v1::Direction dir, const std::string& attempt,
                                const std::vector<SqlStatement>& statements,
-                               int resume_at, int64_t t0, StepReport report) {
+                               bool resuming, int resume_at, int64_t t0,
+                               StepReport report) {
     // Before resuming, drop the debris a killed CREATE INDEX CONCURRENTLY
     // leaves (an invalid index) if the statement we resume at builds it.
-    if (resume_at > 0 && resume_at < static_cast<int>(statements.size())) {
+    // Only when resuming: we hold the target's lock, so an invalid index of
+    // that name can only be our own interrupted build, never someone's
+    // build in progress.
+    if (resuming && resume_at < static_cast<int>(statements.size())) {
       MIGLEDGER_ASSIGN_OR_RETURN(auto invalid, driver->InvalidIndexes());
       for (const auto& idx : invalid) {
         std::string bare = idx.substr(
@@ -738,6 +746,7 @@ struct Applier::Impl {
     CrashPoint("apply.after_run_started");
     ::migledger::Status failure;
     for (const auto& s : plan) {
+      bool resuming = false;
       int resume_at = 0;
       std::vector<std::string> acked;
       auto prog = p.no_tx_progress.find(CanonicalVersion(s.migration->version));
@@ -746,10 +755,12 @@ struct Applier::Impl {
                                    : s.migration->up;
       if (f.no_transaction && prog != p.no_tx_progress.end() &&
           prog->second.direction == s.direction) {
+        resuming = true;
         acked = prog->second.statement_hashes;
         resume_at = static_cast<int>(acked.size());
       }
-      auto step = RunStep(*s.migration, s.direction, resume_at, acked);
+      auto step =
+          RunStep(*s.migration, s.direction, resuming, resume_at, acked);
       if (!step.ok()) {
         failure = step.status();
         StepReport r{

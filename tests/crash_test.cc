@@ -22,6 +22,9 @@
 //                             ledgers on one target
 //   FreshLedgerRaceTest       two first runs racing to create the ledger
 //   SecondLedgerAfterKillTest a killed ledger, then another ledger applies
+//   KilledConcurrentIndexTest PostgreSQL: a runner killed while its CREATE
+//                             INDEX CONCURRENTLY builds; the invalid index
+//                             is dropped and rebuilt by the next apply
 //
 // PostgreSQL cases run when PGTEST_URI (and PGTEST_PASSWORD) are set, e.g.
 // under scripts/pg-throwaway run -- ...; each case gets a fresh database.
@@ -613,7 +616,8 @@ int ApplyHits(const std::string& p, bool no_tx, bool store) {
   // Own mirror transactions: RunStarted and RunFinished; for the
   // no-transaction step its StepStarted and each StatementApplied. Every
   // other event reaches the mirror inside a step's COMMIT.
-  if (p == "mirror.before_commit") return 2 + (no_tx ? 1 + kStatementsPerStep : 0);
+  if (p == "mirror.before_commit")
+    return 2 + (no_tx ? 1 + kStatementsPerStep : 0);
   // One push per run, one batch per target.
   if (p == "store.before_commit") return store ? 1 : 0;
   return -1;
@@ -725,8 +729,7 @@ struct ApplyCase {
 // Readable test parameters in ctest's output (instead of a byte dump).
 void PrintTo(const ApplyCase& c, std::ostream* os) {
   *os << c.point << ":" << c.hit << " " << KindName(c.target)
-      << (c.no_tx ? " no-tx" : " tx")
-      << (c.via_recover ? " via recover" : "");
+      << (c.no_tx ? " no-tx" : " tx") << (c.via_recover ? " via recover" : "");
 }
 
 std::vector<ApplyCase> ApplyCases() {
@@ -1412,6 +1415,170 @@ INSTANTIATE_TEST_SUITE_P(AllPoints, SecondLedgerAfterKillTest,
                          ::testing::ValuesIn(PointsReachedWithoutStore()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return ParamName(i.param);
+                         });
+
+// ---------------------------------------------------------------------------
+// A CREATE INDEX CONCURRENTLY killed mid-build (PostgreSQL)
+// ---------------------------------------------------------------------------
+
+// Starts the migledger binary in the background (stdin /dev/null, output
+// discarded); returns its pid, or -1.
+pid_t StartMigledger(const std::vector<std::string>& args,
+                     const std::string& cwd,
+                     const std::map<std::string, std::string>& env) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    if (!env.count(kv.substr(0, kv.find('=')))) env_strings.push_back(kv);
+  }
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_strings = {MigledgerBinary()};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    if (chdir(cwd.c_str()) != 0) _exit(127);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// The index build calls this function once per row; it sleeps only in
+// sessions that set mltest.sleep (the first, killed run), so the rebuild
+// after recovery is quick.
+constexpr const char* kSlowIndexSetup =
+    "CREATE TABLE big (id integer NOT NULL);\n"
+    "INSERT INTO big SELECT g FROM generate_series(1, 400) AS g;\n"
+    "CREATE FUNCTION slow_key(i integer) RETURNS integer\n"
+    "LANGUAGE plpgsql IMMUTABLE AS $fn$\n"
+    "BEGIN\n"
+    "  PERFORM pg_sleep(coalesce(nullif(current_setting('mltest.sleep', "
+    "true), ''), '0')::float8);\n"
+    "  RETURN i;\n"
+    "END\n"
+    "$fn$;\n";
+
+// statement index of the CREATE INDEX CONCURRENTLY in the no-tx migration
+class KilledConcurrentIndexTest : public ::testing::TestWithParam<int> {};
+
+// The runner dies while its CREATE INDEX CONCURRENTLY builds, and the
+// server then ends the orphaned build (as it does when the connection
+// drops mid-statement or an operator cancels it): PostgreSQL keeps the
+// half-built index, marked invalid, and a plain rerun of the statement
+// would fail ("already exists"). The next apply must record the recovery
+// with the invalid index as evidence, drop it, build it again, and finish.
+TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
+  if (!PgFromEnv()) GTEST_SKIP() << "PGTEST_URI is not set";
+  const int index_statement = GetParam();
+  TempDir dir;
+  auto target = TestTarget::Create(TargetKind::kPostgres, dir.path());
+  ASSERT_TRUE(target);
+  const std::string project = dir.path();
+  WriteConfig(project, target->url(), "");
+  std::string no_tx = "-- migledger:no-transaction\n";
+  if (index_statement == 1) no_tx += "CREATE TABLE before_index (v integer);\n";
+  no_tx +=
+      "CREATE INDEX CONCURRENTLY big_slow_idx ON big (slow_key(id));\n"
+      "CREATE TABLE after_index (v integer);\n";
+  WriteMigrations(project, {{V(1), "big", kSlowIndexSetup, ""},
+                            {V(2), "slow_index", no_tx, ""}});
+
+  // First run: 400 rows x 50 ms, far longer than the test waits.
+  auto env = target->env();
+  env["PGOPTIONS"] = "-c mltest.sleep=0.05";
+  pid_t pid = StartMigledger({"apply"}, project, env);
+  ASSERT_GT(pid, 0);
+  const std::string building =
+      "SELECT pid FROM pg_stat_activity WHERE query LIKE "
+      "'CREATE INDEX CONCURRENTLY big_slow_idx%' AND state = 'active' "
+      "AND pid <> pg_backend_pid()";
+  std::vector<std::string> backend;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    backend = target->Query(building);
+    if (!backend.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_EQ(backend.size(), 1u) << "the index build was never seen running";
+  ASSERT_TRUE(WIFSIGNALED(status)) << "apply ended before it was killed";
+  // The orphaned backend would finish the build on its own: end it, as a
+  // dropped connection or a cancel does.
+  EXPECT_EQ(target->Query("SELECT pg_terminate_backend(" + backend[0] + ")"),
+            std::vector<std::string>{"t"});
+  for (int i = 0; i < 200 && !target->Query(building).empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const std::string validity =
+      "SELECT i.indisvalid FROM pg_index i JOIN pg_class c "
+      "ON c.oid = i.indexrelid WHERE c.relname = 'big_slow_idx'";
+  ASSERT_EQ(target->Query(validity), std::vector<std::string>{"f"})
+      << "the killed build did not leave an invalid index";
+
+  RunResult again = RunMigledger({"apply"}, project, target->env());
+  ASSERT_EQ(0, again.exit_code) << Describe(again);
+  EXPECT_NE(again.err.find("dropping invalid index public.big_slow_idx"),
+            std::string::npos)
+      << Describe(again);
+  EXPECT_EQ(target->Query(validity), std::vector<std::string>{"t"});
+  EXPECT_EQ(target->Query("SELECT count(*) FROM pg_indexes WHERE indexname "
+                          "= 'big_slow_idx'"),
+            std::vector<std::string>{"1"});
+  EXPECT_EQ(target->Query("SELECT version FROM migledger.applied ORDER BY 1"),
+            (std::vector<std::string>{V(1), V(2)}));
+  EXPECT_EQ(target->Query("SELECT count(*) FROM pg_tables WHERE tablename IN "
+                          "('before_index', 'after_index')"),
+            std::vector<std::string>{index_statement == 1 ? "2" : "1"});
+
+  // The story: the killed attempt recovered (resumed at the index, with the
+  // invalid index as evidence), a new attempt resumed there and applied.
+  LedgerSummary s = ReadSummary(project);
+  ExpectOneTerminalPerAttempt(s);
+  ExpectEachAppliedOnceInLedger(s, {V(1), V(2)});
+  std::vector<const LogEvent*> attempts;
+  for (const auto& e : s.events) {
+    if (e.type == "step_started" && e.version == V(2)) attempts.push_back(&e);
+  }
+  ASSERT_EQ(attempts.size(), 2u);
+  const LogEvent* killed = s.Terminal(attempts[0]->attempt_id);
+  ASSERT_NE(killed, nullptr);
+  EXPECT_EQ(killed->type, "step_recovered");
+  EXPECT_EQ(killed->outcome, "RECOVERED_RESUMED");
+  EXPECT_EQ(killed->resume_at, index_statement);
+  EXPECT_EQ(attempts[1]->resume_at, index_statement);
+  const LogEvent* finished = s.Terminal(attempts[1]->attempt_id);
+  ASSERT_NE(finished, nullptr);
+  EXPECT_EQ(finished->type, "step_applied");
+  RunResult recovered = RunMigledger(
+      {"audit", "log", "--format", "jsonl", "--type", "step_recovered"},
+      project);
+  EXPECT_NE(recovered.out.find("invalid index public.big_slow_idx found"),
+            std::string::npos)
+      << recovered.out;
+  RunResult verify = RunMigledger({"audit", "verify"}, project);
+  EXPECT_EQ(0, verify.exit_code) << Describe(verify);
+  RunResult validate = RunMigledger({"validate"}, project, target->env());
+  EXPECT_EQ(0, validate.exit_code) << Describe(validate);
+}
+
+INSTANTIATE_TEST_SUITE_P(IndexStatement, KilledConcurrentIndexTest,
+                         ::testing::Values(0, 1),
+                         [](const ::testing::TestParamInfo<int>& i) {
+                           return i.param == 0 ? "IndexIsFirstStatement"
+                                               : "IndexAfterOneStatement";
                          });
 
 }  // namespace
