@@ -120,9 +120,11 @@ void ExpectWarningsThenOneErrorLine(const RunResult& r) {
 // Runs the migledger binary like RunMigledger, but kills it after
 // `timeout_s` seconds and reports its peak RSS. The environment is built
 // before fork(), so the call is safe from several threads at once.
+// `wrapper` (a command and its arguments, found on PATH) runs the binary.
 TimedRun RunTimed(const std::vector<std::string>& args, const std::string& cwd,
                   const std::map<std::string, std::string>& env = {},
-                  int timeout_s = 120) {
+                  int timeout_s = 120,
+                  const std::vector<std::string>& wrapper = {}) {
   static std::atomic<int> counter{0};
   TimedRun r;
   const std::string tag =
@@ -140,8 +142,8 @@ TimedRun RunTimed(const std::vector<std::string>& args, const std::string& cwd,
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
-  std::string bin = MigledgerBinary();
-  std::vector<std::string> argv_strings = {bin};
+  std::vector<std::string> argv_strings = wrapper;
+  argv_strings.push_back(MigledgerBinary());
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& s : argv_strings) argv.push_back(s.data());
@@ -158,7 +160,7 @@ TimedRun RunTimed(const std::vector<std::string>& args, const std::string& cwd,
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
     if (chdir(cwd.c_str()) != 0) _exit(127);
-    execve(bin.c_str(), argv.data(), envp.data());
+    execvpe(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   if (pid < 0) return r;
@@ -468,6 +470,53 @@ TEST_F(SqliteBadInputTest, NonUtf8MigrationIsBadInputNamingTheFile) {
   EXPECT_FALSE(TableExists("b"));
   ExpectFails({"status"}, 2, {"0002_b.up.sql", "UTF-8"});
   ExpectUntouched();
+}
+
+// Root reads every file whatever its mode; run the binary without the
+// capabilities that allow it (setpriv from util-linux), so a mode of 000
+// means for root what it means for everybody else.
+std::vector<std::string> WithoutFilePermissionOverride() {
+  if (geteuid() != 0) return {};
+  return {"setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"};
+}
+
+TEST_F(SqliteBadInputTest, UnreadableMigrationsDirIsIoErrorNamingIt) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  const std::string migrations = dir_ / "migrations";
+  ASSERT_EQ(chmod(migrations.c_str(), 0), 0);
+  for (const char* command : {"apply", "status", "plan", "validate"}) {
+    TimedRun r = RunTimed({command}, dir_.path(), env_, 60,
+                          WithoutFilePermissionOverride());
+    EXPECT_EQ(r.exit_code, 9) << command << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "cannot read migrations directory " +
+                                    migrations + ": Permission denied"))
+        << Describe(r);
+    EXPECT_TRUE(r.out.empty()) << Describe(r);
+  }
+  ASSERT_EQ(chmod(migrations.c_str(), 0755), 0);
+  EXPECT_FALSE(TableExists("b"));
+  ExpectUntouched();
+}
+
+TEST_F(SqliteBadInputTest, UnreadableMigrationFileRefusesTheWholeRun) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  Migration("0003_c.up.sql", "CREATE TABLE c (id INTEGER);\n");
+  const std::string file = dir_ / "migrations/0003_c.up.sql";
+  ASSERT_EQ(chmod(file.c_str(), 0), 0);
+  TimedRun r = RunTimed({"apply"}, dir_.path(), env_, 60,
+                        WithoutFilePermissionOverride());
+  EXPECT_EQ(r.exit_code, 9) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, file + ": cannot read file: Permission denied"))
+      << Describe(r);
+  // Nothing ran, not even the readable 0002 before it.
+  EXPECT_FALSE(TableExists("b"));
+  ASSERT_EQ(chmod(file.c_str(), 0644), 0);
+  ExpectUntouched();
+  TimedRun ok = Run({"apply"});
+  EXPECT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_EQ(Markers(), (Rows{"0001", "0002", "0003"}));
 }
 
 TEST_F(SqliteBadInputTest, SymlinkOutsideTheProjectIsBadInput) {
