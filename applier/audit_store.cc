@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "applier/libpq_loader.h"
 #include "applier/postgres_driver.h"
 #include "common/crash_points.h"
 
@@ -268,6 +269,7 @@ std::string AuditStoreUrl(const std::string& literal, const std::string& env_nam
 }
 
 StatusOr<std::unique_ptr<AuditStore>> AuditStore::Open(const std::string& conninfo) {
+  MIGLEDGER_RETURN_IF_ERROR(LoadLibpq());
   std::string redacted = RedactPostgresUri(conninfo);
   PGconn* conn = PQconnectdb(conninfo.c_str());
   if (PQstatus(conn) != CONNECTION_OK) {

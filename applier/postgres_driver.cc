@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "applier/libpq_loader.h"
+
 namespace migledger {
 namespace {
 
@@ -1180,6 +1182,7 @@ std::string RedactPostgresUri(const std::string& uri) {
 
 StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
     const std::string& conninfo) {
+  MIGLEDGER_RETURN_IF_ERROR(LoadLibpq());
   Redaction redaction = RedactConninfo(conninfo);
   // Reject what libpq cannot parse before connecting (a plain database name
   // is not a conninfo, libpq takes it as dbname).
