@@ -96,9 +96,10 @@ bool NoFilters(const LogFilters& f) {
          f.actor.empty();
 }
 
+// RFC 4180: every record, the header too, ends with CRLF.
 const char* kCsvHeader =
     "sequence,time,target,database_id,type,version,run_id,os_user,host,summary,"
-    "leaf_hash\n";
+    "leaf_hash\r\n";
 
 std::string CsvRow(const LedgerEntry& e);
 
@@ -153,6 +154,9 @@ void PrintColouredEventTable(
 
 Status WriteLog(Ledger* ledger, const LogFilters& f, const std::string& format,
                 std::FILE* out) {
+  // Bad filters are refused before a byte is written: a csv header or a
+  // json "[" on stdout would look like the start of an empty answer.
+  MIGLEDGER_RETURN_IF_ERROR(ToScanFilter(f).status());
   if (format == "table") {
     std::vector<std::vector<std::string>> rows;
     MIGLEDGER_RETURN_IF_ERROR(ForEachMatching(
