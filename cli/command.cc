@@ -19,6 +19,25 @@ namespace migledger {
 
 namespace {
 
+// The error is one line, whatever the database put in its message: line
+// breaks become " / " (the ledger keeps the message as it was).
+std::string OneLine(const std::string& message) {
+  std::string out;
+  out.reserve(message.size());
+  for (size_t i = 0; i < message.size(); ++i) {
+    char c = message[i];
+    if (c == '\r' || c == '\n') {
+      while (i + 1 < message.size() &&
+             (message[i + 1] == '\r' || message[i + 1] == '\n'))
+        ++i;
+      if (i + 1 < message.size()) out += " / ";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 // "5s", "250ms", "2m", or a bare number of milliseconds.
 StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text) {
   if (text.empty()) return InvalidInput("empty duration");
@@ -57,7 +76,8 @@ std::string JoinArgs(int argc, char** argv) {
     s += " ";
     if (arg.find_first_of(" \t'\"") != std::string::npos || arg.empty()) {
       std::string q = "'";
-      for (char c : arg) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      for (char c : arg)
+        q += c == '\'' ? std::string("'\\''") : std::string(1, c);
       s += q + "'";
     } else {
       s += arg;
@@ -71,7 +91,8 @@ std::string JoinArgs(int argc, char** argv) {
 StatusOr<ApplierOptions> MakeApplierOptions(const GlobalOptions& g) {
   ApplierOptions o;
   bool found = false;
-  MIGLEDGER_ASSIGN_OR_RETURN(o.config, LoadProjectConfig(g.project_dir, &found));
+  MIGLEDGER_ASSIGN_OR_RETURN(o.config,
+                             LoadProjectConfig(g.project_dir, &found));
   o.target = g.target;
   o.command_line = g.command_line;
   o.lock_timeout = std::chrono::milliseconds(o.config.lock_timeout_ms);
@@ -97,7 +118,8 @@ void RemoveTemporaryLedgers() {
 
 StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g) {
   bool found = false;
-  MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c, LoadProjectConfig(g.project_dir, &found));
+  MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c,
+                             LoadProjectConfig(g.project_dir, &found));
   if (!g.use_store) {
     LedgerOptions lo;
     lo.read_only = true;
@@ -105,14 +127,17 @@ StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g) {
   }
   std::string url = AuditStoreUrl(c.audit_store_url, c.audit_store_url_env);
   if (url.empty()) {
-    return InvalidInput("--store: no audit_store (or audit_store_url_env) in migledger.toml");
+    return InvalidInput(
+        "--store: no audit_store (or audit_store_url_env) in migledger.toml");
   }
   MIGLEDGER_ASSIGN_OR_RETURN(auto store, AuditStore::Open(url));
   const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/migledger-store-XXXXXX";
+  std::string tmpl =
+      std::string(tmp && *tmp ? tmp : "/tmp") + "/migledger-store-XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
-  if (!mkdtemp(buf.data())) return IoError("cannot create a temporary directory");
+  if (!mkdtemp(buf.data()))
+    return IoError("cannot create a temporary directory");
   std::string dir = buf.data();
   if (TemporaryLedgers().empty()) std::atexit(RemoveTemporaryLedgers);
   TemporaryLedgers().push_back(dir);
@@ -131,19 +156,25 @@ int RunCli(int argc, char** argv) {
   spdlog::set_default_logger(logger);
 
   CLI::App app{
-      "migledger: database migrations with an append-only, tamper-evident ledger.\n"
-      "Exit codes: 0 ok, 1 internal, 2 bad input, 3 migration failed, 4 drift,\n"
-      "5 busy (locked), 6 ledger corrupt, 7 target unavailable, 8 unsupported, 9 I/O."};
+      "migledger: database migrations with an append-only, tamper-evident "
+      "ledger.\n"
+      "Exit codes: 0 ok, 1 internal, 2 bad input, 3 migration failed, 4 "
+      "drift,\n"
+      "5 busy (locked), 6 ledger corrupt, 7 target unavailable, 8 unsupported, "
+      "9 I/O."};
   app.require_subcommand(1);
   app.set_version_flag("--version", ToolVersion());
   GlobalOptions g;
   g.command_line = JoinArgs(argc, argv);
-  app.add_option("-C,--project", g.project_dir, "Project directory (holds migledger.toml)")
+  app.add_option("-C,--project", g.project_dir,
+                 "Project directory (holds migledger.toml)")
       ->capture_default_str();
-  app.add_flag("-v,--verbose", g.verbose, "More logging on stderr (-vv for debug)");
+  app.add_flag("-v,--verbose", g.verbose,
+               "More logging on stderr (-vv for debug)");
   app.add_flag("-q,--quiet", g.quiet, "Only errors on stderr");
   app.add_flag("--store", g.use_store,
-               "audit commands: read the whole fleet's history from the central audit store");
+               "audit commands: read the whole fleet's history from the "
+               "central audit store");
   app.fallthrough();
 
   std::vector<CommandSetup> table;
@@ -186,7 +217,7 @@ int RunCli(int argc, char** argv) {
   }
   std::fflush(stdout);
   if (!st.ok()) {
-    std::fprintf(stderr, "error: %s\n", st.message().c_str());
+    std::fprintf(stderr, "error: %s\n", OneLine(st.message()).c_str());
     return ExitCodeFor(st);
   }
   return kExitOk;

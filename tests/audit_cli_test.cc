@@ -506,6 +506,13 @@ TEST_F(AuditCliTest, CsvQuotesCommasQuotesAndNewlinesPerRfc4180) {
             "CREATE TABLE \"x, \"\"y\"\"\nz\" (id INTEGER);\n");
   RunResult a = Run({"apply", "--reason", reason}, {{"MIGLEDGER_ACTOR", user}});
   ASSERT_EQ(a.exit_code, 3) << Describe(a);
+  // The message has a line break; the error stays one line on stderr.
+  std::vector<std::string> err_lines = Lines(a.err);
+  ASSERT_FALSE(err_lines.empty()) << Describe(a);
+  EXPECT_EQ(err_lines.back().rfind("error: ", 0), 0u) << Describe(a);
+  EXPECT_TRUE(Contains(err_lines.back(), "x, \"\"y\"\" / z")) << Describe(a);
+  for (size_t i = 0; i + 1 < err_lines.size(); ++i)
+    EXPECT_NE(err_lines[i].rfind("error", 0), 0u) << Describe(a);
 
   std::vector<std::string> jsonl = Jsonl({});
   // run_started, 0001 started + applied, 0002 started + failed, run_finished
