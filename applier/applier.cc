@@ -1,7 +1,10 @@
 #include "applier/applier.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/random.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -21,10 +24,22 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// 96 random bits from the kernel (one getrandom() call; a
+// std::random_device per id cost more than the rest of a step's bookkeeping).
 std::string RandomId() {
-  std::random_device rd;
   uint8_t raw[12];
-  for (auto& b : raw) b = static_cast<uint8_t>(rd());
+  size_t got = 0;
+  while (got < sizeof raw) {
+    ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      // No kernel entropy interface: fall back to the C++ library's.
+      std::random_device rd;
+      for (auto& b : raw) b = static_cast<uint8_t>(rd());
+      break;
+    }
+  }
   return ToHex(raw, sizeof raw);
 }
 
@@ -112,21 +127,42 @@ struct Applier::Impl {
 
   // Appends locally; the mirror is brought up to date by FlushMirror().
   StatusOr<PreparedEvent> Record(v1::Event* e, bool sync) {
-    return ledger->AppendEvent(e, sync);
+    MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent p, ledger->AppendEvent(e, sync));
+    if (outbox && p.target_sequence > mirror_head &&
+        p.target_key == TargetKey()) {
+      outbox->push_back({p.target_sequence, p.bytes,
+                         std::string(AsBytes(p.leaf_hash)),
+                         std::string(AsBytes(p.target_chain_head))});
+    }
+    return p;
   }
 
   // ---- mirror ------------------------------------------------------------
+  // The local events about this target that its mirror lacks (target
+  // sequence > mirror_head), in order. Read from the ledger once, then kept
+  // up to date by Record(): a scan of the ledger per step cost more than the
+  // step's own bookkeeping.
+  std::optional<std::vector<MirrorRow>> outbox;
+
   StatusOr<std::vector<MirrorRow>> Outbox() {
-    std::vector<MirrorRow> rows;
-    MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-        TargetKey(), mirror_head,
-        [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& chain) {
-          rows.push_back({e.event.target_sequence(), e.bytes,
-                          std::string(AsBytes(leaf)),
-                          std::string(AsBytes(chain))});
-          return true;
-        }));
-    return rows;
+    if (!outbox) {
+      std::vector<MirrorRow> rows;
+      MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
+          TargetKey(), mirror_head,
+          [&](const LedgerEntry& e, const Digest32& leaf,
+              const Digest32& chain) {
+            rows.push_back({e.event.target_sequence(), e.bytes,
+                            std::string(AsBytes(leaf)),
+                            std::string(AsBytes(chain))});
+            return true;
+          }));
+      outbox = std::move(rows);
+    }
+    auto mirrored = std::find_if(
+        outbox->begin(), outbox->end(),
+        [&](const MirrorRow& r) { return r.target_sequence > mirror_head; });
+    outbox->erase(outbox->begin(), mirrored);
+    return *outbox;
   }
 
   // Writes every local event the mirror lacks, in its own transaction.
@@ -224,6 +260,7 @@ struct Applier::Impl {
     ChainHead local = ledger->TargetHead(TargetKey());
     for (uint64_t i = local.size; i < rows.size(); ++i) {
       const auto& r = rows[i];
+      outbox.reset();  // the ledger changed behind Record()
       MIGLEDGER_RETURN_IF_ERROR(
           ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
       ++pulled;
@@ -267,6 +304,7 @@ struct Applier::Impl {
     for (uint64_t i = ledger->TargetHead(TargetKey()).size; i < rows.size();
          ++i) {
       const auto& r = rows[i];
+      outbox.reset();  // the ledger changed behind Record()
       MIGLEDGER_RETURN_IF_ERROR(
           ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
       ++pulled;
@@ -809,8 +847,12 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
   MIGLEDGER_ASSIGN_OR_RETURN(
       impl->target_uri,
       ResolveTarget(options.config, options.target, &impl->target_name));
-  MIGLEDGER_ASSIGN_OR_RETURN(impl->migrations,
-                             LoadMigrations(options.config.migrations_dir));
+  if (options.loaded_migrations) {
+    impl->migrations = *options.loaded_migrations;
+  } else {
+    MIGLEDGER_ASSIGN_OR_RETURN(impl->migrations,
+                               LoadMigrations(options.config.migrations_dir));
+  }
   LedgerOptions lo;
   lo.read_only = mode == AccessMode::kRead;
   lo.create_if_missing = mode == AccessMode::kWrite;

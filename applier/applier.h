@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,9 @@ struct ApplierOptions {
   // When set, use this open ledger instead of opening config.ledger_dir
   // (fleet apply: one ledger, many targets, one thread per target).
   std::shared_ptr<Ledger> shared_ledger;
+  // When set, these are the project's migrations, already loaded from
+  // config.migrations_dir (by a read-only view of the same command).
+  std::optional<std::vector<Migration>> loaded_migrations;
 };
 
 enum class AccessMode {
@@ -107,8 +111,10 @@ class Applier {
   // Drift between ledger, target and files; records nothing.
   StatusOr<std::vector<DriftItem>> Validate();
   // Audited operator decisions: new events, never edits.
-  ::migledger::Status Baseline(const std::string& version, const std::string& reason);
-  ::migledger::Status AcceptChecksum(const std::string& version, const std::string& reason);
+  ::migledger::Status Baseline(const std::string& version,
+                               const std::string& reason);
+  ::migledger::Status AcceptChecksum(const std::string& version,
+                                     const std::string& reason);
   // The offline script for the pending plan (marker inserts included) and a
   // PlanExported event with its hash.
   StatusOr<std::string> ExportPlanSql(const std::string& to);

@@ -151,6 +151,14 @@ std::string VersionOf(const v1::Event &e) {
   }
 }
 
+// The fields of `e` the ledger's indexes are keyed by.
+void SetIndexFields(const v1::Event &e, PreparedEvent *p) {
+  p->version = VersionOf(e);
+  p->run_id = e.run_id();
+  p->time_micros = MicrosOf(e);
+  p->index_known = true;
+}
+
 // Versions compare numerically ("0042" == "42"): index them without
 // leading zeros.
 std::string CanonicalVersionKey(const std::string &v) {
@@ -462,6 +470,7 @@ public:
     }
     p.leaf_hash = MerkleLeafHash(p.bytes);
     p.target_chain_head = ChainNext(th.chain, p.leaf_hash);
+    SetIndexFields(*event, &p);
     return p;
   }
 
@@ -469,9 +478,14 @@ public:
     std::lock_guard<std::recursive_mutex> lock(mu_);
     if (read_only_)
       return Internal("ledger opened read-only");
-    v1::Event event;
-    if (!event.ParseFromString(p.bytes)) {
-      return InvalidInput("event bytes do not decode");
+    if (!p.index_known) {
+      v1::Event event;
+      if (!event.ParseFromString(p.bytes)) {
+        return InvalidInput("event bytes do not decode");
+      }
+      PreparedEvent decoded = p;
+      SetIndexFields(event, &decoded);
+      return Append(decoded, sync);
     }
     if (!p.target_key.empty()) {
       ChainHead th = TargetHead(p.target_key);
@@ -496,16 +510,15 @@ public:
       std::string head = Be64(p.target_sequence);
       head.append(AsBytes(p.target_chain_head));
       batch.Put(cfs_[kMeta], "target_head/" + p.target_key, head);
-      std::string version = VersionOf(event);
-      if (!version.empty()) {
+      if (!p.version.empty()) {
         batch.Put(cfs_[kVersionIndex],
-                  CanonicalVersionKey(version) + '\0' + p.target_key + '\0' + seq_key, "");
+                  CanonicalVersionKey(p.version) + '\0' + p.target_key + '\0' + seq_key, "");
       }
     }
-    if (!event.run_id().empty()) {
-      batch.Put(cfs_[kRunIndex], event.run_id() + '\0' + seq_key, "");
+    if (!p.run_id.empty()) {
+      batch.Put(cfs_[kRunIndex], p.run_id + '\0' + seq_key, "");
     }
-    batch.Put(cfs_[kTimeIndex], TimeKey(MicrosOf(event), seq), "");
+    batch.Put(cfs_[kTimeIndex], TimeKey(p.time_micros, seq), "");
     std::string head = seq_key;
     head.append(AsBytes(chain));
     batch.Put(cfs_[kMeta], "head", head);
@@ -540,6 +553,7 @@ public:
     p.target_sequence = event.target_sequence();
     p.bytes = bytes;
     p.leaf_hash = MerkleLeafHash(bytes);
+    SetIndexFields(event, &p);
     const std::string at =
         " (target sequence " + std::to_string(p.target_sequence) + ")";
     if (p.target_key.empty()) {

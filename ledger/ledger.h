@@ -41,6 +41,13 @@ struct PreparedEvent {
   std::string bytes;
   Digest32 leaf_hash{};
   Digest32 target_chain_head{};  // the target's chain after this event
+  // What the ledger's indexes need from the event, taken by Prepare() so
+  // Append() does not decode `bytes` again. When `index_known` is false
+  // Append() decodes them from `bytes`.
+  bool index_known = false;
+  std::string version;  // of a step event, "" otherwise
+  std::string run_id;
+  int64_t time_micros = 0;
 };
 
 struct ChainHead {

@@ -672,7 +672,8 @@ TEST_F(PgBadInputTest, ServerGoingAwayMidMigrationFailsCleanlyAndRecovers) {
         PgQuery(uri_,
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = 'migledger' AND query LIKE "
-                "'%pg_sleep%' AND pid <> pg_backend_pid()");
+                "'%pg_sleep%' AND pid <> pg_backend_pid() "
+                "AND datname = current_database()");  // not other tests'
     if (!killed.empty() && killed[0] != "0") break;
   }
   apply.join();

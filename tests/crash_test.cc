@@ -1498,10 +1498,13 @@ TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
   env["PGOPTIONS"] = "-c mltest.sleep=0.05";
   pid_t pid = StartMigledger({"apply"}, project, env);
   ASSERT_GT(pid, 0);
+  // The build phase: the invalid index is in the catalog (committed) and
+  // the table is being scanned row by row through slow_key().
   const std::string building =
-      "SELECT pid FROM pg_stat_activity WHERE query LIKE "
-      "'CREATE INDEX CONCURRENTLY big_slow_idx%' AND state = 'active' "
-      "AND pid <> pg_backend_pid()";
+      "SELECT a.pid FROM pg_stat_activity a JOIN pg_stat_progress_create_index "
+      "p ON p.pid = a.pid WHERE a.query LIKE "
+      "'CREATE INDEX CONCURRENTLY big_slow_idx%' AND a.state = 'active' "
+      "AND p.phase LIKE 'building index%' AND a.datname = current_database()";
   std::vector<std::string> backend;
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -1518,7 +1521,8 @@ TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
   // The orphaned backend would finish the build on its own: end it, as a
   // dropped connection or a cancel does.
   EXPECT_EQ(target->Query("SELECT pg_terminate_backend(" + backend[0] + ")"),
-            std::vector<std::string>{"t"});
+            std::vector<std::string>{"t"})
+      << "the build's backend ended by itself after the kill";
   for (int i = 0; i < 200 && !target->Query(building).empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -22,10 +22,12 @@ void AddTargetFlags(CLI::App* cmd, GlobalOptions* g, bool locks) {
   }
 }
 
-StatusOr<std::unique_ptr<Applier>> OpenApplier(const GlobalOptions& g, AccessMode mode,
-                                                const std::string& reason = "") {
+StatusOr<std::unique_ptr<Applier>> OpenApplier(
+    const GlobalOptions& g, AccessMode mode, const std::string& reason = "",
+    std::optional<std::vector<Migration>> loaded_migrations = std::nullopt) {
   MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions o, MakeApplierOptions(g));
   o.reason = reason;
+  o.loaded_migrations = std::move(loaded_migrations);
   return Applier::Open(o, mode);
 }
 
@@ -191,6 +193,7 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         PrintTable(stdout, {"TARGET", "FROM", "TO", "OUTCOME", "DURATION", "ERROR"}, rows);
         return report.failure;
       }
+      std::optional<std::vector<Migration>> migrations;
       {
         // Fast path: most applies in CI find nothing to do; decide that from
         // a read-only view and skip the ledger's write lock and fsyncs.
@@ -201,9 +204,11 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
             std::printf("nothing to apply\n");
             return Status::Ok();
           }
+          migrations = (*view)->migrations();  // not read twice
         }
       }
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kWrite, *reason));
+      MIGLEDGER_ASSIGN_OR_RETURN(
+          auto applier, OpenApplier(*g, AccessMode::kWrite, *reason, std::move(migrations)));
       MIGLEDGER_ASSIGN_OR_RETURN(RunReport report, applier->Apply(*to));
       PrintRunReport(report, "nothing to apply");
       return report.failure;
