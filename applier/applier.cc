@@ -126,8 +126,13 @@ struct Applier::Impl {
   }
 
   // Appends locally; the mirror is brought up to date by FlushMirror().
-  StatusOr<PreparedEvent> Record(v1::Event* e, bool sync) {
-    MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent p, ledger->AppendEvent(e, sync));
+  // `blob`, if given, is stored in the same write (the SQL the event names).
+  StatusOr<PreparedEvent> Record(v1::Event* e, bool sync,
+                                 const std::string* blob = nullptr) {
+    MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent p, ledger->Prepare(e));
+    if (blob) p.blobs.push_back(*blob);
+    MIGLEDGER_RETURN_IF_ERROR(ledger->Append(p, sync).status());
+    p.blobs.clear();
     if (outbox && p.target_sequence > mirror_head &&
         p.target_key == TargetKey()) {
       outbox->push_back({p.target_sequence, p.bytes,
@@ -551,7 +556,9 @@ struct Applier::Impl {
         }
       }
     }
-    MIGLEDGER_ASSIGN_OR_RETURN(std::string blob, ledger->PutBlob(f.sql));
+    // The file's checksum is the SHA-256 of its bytes: the key its SQL text
+    // is stored under, in the same write as the StepStarted.
+    const std::string& blob = f.checksum;
     const std::string attempt = RandomId();
     v1::Event started = NewEvent();
     auto* ss = started.mutable_step_started();
@@ -568,7 +575,7 @@ struct Applier::Impl {
     ss->set_file(f.path);
     ss->set_resume_at_statement(no_tx ? resume_at : 0);
     // Intent: covered by the synced RunStarted that lists this step.
-    MIGLEDGER_RETURN_IF_ERROR(Record(&started, false).status());
+    MIGLEDGER_RETURN_IF_ERROR(Record(&started, false, &f.sql).status());
     // A no-transaction step changes the target statement by statement: its
     // attempt is in the mirror before the first one runs.
     if (no_tx) MIGLEDGER_RETURN_IF_ERROR(FlushMirror());

@@ -522,6 +522,11 @@ public:
     std::string head = seq_key;
     head.append(AsBytes(chain));
     batch.Put(cfs_[kMeta], "head", head);
+    for (std::string_view blob : p.blobs) {
+      // Rewriting an existing blob stores the same bytes under the same key.
+      batch.Put(cfs_[kBlobs], Sha256Hex(blob),
+                rocksdb::Slice(blob.data(), blob.size()));
+    }
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     MIGLEDGER_RETURN_IF_ERROR(

@@ -48,6 +48,10 @@ struct PreparedEvent {
   std::string version;  // of a step event, "" otherwise
   std::string run_id;
   int64_t time_micros = 0;
+  // Contents stored as blobs (keyed by their SHA-256) in the same atomic
+  // write as the event, e.g. the SQL text a StepStarted names. Not owned:
+  // they must outlive Append().
+  std::vector<std::string_view> blobs;
 };
 
 struct ChainHead {
