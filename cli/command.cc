@@ -13,30 +13,12 @@
 #include "applier/actor.h"
 #include "applier/audit_store.h"
 #include "cli/exit_codes.h"
+#include "cli/format.h"
 #include "common/file_modes.h"
 
 namespace migledger {
 
 namespace {
-
-// The error is one line, whatever the database put in its message: line
-// breaks become " / " (the ledger keeps the message as it was).
-std::string OneLine(const std::string& message) {
-  std::string out;
-  out.reserve(message.size());
-  for (size_t i = 0; i < message.size(); ++i) {
-    char c = message[i];
-    if (c == '\r' || c == '\n') {
-      while (i + 1 < message.size() &&
-             (message[i + 1] == '\r' || message[i + 1] == '\n'))
-        ++i;
-      if (i + 1 < message.size()) out += " / ";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
 
 // "5s", "250ms", "2m", or a bare number of milliseconds.
 StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text) {
@@ -217,6 +199,8 @@ int RunCli(int argc, char** argv) {
   }
   std::fflush(stdout);
   if (!st.ok()) {
+    // One line whatever the database put in its message (the ledger keeps
+    // the message as it was).
     std::fprintf(stderr, "error: %s\n", OneLine(st.message()).c_str());
     return ExitCodeFor(st);
   }

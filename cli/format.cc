@@ -17,8 +17,30 @@
 
 namespace migledger {
 
+std::string OneLine(const std::string& text) {
+  if (text.find_first_of("\r\n\t") == std::string::npos) return text;
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\r' || c == '\n') {
+      while (i + 1 < text.size() && (text[i + 1] == '\r' || text[i + 1] == '\n')) ++i;
+      if (i + 1 < text.size()) out += " / ";
+    } else {
+      out += c == '\t' ? ' ' : c;
+    }
+  }
+  return out;
+}
+
 void PrintTable(std::FILE* out, const std::vector<std::string>& header,
-                const std::vector<std::vector<std::string>>& rows) {
+                const std::vector<std::vector<std::string>>& raw_rows) {
+  // One line per row: line breaks in a cell (an error message, a reason)
+  // are shown as " / "; the other formats keep them.
+  std::vector<std::vector<std::string>> rows = raw_rows;
+  for (auto& r : rows) {
+    for (auto& cell : r) cell = OneLine(cell);
+  }
   std::vector<size_t> width(header.size());
   for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
   for (const auto& r : rows) {

@@ -13,7 +13,12 @@
 
 namespace migledger {
 
-// Prints rows under a header, columns padded to their widest cell.
+// `text` on one line: each run of line breaks becomes " / " (none at the
+// end), tabs become spaces. For error lines and table cells.
+std::string OneLine(const std::string& text);
+
+// Prints rows under a header, columns padded to their widest cell; cells
+// are shown OneLine().
 void PrintTable(std::FILE* out, const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& rows);
 

@@ -570,6 +570,13 @@ TEST_F(AuditCliTest, CsvQuotesCommasQuotesAndNewlinesPerRfc4180) {
     EXPECT_EQ(step_failed[5], "0002");
     EXPECT_EQ(step_failed[9], "up failed at line 3: " + message);
   }
+
+  // The table keeps one line per event: line breaks show as " / ".
+  RunResult table = Run({"audit", "log"});
+  ASSERT_EQ(table.exit_code, 0) << Describe(table);
+  EXPECT_EQ(Lines(table.out).size(), 1 + jsonl.size()) << table.out;
+  EXPECT_TRUE(Contains(table.out, "hotfix, \"ticket 7\" / second line"))
+      << table.out;
 }
 
 TEST_F(AuditCliTest, CsvFieldsWithoutSpecialCharactersStayUnquoted) {
