@@ -26,22 +26,6 @@ using Env = std::map<std::string, std::string>;
 
 // ---- small helpers --------------------------------------------------------
 
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t nl = text.find('\n', start);
-    if (nl == std::string::npos) nl = text.size();
-    lines.push_back(text.substr(start, nl - start));
-    start = nl + 1;
-  }
-  return lines;
-}
-
 std::string Describe(const RunResult& r) {
   return "exit " + std::to_string(r.exit_code) + " signal " +
          std::to_string(r.signal) + "\n--- stdout:\n" + r.out +

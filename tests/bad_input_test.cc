@@ -51,10 +51,6 @@ using Rows = std::vector<std::string>;
 
 // ---- small helpers --------------------------------------------------------
 
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
 std::string Lower(std::string s) {
   for (char& c : s)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -63,18 +59,6 @@ std::string Lower(std::string s) {
 
 bool ContainsNoCase(const std::string& haystack, const std::string& needle) {
   return Contains(Lower(haystack), Lower(needle));
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t nl = text.find('\n', start);
-    if (nl == std::string::npos) nl = text.size();
-    lines.push_back(text.substr(start, nl - start));
-    start = nl + 1;
-  }
-  return lines;
 }
 
 std::string Env(const char* name) {

@@ -117,7 +117,8 @@ int Shell(const std::string& cmd, std::string* out, std::string* err) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-std::vector<std::string> Lines(const std::string& text) {
+// The non-empty lines of `text`, without a trailing CR.
+std::vector<std::string> NonEmptyLines(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream in(text);
   std::string line;
@@ -131,7 +132,7 @@ std::vector<std::string> Lines(const std::string& text) {
 // Versions the run reports as applied ("applied  0001 t1 (1.2 ms)").
 std::set<std::string> AppliedVersions(const RunResult& r) {
   std::set<std::string> v;
-  for (const auto& line : Lines(r.out)) {
+  for (const auto& line : NonEmptyLines(r.out)) {
     std::istringstream in(line);
     std::string word, version;
     in >> word >> version;
@@ -243,7 +244,7 @@ class TestTarget {
     std::string out, err;
     int rc = Psql(pg_, url_, sql, &out, &err);
     if (rc != 0) return {"<error: " + err + out + ">"};
-    return Lines(out);
+    return NonEmptyLines(out);
   }
 
   std::string MarkerTable() const {
@@ -457,7 +458,7 @@ std::vector<LogEvent> ReadLog(const std::string& project) {
   RunResult r = RunMigledger({"audit", "log", "--format", "jsonl"}, project);
   EXPECT_EQ(0, r.exit_code) << "audit log: " << Describe(r);
   std::vector<LogEvent> events;
-  for (const auto& line : Lines(r.out)) events.push_back(ParseEvent(line));
+  for (const auto& line : NonEmptyLines(r.out)) events.push_back(ParseEvent(line));
   return events;
 }
 
@@ -1315,7 +1316,7 @@ TEST(FreshLedgerRaceTest, ConcurrentFirstRunsKeepOneLedgerId) {
   std::vector<std::string> ids;  // distinct ledger ids seen, in order
   auto look = [&] {
     RunResult d = RunMigledger({"-C", project, "audit", "digest"}, dir / "c");
-    for (const auto& line : Lines(d.out)) {
+    for (const auto& line : NonEmptyLines(d.out)) {
       if (line.rfind("ledger_id: ", 0) == 0 &&
           (ids.empty() || ids.back() != line)) {
         ids.push_back(line);

@@ -35,6 +35,11 @@ RunResult RunMigledger(const std::vector<std::string>& args, const std::string& 
 // Path of the migledger binary under test.
 std::string MigledgerBinary();
 
+bool Contains(const std::string& haystack, const std::string& needle);
+// `text` split at '\n' (a final newline ends the last line; no empty line
+// after it).
+std::vector<std::string> Lines(const std::string& text);
+
 void WriteFile(const std::string& path, const std::string& content);
 std::string ReadFile(const std::string& path);
 
