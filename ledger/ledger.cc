@@ -1276,6 +1276,54 @@ rocksdb::Options LedgerDbOptions(bool read_only) {
 
 } // namespace
 
+namespace {
+
+// A new ledger: open with the default column family only, then create the
+// others in one call. DB::Open's create_missing_column_families creates them
+// one at a time and rewrites (and re-reads) the OPTIONS file after each: 9
+// OPTIONS files and ~35 fsyncs, the bulk of a fresh runner's first apply.
+// A crash in between leaves a ledger without some families, which the next
+// open creates (create_missing_column_families) before Init() runs.
+rocksdb::Status CreateWithColumnFamilies(
+    const rocksdb::DBOptions &db_options,
+    const rocksdb::ColumnFamilyOptions &cf_options, const std::string &dir,
+    std::vector<rocksdb::ColumnFamilyHandle *> *handles, rocksdb::DB **db) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> just_default = {
+      {rocksdb::kDefaultColumnFamilyName, cf_options}};
+  std::vector<rocksdb::ColumnFamilyHandle *> opened;
+  rocksdb::DB *raw = nullptr;
+  rocksdb::Status s =
+      rocksdb::DB::Open(db_options, dir, just_default, &opened, &raw);
+  if (s.IsInvalidArgument() &&
+      s.ToString().find("olumn families not opened") != std::string::npos) {
+    // Another process created the ledger while this one waited for its
+    // lock: open it like any existing ledger.
+    std::vector<rocksdb::ColumnFamilyDescriptor> all;
+    for (const char *name : kCfNames)
+      all.emplace_back(name, cf_options);
+    return rocksdb::DB::Open(db_options, dir, all, handles, db);
+  }
+  if (!s.ok())
+    return s;
+  std::vector<std::string> names(std::begin(kCfNames) + 1, std::end(kCfNames));
+  std::vector<rocksdb::ColumnFamilyHandle *> created;
+  s = raw->CreateColumnFamilies(cf_options, names, &created);
+  if (!s.ok()) {
+    for (auto *h : created)
+      raw->DestroyColumnFamilyHandle(h);
+    raw->DestroyColumnFamilyHandle(opened[0]);
+    delete raw;
+    return s;
+  }
+  handles->clear();
+  handles->push_back(opened[0]);
+  handles->insert(handles->end(), created.begin(), created.end());
+  *db = raw;
+  return s;
+}
+
+} // namespace
+
 StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
                                                const LedgerOptions &options) {
   namespace fs = std::filesystem;
@@ -1325,6 +1373,8 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
     if (options.read_only) {
       s = rocksdb::DB::OpenForReadOnly(db_options, dir, descriptors, &handles,
                                        &db);
+    } else if (!exists) {
+      s = CreateWithColumnFamilies(db_options, cf_options, dir, &handles, &db);
     } else {
       s = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &db);
     }
