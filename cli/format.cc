@@ -36,11 +36,22 @@ std::string OneLine(const std::string& text) {
 void PrintTable(std::FILE* out, const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& raw_rows) {
   // One line per row: line breaks in a cell (an error message, a reason)
-  // are shown as " / "; the other formats keep them.
-  std::vector<std::vector<std::string>> rows = raw_rows;
-  for (auto& r : rows) {
-    for (auto& cell : r) cell = OneLine(cell);
+  // are shown as " / "; the other formats keep them. The rows are copied
+  // only when a cell needs it (an audit table can be a million rows).
+  auto multiline = [](const std::string& c) {
+    return c.find_first_of("\r\n\t") != std::string::npos;
+  };
+  const bool flatten =
+      std::any_of(raw_rows.begin(), raw_rows.end(), [&](const auto& r) {
+        return std::any_of(r.begin(), r.end(), multiline);
+      });
+  std::vector<std::vector<std::string>> flattened;
+  if (flatten) {
+    flattened = raw_rows;
+    for (auto& r : flattened)
+      for (auto& c : r) c = OneLine(c);
   }
+  const auto& rows = flatten ? flattened : raw_rows;
   std::vector<size_t> width(header.size());
   for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
   for (const auto& r : rows) {

@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/protobuf_wire.h"
+
 namespace migledger {
 namespace {
 
@@ -432,60 +434,6 @@ PlanBook& Plans() {
   return *book;
 }
 
-class WireReader {
- public:
-  explicit WireReader(std::string_view bytes)
-      : p_(reinterpret_cast<const uint8_t*>(bytes.data())),
-        end_(p_ + bytes.size()) {}
-
-  bool done() const { return p_ == end_; }
-
-  // As Protobuf's parser reads a varint: at most 10 bytes, bits past 64
-  // dropped.
-  bool Varint(uint64_t* v) {
-    if (p_ < end_ && *p_ < 0x80) {
-      *v = *p_++;
-      return true;
-    }
-    uint64_t result = 0;
-    for (int i = 0; i < 10 && p_ < end_; ++i) {
-      const uint8_t b = *p_++;
-      result |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
-      if (b < 0x80) {
-        *v = result;
-        return true;
-      }
-    }
-    return false;
-  }
-
-  // A tag of at most 5 bytes and 32 bits (Protobuf reads no more), of a
-  // field number > 0 and wire type 0, 1, 2 or 5 (no groups).
-  bool Tag(uint32_t* number, uint32_t* wire_type) {
-    const uint8_t* start = p_;
-    uint64_t tag;
-    if (!Varint(&tag) || p_ - start > 5 || tag > 0xffffffffu) return false;
-    *number = static_cast<uint32_t>(tag >> 3);
-    *wire_type = static_cast<uint32_t>(tag & 7);
-    return *number != 0 && (*wire_type <= 2 || *wire_type == 5);
-  }
-
-  bool LengthDelimited(std::string_view* out) {
-    const uint8_t* start = p_;
-    uint64_t n;
-    if (!Varint(&n) || p_ - start > 5 || n > 0x7fffffff ||
-        n > static_cast<uint64_t>(end_ - p_)) {
-      return false;
-    }
-    *out = std::string_view(reinterpret_cast<const char*>(p_), n);
-    p_ += n;
-    return true;
-  }
-
- private:
-  const uint8_t* p_;
-  const uint8_t* end_;
-};
 
 // The per-thread output buffer. Writers take and return the write position
 // as a plain pointer (kept in a register: stores through a char* held in
@@ -661,7 +609,7 @@ void WriteDigits(uint32_t v, int width, char* at) {
 // Returns the end, or nullptr when AppendTimestamp would decline.
 // REQUIRES: room for 48 bytes at p.
 char* WriteTimestamp(std::string_view wire, char* p) {
-  WireReader r(wire);
+  ProtobufWireCursor r(wire);
   int64_t seconds = 0;
   int32_t nanos = 0;
   uint32_t prev = 0, number, wire_type;
@@ -764,7 +712,7 @@ char* WriteMessage(const MessagePlan& plan, std::string_view wire,
                    const char* readable, JsonSink* sink, char* p,
                    int* oneof_member) {
   if (!plan.usable) return nullptr;
-  WireReader r(wire);
+  ProtobufWireCursor r(wire);
   p = sink->Room(p, 1);
   *p++ = '{';
   bool printed = false;  // the next field needs a comma

@@ -22,6 +22,7 @@
 #include <system_error>
 #include <thread>
 
+#include "common/protobuf_wire.h"
 #include "ledger/merkle.h"
 
 namespace migledger {
@@ -207,83 +208,6 @@ struct EnvelopeFields {
 
 enum class WireRead { kOk, kUnsure };
 
-class WireCursor {
- public:
-  explicit WireCursor(std::string_view bytes)
-      : p_(reinterpret_cast<const uint8_t *>(bytes.data())),
-        end_(p_ + bytes.size()) {}
-
-  bool done() const { return p_ == end_; }
-
-  // Protobuf's varint: at most 10 bytes, bits past 64 dropped.
-  bool Varint(uint64_t *v) {
-    if (p_ < end_ && *p_ < 0x80) {  // most tags and lengths: one byte
-      *v = *p_++;
-      return true;
-    }
-    uint64_t result = 0;
-    for (int i = 0; i < 10 && p_ < end_; ++i) {
-      uint8_t b = *p_++;
-      result |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
-      if (b < 0x80) {
-        *v = result;
-        return true;
-      }
-    }
-    return false;
-  }
-
-  // A tag as Protobuf's parser reads it; false for field number 0, groups and
-  // reserved wire types, which the callers leave to Protobuf.
-  bool Tag(uint32_t *number, uint32_t *wire_type) {
-    uint64_t tag = 0;
-    const uint8_t *start = p_;
-    if (!Varint(&tag) || p_ - start > 5 || tag > 0xffffffffu) return false;
-    *number = static_cast<uint32_t>(tag >> 3);
-    *wire_type = static_cast<uint32_t>(tag & 7);
-    return *number != 0 && (*wire_type <= 2 || *wire_type == 5);
-  }
-
-  bool LengthDelimited(std::string_view *out) {
-    uint64_t n = 0;
-    const uint8_t *start = p_;
-    if (!Varint(&n) || p_ - start > 5 || n > static_cast<uint64_t>(end_ - p_) ||
-        n > 0x7fffffff) {
-      return false;
-    }
-    *out = std::string_view(reinterpret_cast<const char *>(p_), n);
-    p_ += n;
-    return true;
-  }
-
-  // Skips the value of a field Protobuf would keep as an unknown field.
-  bool Skip(uint32_t wire_type) {
-    uint64_t ignored;
-    std::string_view ignored_bytes;
-    switch (wire_type) {
-      case 0:
-        return Varint(&ignored);
-      case 1:
-        return Advance(8);
-      case 2:
-        return LengthDelimited(&ignored_bytes);
-      case 5:
-        return Advance(4);
-      default:
-        return false;
-    }
-  }
-
- private:
-  bool Advance(size_t n) {
-    if (static_cast<size_t>(end_ - p_) < n) return false;
-    p_ += n;
-    return true;
-  }
-
-  const uint8_t *p_;
-  const uint8_t *end_;
-};
 
 bool IsAscii(std::string_view s) {
   // Eight bytes at a time: the envelope's text is read for every event.
@@ -307,7 +231,7 @@ bool IsAscii(std::string_view s) {
 // A message every field of which Protobuf keeps as unknown (Timestamp's two
 // varints read either way): only its structure needs checking.
 bool WellFormedFields(std::string_view bytes) {
-  WireCursor c(bytes);
+  ProtobufWireCursor c(bytes);
   uint32_t number, wire_type;
   while (!c.done()) {
     if (!c.Tag(&number, &wire_type) || !c.Skip(wire_type)) return false;
@@ -316,7 +240,7 @@ bool WellFormedFields(std::string_view bytes) {
 }
 
 WireRead ReadTargetRef(std::string_view bytes, EnvelopeFields *out) {
-  WireCursor c(bytes);
+  ProtobufWireCursor c(bytes);
   uint32_t seen = 0, number, wire_type;
   while (!c.done()) {
     if (!c.Tag(&number, &wire_type)) return WireRead::kUnsure;
@@ -339,7 +263,7 @@ WireRead ReadTargetRef(std::string_view bytes, EnvelopeFields *out) {
 // What parsing `bytes` as an EventEnvelopeView would give, when kOk.
 WireRead ReadEnvelope(std::string_view bytes, EnvelopeFields *out) {
   *out = EnvelopeFields{};
-  WireCursor c(bytes);
+  ProtobufWireCursor c(bytes);
   uint32_t seen = 0, number, wire_type;
   while (!c.done()) {
     if (!c.Tag(&number, &wire_type)) return WireRead::kUnsure;
