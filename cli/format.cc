@@ -24,7 +24,9 @@ std::string OneLine(const std::string& text) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (c == '\r' || c == '\n') {
-      while (i + 1 < text.size() && (text[i + 1] == '\r' || text[i + 1] == '\n')) ++i;
+      while (i + 1 < text.size() &&
+             (text[i + 1] == '\r' || text[i + 1] == '\n'))
+        ++i;
       if (i + 1 < text.size()) out += " / ";
     } else {
       out += c == '\t' ? ' ' : c;
@@ -89,21 +91,36 @@ namespace {
 // The names `type` shows: the body's field name in the schema.
 const char* EventTypeName(v1::Event::BodyCase body) {
   switch (body) {
-    case v1::Event::kRunStarted: return "run_started";
-    case v1::Event::kRunFinished: return "run_finished";
-    case v1::Event::kStepStarted: return "step_started";
-    case v1::Event::kStatementApplied: return "statement_applied";
-    case v1::Event::kStepApplied: return "step_applied";
-    case v1::Event::kStepFailed: return "step_failed";
-    case v1::Event::kStepReverted: return "step_reverted";
-    case v1::Event::kStepRecovered: return "step_recovered";
-    case v1::Event::kPlanExported: return "plan_exported";
-    case v1::Event::kAppliedOutOfBand: return "applied_out_of_band";
-    case v1::Event::kDriftDetected: return "drift_detected";
-    case v1::Event::kBaselined: return "baselined";
-    case v1::Event::kChecksumAccepted: return "checksum_accepted";
-    case v1::Event::kResolved: return "resolved";
-    case v1::Event::BODY_NOT_SET: break;
+    case v1::Event::kRunStarted:
+      return "run_started";
+    case v1::Event::kRunFinished:
+      return "run_finished";
+    case v1::Event::kStepStarted:
+      return "step_started";
+    case v1::Event::kStatementApplied:
+      return "statement_applied";
+    case v1::Event::kStepApplied:
+      return "step_applied";
+    case v1::Event::kStepFailed:
+      return "step_failed";
+    case v1::Event::kStepReverted:
+      return "step_reverted";
+    case v1::Event::kStepRecovered:
+      return "step_recovered";
+    case v1::Event::kPlanExported:
+      return "plan_exported";
+    case v1::Event::kAppliedOutOfBand:
+      return "applied_out_of_band";
+    case v1::Event::kDriftDetected:
+      return "drift_detected";
+    case v1::Event::kBaselined:
+      return "baselined";
+    case v1::Event::kChecksumAccepted:
+      return "checksum_accepted";
+    case v1::Event::kResolved:
+      return "resolved";
+    case v1::Event::BODY_NOT_SET:
+      break;
   }
   return "unknown";
 }
@@ -115,58 +132,77 @@ std::string EventType(const v1::Event& e) {
 
 std::string EventVersion(const v1::Event& e) {
   switch (e.body_case()) {
-    case v1::Event::kStepStarted: return e.step_started().version();
-    case v1::Event::kStatementApplied: return e.statement_applied().version();
-    case v1::Event::kStepApplied: return e.step_applied().version();
-    case v1::Event::kStepFailed: return e.step_failed().version();
-    case v1::Event::kStepReverted: return e.step_reverted().version();
-    case v1::Event::kStepRecovered: return e.step_recovered().version();
-    case v1::Event::kAppliedOutOfBand: return e.applied_out_of_band().version();
-    case v1::Event::kDriftDetected: return e.drift_detected().version();
-    case v1::Event::kBaselined: return e.baselined().version();
-    case v1::Event::kChecksumAccepted: return e.checksum_accepted().version();
-    default: return "";
+    case v1::Event::kStepStarted:
+      return e.step_started().version();
+    case v1::Event::kStatementApplied:
+      return e.statement_applied().version();
+    case v1::Event::kStepApplied:
+      return e.step_applied().version();
+    case v1::Event::kStepFailed:
+      return e.step_failed().version();
+    case v1::Event::kStepReverted:
+      return e.step_reverted().version();
+    case v1::Event::kStepRecovered:
+      return e.step_recovered().version();
+    case v1::Event::kAppliedOutOfBand:
+      return e.applied_out_of_band().version();
+    case v1::Event::kDriftDetected:
+      return e.drift_detected().version();
+    case v1::Event::kBaselined:
+      return e.baselined().version();
+    case v1::Event::kChecksumAccepted:
+      return e.checksum_accepted().version();
+    default:
+      return "";
   }
 }
 
 namespace {
 std::string Ms(int64_t micros) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f ms", static_cast<double>(micros) / 1000.0);
+  std::snprintf(buf, sizeof buf, "%.1f ms",
+                static_cast<double>(micros) / 1000.0);
   return buf;
 }
-const char* Dir(v1::Direction d) { return d == v1::DIRECTION_DOWN ? "down" : "up"; }
+const char* Dir(v1::Direction d) {
+  return d == v1::DIRECTION_DOWN ? "down" : "up";
+}
 }  // namespace
 
 std::string EventSummary(const v1::Event& e) {
   switch (e.body_case()) {
     case v1::Event::kRunStarted: {
       const auto& r = e.run_started();
-      std::string s = r.command() + " (" + std::to_string(r.plan_size()) + " step(s) planned)";
+      std::string s = r.command() + " (" + std::to_string(r.plan_size()) +
+                      " step(s) planned)";
       if (!r.reason().empty()) s += " reason: " + r.reason();
       return s;
     }
     case v1::Event::kRunFinished: {
       const auto& r = e.run_finished();
-      std::string s = r.outcome() == v1::OUTCOME_SUCCEEDED ? "succeeded" : "failed";
+      std::string s =
+          r.outcome() == v1::OUTCOME_SUCCEEDED ? "succeeded" : "failed";
       s += ", " + std::to_string(r.steps_done()) + " step(s) done";
       if (!r.message().empty()) s += ": " + r.message();
       return s;
     }
     case v1::Event::kStepStarted: {
       const auto& s = e.step_started();
-      std::string out = std::string(Dir(s.direction())) + " " + s.slug() + " sha256:" +
-                        s.checksum().substr(0, 12);
+      std::string out = std::string(Dir(s.direction())) + " " + s.slug() +
+                        " sha256:" + s.checksum().substr(0, 12);
       if (s.tx_mode() == v1::TX_MODE_NO_TRANSACTION) out += " no-transaction";
       if (s.resume_at_statement() > 0) {
-        out += " resuming at statement " + std::to_string(s.resume_at_statement() + 1);
+        out += " resuming at statement " +
+               std::to_string(s.resume_at_statement() + 1);
       }
       return out;
     }
     case v1::Event::kStatementApplied:
-      return "statement " + std::to_string(e.statement_applied().statement_index() + 1) +
+      return "statement " +
+             std::to_string(e.statement_applied().statement_index() + 1) +
              " in " + Ms(e.statement_applied().duration_micros());
-    case v1::Event::kStepApplied: return "applied in " + Ms(e.step_applied().duration_micros());
+    case v1::Event::kStepApplied:
+      return "applied in " + Ms(e.step_applied().duration_micros());
     case v1::Event::kStepReverted:
       return "reverted in " + Ms(e.step_reverted().duration_micros());
     case v1::Event::kStepFailed: {
@@ -184,9 +220,11 @@ std::string EventSummary(const v1::Event& e) {
       return std::string(o) + ": " + r.evidence();
     }
     case v1::Event::kPlanExported:
-      return "offline script sha256:" + e.plan_exported().script_sha256().substr(0, 12) +
-             " (" + std::to_string(e.plan_exported().plan_size()) + " step(s))";
-    case v1::Event::kAppliedOutOfBand: return e.applied_out_of_band().evidence();
+      return "offline script sha256:" +
+             e.plan_exported().script_sha256().substr(0, 12) + " (" +
+             std::to_string(e.plan_exported().plan_size()) + " step(s))";
+    case v1::Event::kAppliedOutOfBand:
+      return e.applied_out_of_band().evidence();
     case v1::Event::kDriftDetected:
       return e.drift_detected().kind() + ": " + e.drift_detected().details();
     case v1::Event::kBaselined:
@@ -195,8 +233,10 @@ std::string EventSummary(const v1::Event& e) {
     case v1::Event::kChecksumAccepted:
       return "checksum " + e.checksum_accepted().new_checksum().substr(0, 12) +
              " accepted: " + e.checksum_accepted().reason();
-    case v1::Event::kResolved: return e.resolved().decision() + ": " + e.resolved().reason();
-    default: return "";
+    case v1::Event::kResolved:
+      return e.resolved().decision() + ": " + e.resolved().reason();
+    default:
+      return "";
   }
 }
 
@@ -205,9 +245,10 @@ std::string EventTime(const v1::Event& e) {
 }
 
 std::string EventJson(const LedgerEntry& entry, bool pretty) {
-  std::string s = "{\"sequence\":" + std::to_string(entry.sequence) + ",\"type\":\"" +
-                  EventType(entry.event) + "\",\"leaf_hash\":\"" +
-                  ToHex(MerkleLeafHash(entry.bytes)) + "\",\"event\":";
+  std::string s = "{\"sequence\":" + std::to_string(entry.sequence) +
+                  ",\"type\":\"" + EventType(entry.event) +
+                  "\",\"leaf_hash\":\"" + ToHex(MerkleLeafHash(entry.bytes)) +
+                  "\",\"event\":";
   if (pretty) {
     google::protobuf::util::JsonPrintOptions o;
     o.add_whitespace = true;
@@ -373,18 +414,24 @@ Status WriteEventsJsonl(Ledger* ledger, std::FILE* out, unsigned threads,
 }
 
 const std::vector<std::string>& EventRowHeader() {
-  static const std::vector<std::string> h = {"SEQ", "TIME", "TARGET", "TYPE",
-                                             "VERSION", "ACTOR", "DETAILS"};
+  static const std::vector<std::string> h = {
+      "SEQ", "TIME", "TARGET", "TYPE", "VERSION", "ACTOR", "DETAILS"};
   return h;
 }
 
 std::vector<std::string> EventRow(const LedgerEntry& entry) {
   const v1::Event& e = entry.event;
-  std::string target = e.target().name().empty() ? e.target().redacted_uri() : e.target().name();
+  std::string target =
+      e.target().name().empty() ? e.target().redacted_uri() : e.target().name();
   std::string actor = e.actor().os_user() + "@" + e.actor().host();
   std::string t = EventTime(e);
   t = t.substr(0, 19) + "Z";
-  return {std::to_string(entry.sequence), t, target, EventType(e), EventVersion(e), actor,
+  return {std::to_string(entry.sequence),
+          t,
+          target,
+          EventType(e),
+          EventVersion(e),
+          actor,
           EventSummary(e)};
 }
 

@@ -434,7 +434,6 @@ PlanBook& Plans() {
   return *book;
 }
 
-
 // The per-thread output buffer. Writers take and return the write position
 // as a plain pointer (kept in a register: stores through a char* held in
 // memory would make the compiler reload it after every byte), and ask Room

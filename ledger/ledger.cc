@@ -34,14 +34,14 @@ constexpr int kFormatVersionNumber = 1;
 // Column families, in the order they are opened.
 enum Cf {
   kDefault = 0,
-  kEvents,       // BE64(seq) -> event bytes
-  kHashes,       // BE64(seq) -> leaf hash (32) || ledger chain head (32)
-  kTargetIndex,  // target_key \0 BE64(tseq) -> BE64(seq) || target chain (32)
-  kVersionIndex, // canonical version \0 target_key \0 BE64(seq) -> ""
-  kRunIndex,     // run_id \0 BE64(seq) -> ""
-  kTimeIndex,    // BE64(micros + 2^63) BE64(seq) -> ""
-  kBlobs,        // hex sha256 -> content
-  kMeta,         // see FORMAT.md
+  kEvents,        // BE64(seq) -> event bytes
+  kHashes,        // BE64(seq) -> leaf hash (32) || ledger chain head (32)
+  kTargetIndex,   // target_key \0 BE64(tseq) -> BE64(seq) || target chain (32)
+  kVersionIndex,  // canonical version \0 target_key \0 BE64(seq) -> ""
+  kRunIndex,      // run_id \0 BE64(seq) -> ""
+  kTimeIndex,     // BE64(micros + 2^63) BE64(seq) -> ""
+  kBlobs,         // hex sha256 -> content
+  kMeta,          // see FORMAT.md
   kNumCfs
 };
 const char *const kCfNames[kNumCfs] = {
@@ -74,8 +74,7 @@ uint64_t ReadBe64(std::string_view s) {
 
 Digest32 ToDigest(std::string_view s) {
   Digest32 d{};
-  if (s.size() >= 32)
-    std::memcpy(d.data(), s.data(), 32);
+  if (s.size() >= 32) std::memcpy(d.data(), s.data(), 32);
   return d;
 }
 
@@ -109,8 +108,7 @@ Digest32 ChainNext(const Digest32 &prev, const Digest32 &leaf) {
 }
 
 std::string TargetKeyOf(const v1::Event &e) {
-  if (!e.has_target() || e.target().database_id().empty())
-    return "";
+  if (!e.has_target() || e.target().database_id().empty()) return "";
   return e.target().kind() + ":" + e.target().database_id();
 }
 
@@ -118,7 +116,8 @@ std::string TargetKeyOf(const v1::Event &e) {
 int64_t MicrosOf(const v1::Event &e) {
   int64_t micros = 0;
   if (__builtin_mul_overflow(e.time().seconds(), int64_t{1000000}, &micros) ||
-      __builtin_add_overflow(micros, int64_t{e.time().nanos() / 1000}, &micros)) {
+      __builtin_add_overflow(micros, int64_t{e.time().nanos() / 1000},
+                             &micros)) {
     return e.time().seconds() < 0 ? INT64_MIN : INT64_MAX;
   }
   return micros;
@@ -127,28 +126,28 @@ int64_t MicrosOf(const v1::Event &e) {
 // Version string of a step-like event, "" for others.
 std::string VersionOf(const v1::Event &e) {
   switch (e.body_case()) {
-  case v1::Event::kStepStarted:
-    return e.step_started().version();
-  case v1::Event::kStatementApplied:
-    return e.statement_applied().version();
-  case v1::Event::kStepApplied:
-    return e.step_applied().version();
-  case v1::Event::kStepFailed:
-    return e.step_failed().version();
-  case v1::Event::kStepReverted:
-    return e.step_reverted().version();
-  case v1::Event::kStepRecovered:
-    return e.step_recovered().version();
-  case v1::Event::kAppliedOutOfBand:
-    return e.applied_out_of_band().version();
-  case v1::Event::kDriftDetected:
-    return e.drift_detected().version();
-  case v1::Event::kBaselined:
-    return e.baselined().version();
-  case v1::Event::kChecksumAccepted:
-    return e.checksum_accepted().version();
-  default:
-    return "";
+    case v1::Event::kStepStarted:
+      return e.step_started().version();
+    case v1::Event::kStatementApplied:
+      return e.statement_applied().version();
+    case v1::Event::kStepApplied:
+      return e.step_applied().version();
+    case v1::Event::kStepFailed:
+      return e.step_failed().version();
+    case v1::Event::kStepReverted:
+      return e.step_reverted().version();
+    case v1::Event::kStepRecovered:
+      return e.step_recovered().version();
+    case v1::Event::kAppliedOutOfBand:
+      return e.applied_out_of_band().version();
+    case v1::Event::kDriftDetected:
+      return e.drift_detected().version();
+    case v1::Event::kBaselined:
+      return e.baselined().version();
+    case v1::Event::kChecksumAccepted:
+      return e.checksum_accepted().version();
+    default:
+      return "";
   }
 }
 
@@ -173,20 +172,16 @@ std::string TimeKey(int64_t micros, uint64_t seq) {
 }
 
 Status FromRocks(const rocksdb::Status &s, const std::string &what) {
-  if (s.ok())
-    return Status::Ok();
-  if (s.IsCorruption())
-    return LedgerCorrupt(what + ": " + s.ToString());
-  if (s.IsNotFound())
-    return NotFound(what + ": " + s.ToString());
+  if (s.ok()) return Status::Ok();
+  if (s.IsCorruption()) return LedgerCorrupt(what + ": " + s.ToString());
+  if (s.IsNotFound()) return NotFound(what + ": " + s.ToString());
   return IoError(what + ": " + s.ToString());
 }
 
 std::string NewLedgerId() {
   std::random_device rd;
   std::string raw(16, '\0');
-  for (auto &c : raw)
-    c = static_cast<char>(rd());
+  for (auto &c : raw) c = static_cast<char>(rd());
   return ToHex(reinterpret_cast<const uint8_t *>(raw.data()), raw.size());
 }
 
@@ -207,7 +202,6 @@ struct EnvelopeFields {
 };
 
 enum class WireRead { kOk, kUnsure };
-
 
 bool IsAscii(std::string_view s) {
   // Eight bytes at a time: the envelope's text is read for every event.
@@ -299,7 +293,7 @@ WireRead ReadEnvelope(std::string_view bytes, EnvelopeFields *out) {
 constexpr uint64_t kMaxUnflushedBytes = 1 << 20;
 
 class RocksLedger final : public Ledger {
-public:
+ public:
   RocksLedger(rocksdb::DB *db, std::vector<rocksdb::ColumnFamilyHandle *> cfs,
               bool read_only)
       : db_(db), cfs_(std::move(cfs)), read_only_(read_only) {}
@@ -319,8 +313,7 @@ public:
       fo.wait = true;
       (void)db_->Flush(fo, cfs_);  // on failure the log still holds it all
     }
-    for (auto *cf : cfs_)
-      db_->DestroyColumnFamilyHandle(cf);
+    for (auto *cf : cfs_) db_->DestroyColumnFamilyHandle(cf);
     delete db_;
   }
 
@@ -400,8 +393,7 @@ public:
 
   StatusOr<uint64_t> Append(const PreparedEvent &p, bool sync) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (read_only_)
-      return Internal("ledger opened read-only");
+    if (read_only_) return Internal("ledger opened read-only");
     if (!p.index_known) {
       v1::Event event;
       if (!event.ParseFromString(p.bytes)) {
@@ -436,7 +428,9 @@ public:
       batch.Put(cfs_[kMeta], "target_head/" + p.target_key, head);
       if (!p.version.empty()) {
         batch.Put(cfs_[kVersionIndex],
-                  CanonicalVersionKey(p.version) + '\0' + p.target_key + '\0' + seq_key, "");
+                  CanonicalVersionKey(p.version) + '\0' + p.target_key + '\0' +
+                      seq_key,
+                  "");
       }
     }
     if (!p.run_id.empty()) {
@@ -510,8 +504,7 @@ public:
   }
 
   Status Sync() override {
-    if (read_only_)
-      return Status::Ok();
+    if (read_only_) return Status::Ok();
     return FromRocks(db_->FlushWAL(true), "syncing ledger");
   }
 
@@ -519,12 +512,9 @@ public:
     std::string key = Sha256Hex(content);
     std::string existing;
     auto s = db_->Get({}, cfs_[kBlobs], key, &existing);
-    if (s.ok())
-      return key; // deduplicated
-    if (!s.IsNotFound())
-      return FromRocks(s, "reading blob");
-    if (read_only_)
-      return Internal("ledger opened read-only");
+    if (s.ok()) return key;  // deduplicated
+    if (!s.IsNotFound()) return FromRocks(s, "reading blob");
+    if (read_only_) return Internal("ledger opened read-only");
     MIGLEDGER_RETURN_IF_ERROR(
         FromRocks(db_->Put({}, cfs_[kBlobs], key, content), "writing blob"));
     return key;
@@ -556,8 +546,7 @@ public:
   std::vector<std::string> TargetKeys() const override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     std::vector<std::string> keys;
-    for (const auto &[k, v] : target_heads_)
-      keys.push_back(k);
+    for (const auto &[k, v] : target_heads_) keys.push_back(k);
     return keys;
   }
 
@@ -599,22 +588,17 @@ public:
   Status Scan(const ScanFilter &f,
               const std::function<bool(const LedgerEntry &)> &fn) override {
     auto matches = [&](const LedgerEntry &e) {
-      if (e.sequence < f.min_sequence)
-        return false;
-      if (f.max_sequence && e.sequence > f.max_sequence)
-        return false;
+      if (e.sequence < f.min_sequence) return false;
+      if (f.max_sequence && e.sequence > f.max_sequence) return false;
       if (!f.target_key.empty() && TargetKeyOf(e.event) != f.target_key)
         return false;
-      if (!f.version.empty() &&
-          CanonicalVersionKey(VersionOf(e.event)) != CanonicalVersionKey(f.version))
+      if (!f.version.empty() && CanonicalVersionKey(VersionOf(e.event)) !=
+                                    CanonicalVersionKey(f.version))
         return false;
-      if (!f.run_id.empty() && e.event.run_id() != f.run_id)
-        return false;
+      if (!f.run_id.empty() && e.event.run_id() != f.run_id) return false;
       int64_t t = MicrosOf(e.event);
-      if (f.since_micros && t < *f.since_micros)
-        return false;
-      if (f.until_micros && t >= *f.until_micros)
-        return false;
+      if (f.since_micros && t < *f.since_micros) return false;
+      if (f.until_micros && t >= *f.until_micros) return false;
       return true;
     };
     // Index scans collect sequences, then read events in ledger order.
@@ -636,12 +620,12 @@ public:
         std::string_view k(it->key().data(), it->key().size());
         seqs.push_back(ReadBe64(k.substr(k.size() - 8)));
       }
-      MIGLEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning ledger index"));
+      MIGLEDGER_RETURN_IF_ERROR(
+          FromRocks(it->status(), "scanning ledger index"));
       std::sort(seqs.begin(), seqs.end());
       for (uint64_t seq : seqs) {
         MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, Get(seq));
-        if (matches(e) && !fn(e))
-          break;
+        if (matches(e) && !fn(e)) break;
       }
       return Status::Ok();
     }
@@ -653,8 +637,7 @@ public:
       const std::string end =
           f.until_micros ? TimeKey(*f.until_micros, 0) : std::string();
       for (; it->Valid(); it->Next()) {
-        if (!end.empty() && it->key().compare(end) >= 0)
-          break;
+        if (!end.empty() && it->key().compare(end) >= 0) break;
         seqs.push_back(ReadBe64(
             std::string_view(it->key().data(), it->key().size()).substr(8)));
       }
@@ -662,8 +645,7 @@ public:
       std::sort(seqs.begin(), seqs.end());
       for (uint64_t seq : seqs) {
         MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, Get(seq));
-        if (matches(e) && !fn(e))
-          break;
+        if (matches(e) && !fn(e)) break;
       }
       return Status::Ok();
     }
@@ -675,23 +657,21 @@ public:
          it->Next()) {
       e.sequence =
           ReadBe64(std::string_view(it->key().data(), it->key().size()));
-      if (f.max_sequence && e.sequence > f.max_sequence)
-        break;
+      if (f.max_sequence && e.sequence > f.max_sequence) break;
       e.bytes.assign(it->value().data(), it->value().size());
       if (!e.event.ParseFromString(e.bytes)) {
         return LedgerCorrupt("event " + std::to_string(e.sequence) +
                              " does not decode");
       }
-      if (matches(e) && !fn(e))
-        break;
+      if (matches(e) && !fn(e)) break;
     }
     return FromRocks(it->status(), "scanning ledger");
   }
 
-  Status
-  ScanTarget(const std::string &key, uint64_t after,
-             const std::function<bool(const LedgerEntry &, const Digest32 &,
-                                      const Digest32 &)> &fn) override {
+  Status ScanTarget(
+      const std::string &key, uint64_t after,
+      const std::function<bool(const LedgerEntry &, const Digest32 &,
+                               const Digest32 &)> &fn) override {
     const std::string prefix = key + '\0';
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator({}, cfs_[kTargetIndex]));
@@ -707,25 +687,27 @@ public:
       std::string_view v(it->value().data(), it->value().size());
       uint64_t seq = ReadBe64(v);
       const std::string want = Be64(seq);
-      if (ev->Valid() && ReadBe64(std::string_view(ev->key().data(), ev->key().size())) + 1 == seq) {
+      if (ev->Valid() &&
+          ReadBe64(std::string_view(ev->key().data(), ev->key().size())) + 1 ==
+              seq) {
         ev->Next();
       }
       if (!ev->Valid() || ev->key() != want) ev->Seek(want);
       if (!ev->Valid() || ev->key() != want) {
         MIGLEDGER_RETURN_IF_ERROR(FromRocks(ev->status(), "reading event"));
-        return LedgerCorrupt("target index of " + key + " names missing event " +
-                             std::to_string(seq));
+        return LedgerCorrupt("target index of " + key +
+                             " names missing event " + std::to_string(seq));
       }
       e.sequence = seq;
       e.bytes.assign(ev->value().data(), ev->value().size());
       if (!e.event.ParseFromString(e.bytes)) {
-        return LedgerCorrupt("event " + std::to_string(seq) + " does not decode");
+        return LedgerCorrupt("event " + std::to_string(seq) +
+                             " does not decode");
       }
       if (v.size() != 72) {
         return LedgerCorrupt("target index entry of " + key + " is malformed");
       }
-      if (!fn(e, ToDigest(v.substr(40)), ToDigest(v.substr(8))))
-        break;
+      if (!fn(e, ToDigest(v.substr(40)), ToDigest(v.substr(8)))) break;
     }
     return FromRocks(it->status(), "scanning target chain");
   }
@@ -811,7 +793,7 @@ public:
     return d;
   }
 
-private:
+ private:
   // ---- Verify, chunk by chunk ----------------------------------------------
   //
   // A chunk of consecutive sequences is checked on its own: each link of the
@@ -924,9 +906,9 @@ private:
       const std::string_view key = View(ev->key());
       const uint64_t seq = ReadBe64(key);
       if (key.size() != 8 || seq != expected) {
-        fail(expected, Check::kEventMissing,
-             "event missing (next stored event is " + std::to_string(seq) +
-                 ")");
+        fail(
+            expected, Check::kEventMissing,
+            "event missing (next stored event is " + std::to_string(seq) + ")");
         return;
       }
       if (!hs->Valid() || hs->key() != ev->key() || hs->value().size() != 64) {
@@ -1122,8 +1104,7 @@ private:
                            " events, last stored is " + std::to_string(last) +
                            "; run `migledger audit verify`");
     }
-    if (last == 0)
-      return Status::Ok();
+    if (last == 0) return Status::Ok();
     std::string hashes;
     MIGLEDGER_RETURN_IF_ERROR(
         FromRocks(db_->Get({}, cfs_[kHashes], Be64(last), &hashes),
@@ -1156,12 +1137,13 @@ private:
 class SilentLogger final : public rocksdb::Logger {
  public:
   using rocksdb::Logger::Logv;
-  void Logv(const char*, va_list) override {}
+  void Logv(const char *, va_list) override {}
 };
 
 rocksdb::Options LedgerDbOptions(bool read_only) {
   rocksdb::Options o;
-  static std::shared_ptr<rocksdb::Logger> silent = std::make_shared<SilentLogger>();
+  static std::shared_ptr<rocksdb::Logger> silent =
+      std::make_shared<SilentLogger>();
   o.info_log = silent;
   // A ledger is small and written by one short-lived process: keep memory and
   // background work low so the tool starts fast and stays light.
@@ -1198,7 +1180,7 @@ rocksdb::Options LedgerDbOptions(bool read_only) {
   return o;
 }
 
-} // namespace
+}  // namespace
 
 namespace {
 
@@ -1223,18 +1205,15 @@ rocksdb::Status CreateWithColumnFamilies(
     // Another process created the ledger while this one waited for its
     // lock: open it like any existing ledger.
     std::vector<rocksdb::ColumnFamilyDescriptor> all;
-    for (const char *name : kCfNames)
-      all.emplace_back(name, cf_options);
+    for (const char *name : kCfNames) all.emplace_back(name, cf_options);
     return rocksdb::DB::Open(db_options, dir, all, handles, db);
   }
-  if (!s.ok())
-    return s;
+  if (!s.ok()) return s;
   std::vector<std::string> names(std::begin(kCfNames) + 1, std::end(kCfNames));
   std::vector<rocksdb::ColumnFamilyHandle *> created;
   s = raw->CreateColumnFamilies(cf_options, names, &created);
   if (!s.ok()) {
-    for (auto *h : created)
-      raw->DestroyColumnFamilyHandle(h);
+    for (auto *h : created) raw->DestroyColumnFamilyHandle(h);
     raw->DestroyColumnFamilyHandle(opened[0]);
     delete raw;
     return s;
@@ -1246,7 +1225,7 @@ rocksdb::Status CreateWithColumnFamilies(
   return s;
 }
 
-} // namespace
+}  // namespace
 
 StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
                                                const LedgerOptions &options) {
@@ -1274,8 +1253,7 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   db_options.create_missing_column_families = !options.read_only;
   rocksdb::ColumnFamilyOptions cf_options(LedgerDbOptions(options.read_only));
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const char *name : kCfNames)
-    descriptors.emplace_back(name, cf_options);
+  for (const char *name : kCfNames) descriptors.emplace_back(name, cf_options);
   std::vector<rocksdb::ColumnFamilyHandle *> handles;
   rocksdb::DB *db = nullptr;
   rocksdb::Status s;
@@ -1285,9 +1263,12 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
     std::vector<std::string> names;
     if (rocksdb::DB::ListColumnFamilies(db_options, dir, &names).ok()) {
       for (const auto &name : names) {
-        if (std::find(std::begin(kCfNames), std::end(kCfNames), name) == std::end(kCfNames)) {
-          return Unsupported("ledger " + dir + " was written by a newer migledger (unknown "
-                             "column family \"" + name + "\"); upgrade migledger");
+        if (std::find(std::begin(kCfNames), std::end(kCfNames), name) ==
+            std::end(kCfNames)) {
+          return Unsupported("ledger " + dir +
+                             " was written by a newer migledger (unknown "
+                             "column family \"" +
+                             name + "\"); upgrade migledger");
         }
       }
     }
@@ -1345,4 +1326,4 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   return std::unique_ptr<Ledger>(std::move(ledger));
 }
 
-} // namespace migledger
+}  // namespace migledger

@@ -566,7 +566,8 @@ TEST_P(CoreScenarioTest, RuntimeErrorNamesTheStatementThatFailed) {
   EXPECT_TRUE(Contains(r.err, "statement 3")) << r.err;
   if (target_->is_pg()) {
     EXPECT_TRUE(Contains(r.err, "SQLSTATE 23505")) << r.err;
-    EXPECT_TRUE(Contains(r.err, "DETAIL: Key (id)=(1) already exists.")) << r.err;
+    EXPECT_TRUE(Contains(r.err, "DETAIL: Key (id)=(1) already exists."))
+        << r.err;
   }
   EXPECT_FALSE(target_->TableExists("u"));
   EXPECT_EQ(target_->Markers(), Rows{});

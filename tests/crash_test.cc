@@ -458,7 +458,8 @@ std::vector<LogEvent> ReadLog(const std::string& project) {
   RunResult r = RunMigledger({"audit", "log", "--format", "jsonl"}, project);
   EXPECT_EQ(0, r.exit_code) << "audit log: " << Describe(r);
   std::vector<LogEvent> events;
-  for (const auto& line : NonEmptyLines(r.out)) events.push_back(ParseEvent(line));
+  for (const auto& line : NonEmptyLines(r.out))
+    events.push_back(ParseEvent(line));
   return events;
 }
 

@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/migledger-test-XXXXXX";
+  std::string tmpl =
+      std::string(base && *base ? base : "/tmp") + "/migledger-test-XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
@@ -47,7 +48,8 @@ std::string Slurp(int fd) {
 }
 }  // namespace
 
-RunResult RunMigledger(const std::vector<std::string>& args, const std::string& cwd,
+RunResult RunMigledger(const std::vector<std::string>& args,
+                       const std::string& cwd,
                        const std::map<std::string, std::string>& env) {
   RunResult r;
   std::string out_path = cwd + "/.run-out-" + std::to_string(getpid());
@@ -110,10 +112,12 @@ std::string ReadFile(const std::string& path) {
   return buf.str();
 }
 
-std::vector<std::string> SqliteQuery(const std::string& db, const std::string& sql) {
+std::vector<std::string> SqliteQuery(const std::string& db,
+                                     const std::string& sql) {
   std::vector<std::string> rows;
   sqlite3* h = nullptr;
-  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) !=
+      SQLITE_OK) {
     sqlite3_close(h);
     return {"<cannot open " + db + ">"};
   }
@@ -138,7 +142,8 @@ std::vector<std::string> SqliteQuery(const std::string& db, const std::string& s
 
 void MakeProject(const std::string& dir, const std::string& target_url) {
   WriteFile(dir + "/migledger.toml",
-            "default_target = \"dev\"\nlock_timeout_ms = 2000\n[targets.dev]\nurl = \"" +
+            "default_target = \"dev\"\nlock_timeout_ms = "
+            "2000\n[targets.dev]\nurl = \"" +
                 target_url + "\"\n");
   fs::create_directories(dir + "/migrations");
 }
@@ -157,15 +162,15 @@ std::string ShellQuote(const std::string& s) {
   return q + "'";
 }
 std::string SocketUri(const std::string& db) {
-  return "postgresql:///" + db + "?host=" + Env("PGTEST_HOST") + "&port=" + Env("PGTEST_PORT") +
-         "&user=migledger";
+  return "postgresql:///" + db + "?host=" + Env("PGTEST_HOST") +
+         "&port=" + Env("PGTEST_PORT") + "&user=migledger";
 }
 std::string RunPsql(const std::string& uri, const std::string& sql, int* rc) {
   char tmpl[] = "/tmp/migledger-psql-XXXXXX";
   int fd = mkstemp(tmpl);
   close(fd);
-  std::string cmd = "psql -X -q -v ON_ERROR_STOP=1 -At " + ShellQuote(uri) + " -c " +
-                    ShellQuote(sql) + " >" + tmpl + " 2>&1";
+  std::string cmd = "psql -X -q -v ON_ERROR_STOP=1 -At " + ShellQuote(uri) +
+                    " -c " + ShellQuote(sql) + " >" + tmpl + " 2>&1";
   *rc = std::system(cmd.c_str());
   std::string out = ReadFile(tmpl);
   unlink(tmpl);
@@ -177,18 +182,23 @@ bool PgServer::Available() { return !Env("PGTEST_URI").empty(); }
 
 std::string PgServer::CreateDatabase(const std::string& name) {
   int rc = 0;
-  RunPsql(SocketUri("postgres"), "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", &rc);
-  std::string out = RunPsql(SocketUri("postgres"), "CREATE DATABASE " + name, &rc);
-  if (rc != 0) throw std::runtime_error("CREATE DATABASE " + name + " failed: " + out);
+  RunPsql(SocketUri("postgres"),
+          "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", &rc);
+  std::string out =
+      RunPsql(SocketUri("postgres"), "CREATE DATABASE " + name, &rc);
+  if (rc != 0)
+    throw std::runtime_error("CREATE DATABASE " + name + " failed: " + out);
   return SocketUri(name);
 }
 
 void PgServer::DropDatabase(const std::string& name) {
   int rc = 0;
-  RunPsql(SocketUri("postgres"), "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", &rc);
+  RunPsql(SocketUri("postgres"),
+          "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", &rc);
 }
 
-std::vector<std::string> PgServer::Query(const std::string& uri, const std::string& sql) {
+std::vector<std::string> PgServer::Query(const std::string& uri,
+                                         const std::string& sql) {
   int rc = 0;
   std::string out = RunPsql(uri, sql, &rc);
   if (rc != 0) throw std::runtime_error("psql failed: " + sql + ": " + out);

@@ -14,7 +14,9 @@ class TempDir {
   TempDir();
   ~TempDir();
   const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  std::string operator/(const std::string& name) const {
+    return path_ + "/" + name;
+  }
 
  private:
   std::string path_;
@@ -29,7 +31,8 @@ struct RunResult {
 
 // Runs the migledger binary with `args` in `cwd`, with extra environment
 // variables (added to the current environment). Never throws.
-RunResult RunMigledger(const std::vector<std::string>& args, const std::string& cwd,
+RunResult RunMigledger(const std::vector<std::string>& args,
+                       const std::string& cwd,
                        const std::map<std::string, std::string>& env = {});
 
 // Path of the migledger binary under test.
@@ -45,11 +48,13 @@ std::string ReadFile(const std::string& path);
 
 // Runs one SQL query on a SQLite file and returns the rows, cells joined by
 // '|' (like the sqlite3 shell).
-std::vector<std::string> SqliteQuery(const std::string& db, const std::string& sql);
+std::vector<std::string> SqliteQuery(const std::string& db,
+                                     const std::string& sql);
 
 // A project directory with migledger.toml pointing at `target_url`
 // (default: sqlite:app.db in the project) and an empty migrations/.
-void MakeProject(const std::string& dir, const std::string& target_url = "sqlite:app.db");
+void MakeProject(const std::string& dir,
+                 const std::string& target_url = "sqlite:app.db");
 
 }  // namespace migledger::testing
 
@@ -66,7 +71,8 @@ class PgServer {
   static void DropDatabase(const std::string& name);
   // Runs SQL with psql; returns rows (cells joined by '|'). Fails the
   // current test on error.
-  static std::vector<std::string> Query(const std::string& uri, const std::string& sql);
+  static std::vector<std::string> Query(const std::string& uri,
+                                        const std::string& sql);
 };
 
 }  // namespace migledger::testing

@@ -14,11 +14,13 @@ namespace migledger {
 namespace {
 
 void AddTargetFlags(CLI::App* cmd, GlobalOptions* g, bool locks) {
-  cmd->add_option("-t,--target", g->target, "Target URI (sqlite:PATH, postgres://...) or name");
+  cmd->add_option("-t,--target", g->target,
+                  "Target URI (sqlite:PATH, postgres://...) or name");
   if (locks) {
-    cmd->add_option("--lock-timeout", g->lock_timeout,
-                    "How long to wait for another migledger (e.g. 500ms, 10s; default "
-                    "lock_timeout_ms)");
+    cmd->add_option(
+        "--lock-timeout", g->lock_timeout,
+        "How long to wait for another migledger (e.g. 500ms, 10s; default "
+        "lock_timeout_ms)");
   }
 }
 
@@ -35,11 +37,21 @@ std::string JsonString(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -54,21 +66,25 @@ std::string JsonString(const std::string& s) {
 }
 
 void PrintRunReport(const RunReport& r, const char* nothing) {
-  for (const auto& line : r.recovered) std::printf("recovered %s\n", line.c_str());
-  for (const auto& v : r.out_of_band) std::printf("recorded out-of-band application of %s\n", v.c_str());
+  for (const auto& line : r.recovered)
+    std::printf("recovered %s\n", line.c_str());
+  for (const auto& v : r.out_of_band)
+    std::printf("recorded out-of-band application of %s\n", v.c_str());
   if (r.steps.empty() && r.failure.ok()) {
     std::printf("%s\n", nothing);
     return;
   }
   for (const auto& s : r.steps) {
     if (s.outcome == "failed") continue;
-    std::printf("%-8s %s %s (%.1f ms)\n", s.outcome.c_str(), s.version.c_str(), s.slug.c_str(),
+    std::printf("%-8s %s %s (%.1f ms)\n", s.outcome.c_str(), s.version.c_str(),
+                s.slug.c_str(),
                 static_cast<double>(s.duration_micros) / 1000.0);
   }
 }
 
 void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
-  auto* cmd = app->add_subcommand("status", "Show applied and pending migrations of a target");
+  auto* cmd = app->add_subcommand(
+      "status", "Show applied and pending migrations of a target");
   AddTargetFlags(cmd, g, false);
   auto format = std::make_shared<std::string>("table");
   cmd->add_option("--format", *format, "table or json")
@@ -76,26 +92,31 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       ->capture_default_str();
   cmd->callback([=] {
     *selected = [=]() -> Status {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kRead));
+      MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
+                                 OpenApplier(*g, AccessMode::kRead));
       MIGLEDGER_ASSIGN_OR_RETURN(StatusReport s, applier->Status());
       if (*format == "json") {
-        std::string out = "{\"target\":" + JsonString(s.identity.redacted_uri) +
-                          ",\"database_id\":" + JsonString(s.identity.database_id) +
-                          ",\"migrations\":[";
+        std::string out =
+            "{\"target\":" + JsonString(s.identity.redacted_uri) +
+            ",\"database_id\":" + JsonString(s.identity.database_id) +
+            ",\"migrations\":[";
         for (size_t i = 0; i < s.rows.size(); ++i) {
           const auto& r = s.rows[i];
-          out += (i ? "," : "") + std::string("{\"version\":") + JsonString(r.version) +
-                 ",\"slug\":" + JsonString(r.slug) + ",\"state\":" + JsonString(r.state) +
+          out += (i ? "," : "") + std::string("{\"version\":") +
+                 JsonString(r.version) + ",\"slug\":" + JsonString(r.slug) +
+                 ",\"state\":" + JsonString(r.state) +
                  ",\"applied_at\":" + JsonString(r.applied_at) +
                  ",\"note\":" + JsonString(r.note) + "}";
         }
         out += "],\"drift\":[";
         for (size_t i = 0; i < s.drift.size(); ++i) {
-          out += (i ? "," : "") + std::string("{\"version\":") + JsonString(s.drift[i].version) +
+          out += (i ? "," : "") + std::string("{\"version\":") +
+                 JsonString(s.drift[i].version) +
                  ",\"kind\":" + JsonString(s.drift[i].kind) +
                  ",\"details\":" + JsonString(s.drift[i].details) + "}";
         }
-        out += "],\"unfinished_steps\":" + std::to_string(s.unfinished.size()) + "}\n";
+        out += "],\"unfinished_steps\":" + std::to_string(s.unfinished.size()) +
+               "}\n";
         std::fputs(out.c_str(), stdout);
         return Status::Ok();
       }
@@ -107,37 +128,46 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         rows.push_back({r.version, r.slug, r.state, r.applied_at, r.note});
       }
       std::printf("target: %s\n", s.identity.redacted_uri.c_str());
-      PrintTable(stdout, {"VERSION", "NAME", "STATE", "APPLIED AT", "NOTE"}, rows);
+      PrintTable(stdout, {"VERSION", "NAME", "STATE", "APPLIED AT", "NOTE"},
+                 rows);
       std::printf("%d applied, %d pending", applied, pending);
       if (!s.unfinished.empty()) {
-        std::printf(", %zu unfinished step(s) (the next apply or `migledger recover` finishes them)",
-                    s.unfinished.size());
+        std::printf(
+            ", %zu unfinished step(s) (the next apply or `migledger recover` "
+            "finishes them)",
+            s.unfinished.size());
       }
       std::printf("\n");
-      for (const auto& d : s.drift) std::printf("drift: %s\n", d.details.c_str());
+      for (const auto& d : s.drift)
+        std::printf("drift: %s\n", d.details.c_str());
       return Status::Ok();
     };
   });
 }
 
 void SetupPlan(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
-  auto* cmd = app->add_subcommand("plan", "Show what apply would do (--sql: the offline script)");
+  auto* cmd = app->add_subcommand(
+      "plan", "Show what apply would do (--sql: the offline script)");
   AddTargetFlags(cmd, g, true);
   auto to = std::make_shared<std::string>();
   auto sql = std::make_shared<bool>(false);
   cmd->add_option("--to", *to, "Stop at this version (inclusive)");
   cmd->add_flag("--sql", *sql,
-                "Print the SQL script apply would run, marker rows included, and record it "
+                "Print the SQL script apply would run, marker rows included, "
+                "and record it "
                 "in the ledger (PlanExported)");
   cmd->callback([=] {
     *selected = [=]() -> Status {
       if (*sql) {
-        MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kWrite));
-        MIGLEDGER_ASSIGN_OR_RETURN(std::string script, applier->ExportPlanSql(*to));
+        MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
+                                   OpenApplier(*g, AccessMode::kWrite));
+        MIGLEDGER_ASSIGN_OR_RETURN(std::string script,
+                                   applier->ExportPlanSql(*to));
         std::fputs(script.c_str(), stdout);
         return Status::Ok();
       }
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kRead));
+      MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
+                                 OpenApplier(*g, AccessMode::kRead));
       MIGLEDGER_ASSIGN_OR_RETURN(auto plan, applier->PlanApply(*to));
       if (plan.empty()) {
         std::printf("nothing to apply\n");
@@ -145,11 +175,13 @@ void SetupPlan(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       }
       std::vector<std::vector<std::string>> rows;
       for (const auto& s : plan) {
-        rows.push_back({s.migration->version, s.migration->slug, "up",
-                        s.migration->up.no_transaction ? "no-transaction" : "transaction",
-                        s.migration->up.checksum.substr(0, 12)});
+        rows.push_back(
+            {s.migration->version, s.migration->slug, "up",
+             s.migration->up.no_transaction ? "no-transaction" : "transaction",
+             s.migration->up.checksum.substr(0, 12)});
       }
-      PrintTable(stdout, {"VERSION", "NAME", "DIRECTION", "MODE", "SHA256"}, rows);
+      PrintTable(stdout, {"VERSION", "NAME", "DIRECTION", "MODE", "SHA256"},
+                 rows);
       std::printf("%zu migration(s) to apply\n", plan.size());
       return Status::Ok();
     };
@@ -157,26 +189,32 @@ void SetupPlan(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
 }
 
 void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
-  auto* cmd = app->add_subcommand("apply", "Apply pending migrations (recovering first if needed)");
+  auto* cmd = app->add_subcommand(
+      "apply", "Apply pending migrations (recovering first if needed)");
   AddTargetFlags(cmd, g, true);
   auto to = std::make_shared<std::string>();
   auto reason = std::make_shared<std::string>();
   auto fleet = std::make_shared<FleetOptions>();
   cmd->add_option("--to", *to, "Stop at this version (inclusive)");
-  cmd->add_option("--reason", *reason, "Why: recorded with the run in the ledger");
-  auto* group = cmd->add_option("--group", fleet->group,
-                                "Apply to every target of this group in migledger.toml");
-  cmd->add_option("--parallel", fleet->parallel, "Targets of the group applied at once")
+  cmd->add_option("--reason", *reason,
+                  "Why: recorded with the run in the ledger");
+  auto* group =
+      cmd->add_option("--group", fleet->group,
+                      "Apply to every target of this group in migledger.toml");
+  cmd->add_option("--parallel", fleet->parallel,
+                  "Targets of the group applied at once")
       ->needs(group)
       ->capture_default_str();
   cmd->add_option("--canary", fleet->canary,
-                  "Targets of the group applied first; the rest start only if they succeed")
+                  "Targets of the group applied first; the rest start only if "
+                  "they succeed")
       ->needs(group)
       ->capture_default_str();
   cmd->callback([=] {
     *selected = [=]() -> Status {
       if (!fleet->group.empty()) {
-        if (!g->target.empty()) return InvalidInput("--group and --target exclude each other");
+        if (!g->target.empty())
+          return InvalidInput("--group and --target exclude each other");
         MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions o, MakeApplierOptions(*g));
         o.reason = *reason;
         fleet->to = *to;
@@ -184,13 +222,16 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& r : report.rows) {
           char ms[32];
-          std::snprintf(ms, sizeof ms, "%.0f ms", static_cast<double>(r.duration_micros) / 1000.0);
+          std::snprintf(ms, sizeof ms, "%.0f ms",
+                        static_cast<double>(r.duration_micros) / 1000.0);
           rows.push_back({r.target + (r.canary ? " (canary)" : ""),
                           r.from_version.empty() ? "-" : r.from_version,
                           r.to_version.empty() ? "-" : r.to_version, r.outcome,
                           r.outcome == "not started" ? "" : ms, r.message});
         }
-        PrintTable(stdout, {"TARGET", "FROM", "TO", "OUTCOME", "DURATION", "ERROR"}, rows);
+        PrintTable(stdout,
+                   {"TARGET", "FROM", "TO", "OUTCOME", "DURATION", "ERROR"},
+                   rows);
         return report.failure;
       }
       std::optional<std::vector<Migration>> migrations;
@@ -208,7 +249,8 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         }
       }
       MIGLEDGER_ASSIGN_OR_RETURN(
-          auto applier, OpenApplier(*g, AccessMode::kWrite, *reason, std::move(migrations)));
+          auto applier,
+          OpenApplier(*g, AccessMode::kWrite, *reason, std::move(migrations)));
       MIGLEDGER_ASSIGN_OR_RETURN(RunReport report, applier->Apply(*to));
       PrintRunReport(report, "nothing to apply");
       return report.failure;
@@ -217,20 +259,26 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
 }
 
 void SetupDown(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
-  auto* cmd = app->add_subcommand("down", "Revert applied migrations (--steps N or --to V)");
+  auto* cmd = app->add_subcommand(
+      "down", "Revert applied migrations (--steps N or --to V)");
   AddTargetFlags(cmd, g, true);
   auto to = std::make_shared<std::string>();
   auto steps = std::make_shared<int>(0);
   auto reason = std::make_shared<std::string>();
-  auto* to_opt = cmd->add_option("--to", *to, "Revert everything above this version (0: all)");
-  auto* steps_opt = cmd->add_option("--steps", *steps, "Revert the last N applied migrations")
-                        ->check(CLI::PositiveNumber);
+  auto* to_opt = cmd->add_option(
+      "--to", *to, "Revert everything above this version (0: all)");
+  auto* steps_opt =
+      cmd->add_option("--steps", *steps, "Revert the last N applied migrations")
+          ->check(CLI::PositiveNumber);
   to_opt->excludes(steps_opt);
-  cmd->add_option("--reason", *reason, "Why: recorded with the run in the ledger");
+  cmd->add_option("--reason", *reason,
+                  "Why: recorded with the run in the ledger");
   cmd->callback([=] {
     *selected = [=]() -> Status {
-      if (to->empty() && *steps == 0) return InvalidInput("down needs --steps N or --to V");
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kWrite, *reason));
+      if (to->empty() && *steps == 0)
+        return InvalidInput("down needs --steps N or --to V");
+      MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
+                                 OpenApplier(*g, AccessMode::kWrite, *reason));
       MIGLEDGER_ASSIGN_OR_RETURN(RunReport report, applier->Down(*to, *steps));
       PrintRunReport(report, "nothing to revert");
       return report.failure;
@@ -240,16 +288,19 @@ void SetupDown(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
 
 void SetupRecover(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   auto* cmd = app->add_subcommand(
-      "recover", "Finish the bookkeeping of interrupted steps (apply does this too)");
+      "recover",
+      "Finish the bookkeeping of interrupted steps (apply does this too)");
   AddTargetFlags(cmd, g, true);
   cmd->callback([=] {
     *selected = [=]() -> Status {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kWrite));
+      MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
+                                 OpenApplier(*g, AccessMode::kWrite));
       MIGLEDGER_ASSIGN_OR_RETURN(RunReport report, applier->Recover());
       if (report.recovered.empty() && report.out_of_band.empty()) {
         std::printf("nothing to recover\n");
       }
-      for (const auto& line : report.recovered) std::printf("recovered %s\n", line.c_str());
+      for (const auto& line : report.recovered)
+        std::printf("recovered %s\n", line.c_str());
       for (const auto& v : report.out_of_band) {
         std::printf("recorded out-of-band application of %s\n", v.c_str());
       }
@@ -259,18 +310,21 @@ void SetupRecover(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
 }
 
 void SetupValidate(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
-  auto* cmd = app->add_subcommand("validate", "Report drift between files, ledger and target");
+  auto* cmd = app->add_subcommand(
+      "validate", "Report drift between files, ledger and target");
   AddTargetFlags(cmd, g, false);
   cmd->callback([=] {
     *selected = [=]() -> Status {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kRead));
+      MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
+                                 OpenApplier(*g, AccessMode::kRead));
       MIGLEDGER_ASSIGN_OR_RETURN(auto drift, applier->Validate());
       if (drift.empty()) {
         std::printf("ok: files, ledger and target agree\n");
         return Status::Ok();
       }
       std::vector<std::vector<std::string>> rows;
-      for (const auto& d : drift) rows.push_back({d.version, d.kind, d.details});
+      for (const auto& d : drift)
+        rows.push_back({d.version, d.kind, d.details});
       PrintTable(stdout, {"VERSION", "DRIFT", "DETAILS"}, rows);
       return Drift(std::to_string(drift.size()) + " drift item(s) found");
     };
@@ -279,15 +333,18 @@ void SetupValidate(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
 
 void SetupBaseline(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   auto* cmd = app->add_subcommand(
-      "baseline", "Record that an existing database already has migrations up to V");
+      "baseline",
+      "Record that an existing database already has migrations up to V");
   AddTargetFlags(cmd, g, true);
   auto version = std::make_shared<std::string>();
   auto reason = std::make_shared<std::string>();
-  cmd->add_option("--version", *version, "Last version already present")->required();
+  cmd->add_option("--version", *version, "Last version already present")
+      ->required();
   cmd->add_option("--reason", *reason, "Why (recorded)")->required();
   cmd->callback([=] {
     *selected = [=]() -> Status {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kWrite, *reason));
+      MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
+                                 OpenApplier(*g, AccessMode::kWrite, *reason));
       MIGLEDGER_RETURN_IF_ERROR(applier->Baseline(*version, *reason));
       std::printf("baselined at %s\n", version->c_str());
       return Status::Ok();
@@ -295,17 +352,22 @@ void SetupBaseline(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   });
 }
 
-void SetupAcceptChecksum(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
+void SetupAcceptChecksum(CLI::App* app, GlobalOptions* g,
+                         CommandAction* selected) {
   auto* cmd = app->add_subcommand(
-      "accept-checksum", "Accept the current file of an applied migration (audited)");
+      "accept-checksum",
+      "Accept the current file of an applied migration (audited)");
   AddTargetFlags(cmd, g, true);
   auto version = std::make_shared<std::string>();
   auto reason = std::make_shared<std::string>();
-  cmd->add_option("--version", *version, "The applied version whose file changed")->required();
+  cmd->add_option("--version", *version,
+                  "The applied version whose file changed")
+      ->required();
   cmd->add_option("--reason", *reason, "Why (recorded)")->required();
   cmd->callback([=] {
     *selected = [=]() -> Status {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier, OpenApplier(*g, AccessMode::kWrite, *reason));
+      MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
+                                 OpenApplier(*g, AccessMode::kWrite, *reason));
       MIGLEDGER_RETURN_IF_ERROR(applier->AcceptChecksum(*version, *reason));
       std::printf("accepted the current checksum of %s\n", version->c_str());
       return Status::Ok();
