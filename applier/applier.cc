@@ -846,8 +846,15 @@ const std::vector<Migration>& Applier::migrations() const {
   return impl_->migrations;
 }
 
-StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
-                                                 AccessMode mode) {
+std::unique_ptr<Driver> Applier::ReleaseDriver() {
+  return std::move(impl_->driver);
+}
+
+StatusOr<std::unique_ptr<Applier>> Applier::Open(
+    const ApplierOptions& options, AccessMode mode,
+    std::unique_ptr<Driver> opened_driver) {
+  // The lock session's connection can be made while the ledger opens.
+  if (opened_driver && mode == AccessMode::kWrite) opened_driver->BeginLock();
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->mode = mode;
@@ -876,7 +883,9 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(const ApplierOptions& options,
   } else {
     impl->ledger = std::move(ledger).value();
   }
-  auto driver = OpenDriver(impl->target_uri, mode == AccessMode::kWrite);
+  auto driver = opened_driver
+                    ? StatusOr<std::unique_ptr<Driver>>(std::move(opened_driver))
+                    : OpenDriver(impl->target_uri, mode == AccessMode::kWrite);
   if (!driver.ok()) {
     if (mode == AccessMode::kRead &&
         driver.status().code() == Code::kTargetUnavailable &&

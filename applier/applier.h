@@ -86,8 +86,12 @@ class Applier {
   // Loads migrations, opens the ledger and the target. In kWrite mode also
   // takes the target lock, creates the tool's tables and catches the local
   // ledger up with the target's mirror (and pushes what the mirror lacks).
-  static StatusOr<std::unique_ptr<Applier>> Open(const ApplierOptions& options,
-                                                 AccessMode mode);
+  // `opened_driver`, when given, is a connection to the same target that a
+  // read-only view of the same command opened (see ReleaseDriver): reusing it
+  // saves a connection.
+  static StatusOr<std::unique_ptr<Applier>> Open(
+      const ApplierOptions& options, AccessMode mode,
+      std::unique_ptr<Driver> opened_driver = nullptr);
   ~Applier();
 
   StatusOr<StatusReport> Status();
@@ -121,6 +125,9 @@ class Applier {
 
   Ledger* ledger();
   const std::vector<Migration>& migrations() const;
+  // Hands the target connection over (for Open's opened_driver); the applier
+  // must not be used afterwards. Null when the target was not opened.
+  std::unique_ptr<Driver> ReleaseDriver();
 
  private:
   struct Impl;

@@ -96,6 +96,9 @@ class Driver {
   // the database. Returns kLedgerBusy naming the target on timeout.
   virtual Status Lock(std::chrono::milliseconds timeout) = 0;
   virtual void Unlock() = 0;
+  // A hint that Lock() follows soon: a driver may start connecting its lock
+  // session in the background. Lock() reports any error.
+  virtual void BeginLock() {}
 
   // Creates the tool's tables if they do not exist (idempotent, own
   // transaction).

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <map>
 #include <set>
 #include <string_view>
@@ -361,6 +362,10 @@ class PostgresDriver final : public Driver {
       : conninfo_(std::move(conninfo)), secrets_(std::move(secrets)) {}
 
   ~PostgresDriver() override {
+    if (pending_lock_session_.valid()) {
+      Session unused = pending_lock_session_.get();
+      if (unused.conn != nullptr) PQfinish(unused.conn);
+    }
     Unlock();
     if (conn_ != nullptr) PQfinish(conn_);
   }
@@ -404,10 +409,23 @@ class PostgresDriver final : public Driver {
   }
 
   SqlDialect dialect() const override { return SqlDialect::kPostgres; }
+
+  // Opens the lock session on a helper thread (a backend start costs the
+  // server a few ms), so it overlaps the caller's other work; Lock() joins.
+  void BeginLock() override {
+    if (lock_conn_ != nullptr || pending_lock_session_.valid()) return;
+    pending_lock_session_ =
+        std::async(std::launch::async, ConnectSession, conninfo_);
+  }
   const TargetIdentity& identity() const override { return identity_; }
 
   Status Lock(std::chrono::milliseconds timeout) override {
     if (lock_held_) return Status::Ok();
+    if (lock_conn_ == nullptr && pending_lock_session_.valid()) {
+      auto conn = Adopt(pending_lock_session_.get());
+      if (!conn.ok()) return conn.status();
+      lock_conn_ = *conn;
+    }
     if (lock_conn_ == nullptr) {
       auto conn = Connect();
       if (!conn.ok()) return conn.status();
@@ -897,32 +915,37 @@ class PostgresDriver final : public Driver {
     }
   }
 
-  StatusOr<PGconn*> Connect() {
+  // A connected, set-up session, or the error line. Touches no member but
+  // the (immutable) conninfo, so a helper thread may run it (BeginLock).
+  struct Session {
+    PGconn* conn = nullptr;
+    std::string error;  // unscrubbed: Scrub() it on the owning thread
+    bool setup_failed = false;
+  };
+  static Session ConnectSession(const std::string& conninfo) {
+    Session out;
     // Later entries override earlier ones; the conninfo (expanded from
     // "dbname") may override connect_timeout and application_name.
     const char* keys[] = {"connect_timeout", "application_name", "dbname",
                           "client_encoding", nullptr};
-    const char* values[] = {"10", "migledger", conninfo_.c_str(), "UTF8",
+    const char* values[] = {"10", "migledger", conninfo.c_str(), "UTF8",
                             nullptr};
-    PGconn* conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
-    if (conn == nullptr) {
-      return TargetUnavailable("cannot connect to " + Target() +
-                               ": out of memory");
+    out.conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+    if (out.conn == nullptr) {
+      out.error = "out of memory";
+      return out;
     }
-    LearnPassword(conn);
-    if (PQstatus(conn) != CONNECTION_OK) {
-      std::string message = Scrub(LibpqMessage(PQerrorMessage(conn)));
-      PQfinish(conn);
-      return TargetUnavailable("cannot connect to " + Target() + ": " +
-                               message);
+    if (PQstatus(out.conn) != CONNECTION_OK) {
+      out.error = LibpqMessage(PQerrorMessage(out.conn));
+      return out;
     }
-    PQsetNoticeProcessor(conn, DiscardNotice, nullptr);
+    PQsetNoticeProcessor(out.conn, DiscardNotice, nullptr);
     // A role named like the tool's schema would resolve "$user" in the
     // default search_path to that schema, so the migrations' own tables
     // would land next to ours: drop "$user" from this session's path then
     // (every table of the tool is schema-qualified anyway).
     Result res(PQexec(
-        conn,
+        out.conn,
         "SET client_min_messages = warning; "
         "SELECT CASE WHEN current_user = 'migledger' THEN "
         "set_config('search_path', "
@@ -931,12 +954,30 @@ class PostgresDriver final : public Driver {
         "''), "
         "'public'), false) END"));
     if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
-      std::string message = Scrub(PrimaryMessage(res.get(), conn));
-      PQfinish(conn);
-      return TargetUnavailable("cannot set up the session on " + Target() +
-                               ": " + message);
+      out.error = PrimaryMessage(res.get(), out.conn);
+      out.setup_failed = true;
     }
-    return conn;
+    return out;
+  }
+
+  StatusOr<PGconn*> Connect() { return Adopt(ConnectSession(conninfo_)); }
+
+  // Turns a session from ConnectSession into a connection or the error,
+  // learning its password for redaction either way.
+  StatusOr<PGconn*> Adopt(Session session) {
+    if (session.conn == nullptr) {
+      return TargetUnavailable("cannot connect to " + Target() + ": " +
+                               session.error);
+    }
+    LearnPassword(session.conn);
+    if (!session.error.empty()) {
+      PQfinish(session.conn);
+      return TargetUnavailable(
+          (session.setup_failed ? "cannot set up the session on "
+                                : "cannot connect to ") +
+          Target() + ": " + Scrub(session.error));
+    }
+    return session.conn;
   }
 
   void CloseLockSession() {
@@ -1170,6 +1211,7 @@ class PostgresDriver final : public Driver {
   TargetIdentity identity_;
   PGconn* conn_ = nullptr;       // the work session
   PGconn* lock_conn_ = nullptr;  // the lock session, while Lock() holds it
+  std::future<Session> pending_lock_session_;  // from BeginLock()
   bool lock_held_ = false;
   bool server_counts_bytes_ = false;  // SQL_ASCII database
 };

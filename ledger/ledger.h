@@ -105,6 +105,9 @@ struct LedgerOptions {
   bool create_if_missing = false;
   // How long a writer waits for another process to release the ledger.
   std::chrono::milliseconds lock_timeout{0};
+  // Tests only: a new ledger gets the format-1 layout (one column family per
+  // table), so tests can prove that such ledgers still open and extend.
+  bool create_format_1 = false;
 };
 
 class Ledger {

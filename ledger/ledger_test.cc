@@ -148,14 +148,26 @@ std::vector<uint64_t> Sequences(const std::vector<LedgerEntry>& entries) {
   return out;
 }
 
-// The ledger's RocksDB opened directly, with every column family.
+// The tag byte that leads a table's keys in a format-2 ledger (see
+// ledger/FORMAT.md); format 1 kept each table in its own column family.
+char TableTag(const std::string& table) {
+  static const std::map<std::string, char> tags = {
+      {"events", 'e'},    {"hashes", 'h'},    {"target_index", 't'},
+      {"version_index", 'v'}, {"run_index", 'r'}, {"time_index", 'i'},
+      {"blobs", 'b'},     {"meta", 'm'}};
+  return tags.at(table);
+}
+
+// The ledger's RocksDB opened directly, with every column family; tables are
+// named as in ledger/FORMAT.md whichever the format.
 class RawDb {
  public:
   explicit RawDb(const std::string& dir) {
+    std::vector<std::string> names;
+    status_ = rocksdb::DB::ListColumnFamilies({}, dir, &names);
+    if (!status_.ok()) return;
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    for (const char* name :
-         {"default", "events", "hashes", "target_index", "version_index",
-          "run_index", "time_index", "blobs", "meta"}) {
+    for (const auto& name : names) {
       descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
     }
     rocksdb::DBOptions options;
@@ -174,27 +186,29 @@ class RawDb {
   }
   const rocksdb::Status& status() const { return status_; }
 
-  std::string Get(const std::string& cf, const std::string& key) {
+  std::string Get(const std::string& table, const std::string& key) {
     std::string v;
-    rocksdb::Status s = db_->Get({}, by_name_.at(cf), key, &v);
-    EXPECT_TRUE(s.ok()) << cf << ": " << s.ToString();
+    rocksdb::Status s = db_->Get({}, Cf(table), Key(table, key), &v);
+    EXPECT_TRUE(s.ok()) << table << ": " << s.ToString();
     return v;
   }
-  void Put(const std::string& cf, const std::string& key,
+  void Put(const std::string& table, const std::string& key,
            const std::string& value) {
-    rocksdb::Status s = db_->Put({}, by_name_.at(cf), key, value);
+    rocksdb::Status s = db_->Put({}, Cf(table), Key(table, key), value);
     EXPECT_TRUE(s.ok()) << s.ToString();
   }
-  void Delete(const std::string& cf, const std::string& key) {
-    rocksdb::Status s = db_->Delete({}, by_name_.at(cf), key);
+  void Delete(const std::string& table, const std::string& key) {
+    rocksdb::Status s = db_->Delete({}, Cf(table), Key(table, key));
     EXPECT_TRUE(s.ok()) << s.ToString();
   }
   uint64_t LatestSequence() { return db_->GetLatestSequenceNumber(); }
-  size_t CountKeys(const std::string& cf) {
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator({}, by_name_.at(cf)));
+  size_t CountKeys(const std::string& table) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, Cf(table)));
+    const std::string prefix = Key(table, "");
     size_t n = 0;
-    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next())
+      ++n;
     EXPECT_TRUE(it->status().ok()) << it->status().ToString();
     return n;
   }
@@ -208,11 +222,18 @@ class RawDb {
   void PutEvent(uint64_t seq, const std::string& bytes) {
     Put("events", Be64(seq), bytes);
   }
+  bool Format1() const { return by_name_.count("events") != 0; }
 
  private:
   rocksdb::Status status_;
   rocksdb::DB* db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* Cf(const std::string& table) {
+    return Format1() ? by_name_.at(table) : by_name_.at("default");
+  }
+  std::string Key(const std::string& table, const std::string& key) const {
+    return Format1() ? key : TableTag(table) + key;
+  }
   std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name_;
 };
 
@@ -1326,7 +1347,7 @@ TEST_F(LedgerTest, NewerFormatIsUnsupported) {
   {
     RawDb raw(Dir());
     ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    EXPECT_EQ(raw.Get("meta", "format"), "1");
+    EXPECT_EQ(raw.Get("meta", "format"), "2");
     raw.Put("meta", "format", "99");
   }
   for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
@@ -1335,6 +1356,111 @@ TEST_F(LedgerTest, NewerFormatIsUnsupported) {
     EXPECT_EQ(ledger.status().code(), Code::kUnsupported)
         << ledger.status().ToString();
   }
+}
+
+// Format 1 (one column family per table) is what earlier builds wrote: such a
+// ledger opens for reading and writing, verifies, scans by every index, and
+// stays format 1 when extended. A new ledger is format 2: one column family.
+TEST_F(LedgerTest, FormatOneLedgersStillOpenVerifyAndExtend) {
+  auto count_matches = [](Ledger* ledger, const ScanFilter& f) {
+    size_t n = 0;
+    Status s = ledger->Scan(f, [&](const LedgerEntry&) {
+      ++n;
+      return true;
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return n;
+  };
+  auto append = [](Ledger* ledger, int from, int to) {
+    for (int i = from; i < to; ++i) {
+      v1::Event e = MakeEvent("sqlite", "db-a", i < 3 ? "run-1" : "run-2",
+                              1700000000000000 + i, std::to_string(i + 1));
+      auto p = ledger->Prepare(&e);
+      ASSERT_TRUE(p.ok()) << p.status().ToString();
+      ASSERT_TRUE(ledger->Append(*p, /*sync=*/true).ok());
+    }
+  };
+  std::string blob;
+  {
+    LedgerOptions legacy = Writable();
+    legacy.create_format_1 = true;
+    auto ledger = MustOpen(Dir(), legacy);
+    ASSERT_TRUE(ledger);
+    append(ledger.get(), 0, 5);
+    auto key = ledger->PutBlob("CREATE TABLE t (id INTEGER);");
+    ASSERT_TRUE(key.ok()) << key.status().ToString();
+    blob = *key;
+  }
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, Dir(), &names).ok());
+  EXPECT_EQ(names.size(), 9u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    EXPECT_TRUE(raw.Format1());
+    EXPECT_EQ(raw.Get("meta", "format"), "1");
+  }
+  for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
+    auto ledger = MustOpen(Dir(), options);
+    ASSERT_TRUE(ledger);
+    EXPECT_EQ(ledger->Head().size, 5u);
+    EXPECT_EQ(ledger->TargetHead("sqlite:db-a").size, 5u);
+    auto report = ledger->Verify();
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    EXPECT_TRUE(report->ok()) << report->problem;
+    ScanFilter by_run;
+    by_run.run_id = "run-1";
+    EXPECT_EQ(count_matches(ledger.get(), by_run), 3u);
+    ScanFilter by_version;
+    by_version.version = "0004";
+    EXPECT_EQ(count_matches(ledger.get(), by_version), 1u);
+    ScanFilter by_time;
+    by_time.since_micros = 1700000000000001;
+    by_time.until_micros = 1700000000000003;
+    EXPECT_EQ(count_matches(ledger.get(), by_time), 2u);
+    auto got = ledger->GetBlob(blob);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, "CREATE TABLE t (id INTEGER);");
+  }
+  {
+    auto ledger = MustOpen(Dir(), Writable());
+    ASSERT_TRUE(ledger);
+    append(ledger.get(), 5, 8);
+  }
+  auto ledger = MustOpen(Dir(), ReadOnly());
+  ASSERT_TRUE(ledger);
+  EXPECT_EQ(ledger->Head().size, 8u);
+  EXPECT_EQ(ledger->TargetHead("sqlite:db-a").size, 8u);
+  auto report = ledger->Verify();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->ok()) << report->problem;
+  ScanFilter by_run;
+  by_run.run_id = "run-2";
+  EXPECT_EQ(count_matches(ledger.get(), by_run), 5u);
+  ledger.reset();
+  RawDb raw(Dir());
+  ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+  EXPECT_TRUE(raw.Format1());
+  EXPECT_EQ(raw.Get("meta", "format"), "1");
+}
+
+TEST_F(LedgerTest, NewLedgerIsFormatTwoInOneColumnFamily) {
+  {
+    auto ledger = MustOpen(Dir(), Writable());
+    ASSERT_TRUE(ledger);
+    v1::Event e = MakeEvent("sqlite", "db-a", "run-1", 1700000000000000, "1");
+    ASSERT_TRUE(ledger->AppendEvent(&e, /*sync=*/true).ok());
+  }
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, Dir(), &names).ok());
+  EXPECT_EQ(names, std::vector<std::string>{"default"});
+  RawDb raw(Dir());
+  ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+  EXPECT_FALSE(raw.Format1());
+  EXPECT_EQ(raw.Get("meta", "format"), "2");
+  EXPECT_EQ(raw.CountKeys("events"), 1u);
+  EXPECT_EQ(raw.CountKeys("hashes"), 1u);
+  EXPECT_EQ(raw.CountKeys("time_index"), 1u);
 }
 
 TEST_F(LedgerTest, OpenMissingDirectoryWithoutCreateIsNotFound) {

@@ -259,14 +259,24 @@ class RawLedger {
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     delete db_;
   }
-  rocksdb::ColumnFamilyHandle* Cf(const std::string& name) {
-    auto it = by_name_.find(name);
-    if (it == by_name_.end()) throw std::runtime_error("no CF " + name);
+  // Tables as ledger/FORMAT.md names them: a column family each in format
+  // 1, keys led by a tag byte in the default column family in format 2.
+  rocksdb::ColumnFamilyHandle* Cf(const std::string& table) {
+    auto it = by_name_.find(by_name_.count("events") ? table : "default");
+    if (it == by_name_.end()) throw std::runtime_error("no CF " + table);
     return it->second;
+  }
+  std::string Key(const std::string& table, const std::string& key) {
+    if (by_name_.count("events")) return key;
+    static const std::map<std::string, char> tags = {
+        {"events", 'e'},        {"hashes", 'h'},    {"target_index", 't'},
+        {"version_index", 'v'}, {"run_index", 'r'}, {"time_index", 'i'},
+        {"blobs", 'b'},         {"meta", 'm'}};
+    return tags.at(table) + key;
   }
   std::string Get(const std::string& cf, const std::string& key) {
     std::string v;
-    rocksdb::Status s = db_->Get({}, Cf(cf), key, &v);
+    rocksdb::Status s = db_->Get({}, Cf(cf), Key(cf, key), &v);
     if (!s.ok()) throw std::runtime_error("get: " + s.ToString());
     return v;
   }
@@ -274,13 +284,13 @@ class RawLedger {
            const std::string& value) {
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    rocksdb::Status s = db_->Put(wo, Cf(cf), key, value);
+    rocksdb::Status s = db_->Put(wo, Cf(cf), Key(cf, key), value);
     if (!s.ok()) throw std::runtime_error("put: " + s.ToString());
   }
   void Delete(const std::string& cf, const std::string& key) {
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    rocksdb::Status s = db_->Delete(wo, Cf(cf), key);
+    rocksdb::Status s = db_->Delete(wo, Cf(cf), Key(cf, key));
     if (!s.ok()) throw std::runtime_error("delete: " + s.ToString());
   }
   void CreateCf(const std::string& name) {
@@ -793,8 +803,8 @@ TEST_F(SqliteBadInputTest, NewerLedgerFormatIsRefusedByEveryCommand) {
   Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
   {
     RawLedger raw(LedgerDir());
-    ASSERT_EQ(raw.Get("meta", "format"), "1");
-    raw.Put("meta", "format", "2");
+    ASSERT_EQ(raw.Get("meta", "format"), "2");
+    raw.Put("meta", "format", "3");
   }
   const std::string out = dir_ / "export.jsonl";
   const std::vector<std::vector<std::string>> commands = {
@@ -826,7 +836,7 @@ TEST_F(SqliteBadInputTest, NewerLedgerFormatIsRefusedByEveryCommand) {
   EXPECT_FALSE(TableExists("b"));
   {
     RawLedger raw(LedgerDir());
-    EXPECT_EQ(raw.Get("meta", "format"), "2");  // nobody "repaired" it
+    EXPECT_EQ(raw.Get("meta", "format"), "3");  // nobody "repaired" it
   }
 }
 
