@@ -46,7 +46,10 @@ enum Cf {
   kTimeIndex,     // BE64(micros + 2^63) BE64(seq) -> ""
   kBlobs,         // hex sha256 -> content
   kMeta,          // see FORMAT.md
-  kNumCfs
+  kNumCfs,
+  // Not a column family in format 1: the meta family's "target_head/" keys.
+  kTargetHeads = kNumCfs,  // target_key -> BE64(size) || target chain (32)
+  kNumTables
 };
 const char *const kCfNames[kNumCfs] = {
     rocksdb::kDefaultColumnFamilyName.c_str(),
@@ -58,7 +61,11 @@ const char *const kCfNames[kNumCfs] = {
     "time_index",
     "blobs",
     "meta"};
-const char kTableTags[kNumCfs] = {'\0', 'e', 'h', 't', 'v', 'r', 'i', 'b', 'm'};
+// The ledger head ("mhead") and each target's head ("n" ‖ target_key) are
+// rewritten by every append: apart, each overwrite lands next to its own
+// previous version, where the table's insert hint points.
+const char kTableTags[kNumTables] = {'\0', 'e', 'h', 't', 'v',
+                                     'r',  'i', 'b', 'm', 'n'};
 
 // An iterator over one table: keys without the table's tag, confined to the
 // table by iterate bounds (the caller's upper bound, if any, is kept).
@@ -364,9 +371,11 @@ class RocksLedger final : public Ledger {
   RocksLedger(rocksdb::DB *db, std::vector<rocksdb::ColumnFamilyHandle *> cfs,
               bool read_only)
       : db_(db), cfs_(std::move(cfs)), read_only_(read_only) {
-    for (int t = 0; t < kNumCfs; ++t) {
+    for (int t = 0; t < kNumTables; ++t) {
       if (cfs_.size() == 1) {
         tables_[t] = {cfs_[0], std::string(1, kTableTags[t])};
+      } else if (t == kTargetHeads) {
+        tables_[t] = {cfs_[kMeta], "target_head/"};
       } else {
         tables_[t] = {cfs_[t], std::string()};
       }
@@ -452,10 +461,9 @@ class RocksLedger final : public Ledger {
       return FromRocks(s, "reading ledger head");
     }
     // Per-target heads.
-    std::unique_ptr<rocksdb::Iterator> it(NewTableIterator({}, kMeta));
-    for (it->Seek("target_head/");
-         it->Valid() && it->key().starts_with("target_head/"); it->Next()) {
-      std::string key = it->key().ToString().substr(strlen("target_head/"));
+    std::unique_ptr<rocksdb::Iterator> it(NewTableIterator({}, kTargetHeads));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string key = it->key().ToString();
       std::string_view v(it->value().data(), it->value().size());
       target_heads_[key] = ChainHead{ReadBe64(v), ToDigest(v.substr(8))};
     }
@@ -520,7 +528,7 @@ class RocksLedger final : public Ledger {
                 p.target_key + '\0' + Be64(p.target_sequence), v);
       std::string head = Be64(p.target_sequence);
       head.append(AsBytes(p.target_chain_head));
-      PutRow(&batch, kMeta, "target_head/" + p.target_key, head);
+      PutRow(&batch, kTargetHeads, p.target_key, head);
       if (!p.version.empty()) {
         PutRow(&batch, kVersionIndex,
                   CanonicalVersionKey(p.version) + '\0' + p.target_key + '\0' +
@@ -1222,7 +1230,7 @@ class RocksLedger final : public Ledger {
     rocksdb::ColumnFamilyHandle *cf = nullptr;
     std::string prefix;  // the tag byte (format 2) or empty (format 1)
   };
-  Table tables_[kNumCfs];
+  Table tables_[kNumTables];
   bool read_only_;
   std::string ledger_id_;
   ChainHead head_;
