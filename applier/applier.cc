@@ -355,9 +355,9 @@ struct Applier::Impl {
             return true;
           }));
     }
-    projection_cache = b.projection();
+    projection_cache = std::move(b).Take();
     projection_cache_head = head;
-    return b.projection();
+    return *projection_cache;
   }
   std::optional<Projection> projection_cache;
   uint64_t projection_cache_head = 0;

@@ -172,8 +172,15 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
   if (ec)
     return IoError("cannot read migrations directory " + dir + ": " +
                    ec.message());
-  std::map<std::string, Migration>
-      by_version;  // canonical version -> migration
+  // Canonical version -> migration, in CompareVersions order (shorter
+  // canonical versions first, then by digits): the result needs no sort.
+  struct ByCanonicalVersion {
+    bool operator()(const std::string& a, const std::string& b) const {
+      if (a.size() != b.size()) return a.size() < b.size();
+      return a < b;
+    }
+  };
+  std::map<std::string, Migration, ByCanonicalVersion> by_version;
   std::vector<std::pair<std::string, MigrationFile>> downs;
   fs::directory_iterator it(dir, ec);
   if (ec) {
@@ -249,9 +256,6 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
   std::vector<Migration> out;
   out.reserve(by_version.size());
   for (auto& [k, m] : by_version) out.push_back(std::move(m));
-  std::sort(out.begin(), out.end(), [](const Migration& a, const Migration& b) {
-    return CompareVersions(a.version, b.version) < 0;
-  });
   return out;
 }
 

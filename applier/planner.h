@@ -54,6 +54,7 @@ class ProjectionBuilder {
  public:
   void Add(const v1::Event& event);
   const Projection& projection() const { return p_; }
+  Projection Take() && { return std::move(p_); }
 
  private:
   void Close(const std::string& attempt_id);
