@@ -1368,8 +1368,8 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   db_options.create_if_missing = !exists;
   rocksdb::ColumnFamilyOptions cf_options(LedgerDbOptions(options.read_only));
   // Format 2 lives in the default column family; format 1 needs all of
-  // kCfNames opened (a writer that leaves one out is refused by RocksDB, a
-  // reader sees an empty default family without the format marker).
+  // kCfNames opened (RocksDB refuses a writer that leaves one out; a reader
+  // lists the families first, see below).
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
       {rocksdb::kDefaultColumnFamilyName, cf_options}};
   const bool create_format_1 = !exists && options.create_format_1;
