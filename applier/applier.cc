@@ -883,9 +883,10 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   } else {
     impl->ledger = std::move(ledger).value();
   }
-  auto driver = opened_driver
-                    ? StatusOr<std::unique_ptr<Driver>>(std::move(opened_driver))
-                    : OpenDriver(impl->target_uri, mode == AccessMode::kWrite);
+  auto driver =
+      opened_driver
+          ? StatusOr<std::unique_ptr<Driver>>(std::move(opened_driver))
+          : OpenDriver(impl->target_uri, mode == AccessMode::kWrite);
   if (!driver.ok()) {
     if (mode == AccessMode::kRead &&
         driver.status().code() == Code::kTargetUnavailable &&

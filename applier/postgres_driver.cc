@@ -972,10 +972,10 @@ class PostgresDriver final : public Driver {
     LearnPassword(session.conn);
     if (!session.error.empty()) {
       PQfinish(session.conn);
-      return TargetUnavailable(
-          (session.setup_failed ? "cannot set up the session on "
-                                : "cannot connect to ") +
-          Target() + ": " + Scrub(session.error));
+      return TargetUnavailable((session.setup_failed
+                                    ? "cannot set up the session on "
+                                    : "cannot connect to ") +
+                               Target() + ": " + Scrub(session.error));
     }
     return session.conn;
   }

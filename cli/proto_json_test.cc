@@ -430,7 +430,8 @@ TEST_F(JsonlExportTest, UndecodableEventStopsTheExportAfterWhatPrecedesIt) {
     // Event 17 replaced by bytes that do not decode, with plain RocksDB
     // (ledger/FORMAT.md: the events table's keys are 'e' BE64(seq)).
     rocksdb::DB* db = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_ + "/ledger", &db).ok());
+    ASSERT_TRUE(
+        rocksdb::DB::Open(rocksdb::Options(), dir_ + "/ledger", &db).ok());
     const char key[9] = {'e', 0, 0, 0, 0, 0, 0, 0, 17};
     EXPECT_TRUE(db->Put({}, rocksdb::Slice(key, 9), "\xff\xff\xff").ok());
     delete db;

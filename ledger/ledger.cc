@@ -419,8 +419,7 @@ class RocksLedger final : public Ledger {
   }
   rocksdb::Iterator *NewTableIterator(const rocksdb::ReadOptions &ro,
                                       int table) const {
-    return new TableIterator(db_, ro, tables_[table].cf,
-                             tables_[table].prefix);
+    return new TableIterator(db_, ro, tables_[table].cf, tables_[table].prefix);
   }
 
   Status Init(bool fresh) {
@@ -428,8 +427,7 @@ class RocksLedger final : public Ledger {
     // Decide "new ledger" under RocksDB's lock, not from a look before it:
     // two first runs can both see no ledger, and the second must not
     // re-initialize (a new ledger id) what the first already wrote.
-    if (fresh && !read_only_ &&
-        GetRow(kMeta, "format", &value).IsNotFound()) {
+    if (fresh && !read_only_ && GetRow(kMeta, "format", &value).IsNotFound()) {
       rocksdb::WriteBatch batch;
       PutRow(&batch, kMeta, "format", cfs_.size() == 1 ? kFormatVersion : "1");
       ledger_id_ = NewLedgerId();
@@ -450,9 +448,8 @@ class RocksLedger final : public Ledger {
                          " is newer than this migledger supports (" +
                          kFormatVersion + "); upgrade migledger");
     }
-    MIGLEDGER_RETURN_IF_ERROR(
-        FromRocks(GetRow(kMeta, "ledger_id", &ledger_id_),
-                  "reading ledger id"));
+    MIGLEDGER_RETURN_IF_ERROR(FromRocks(GetRow(kMeta, "ledger_id", &ledger_id_),
+                                        "reading ledger id"));
     s = GetRow(kMeta, "head", &value);
     if (s.ok()) {
       head_.size = ReadBe64(value);
@@ -525,15 +522,15 @@ class RocksLedger final : public Ledger {
       v.append(AsBytes(p.target_chain_head));
       v.append(AsBytes(p.leaf_hash));  // so target scans never rehash
       PutRow(&batch, kTargetIndex,
-                p.target_key + '\0' + Be64(p.target_sequence), v);
+             p.target_key + '\0' + Be64(p.target_sequence), v);
       std::string head = Be64(p.target_sequence);
       head.append(AsBytes(p.target_chain_head));
       PutRow(&batch, kTargetHeads, p.target_key, head);
       if (!p.version.empty()) {
         PutRow(&batch, kVersionIndex,
-                  CanonicalVersionKey(p.version) + '\0' + p.target_key + '\0' +
-                      seq_key,
-                  "");
+               CanonicalVersionKey(p.version) + '\0' + p.target_key + '\0' +
+                   seq_key,
+               "");
       }
     }
     if (!p.run_id.empty()) {
@@ -546,7 +543,7 @@ class RocksLedger final : public Ledger {
     for (std::string_view blob : p.blobs) {
       // Rewriting an existing blob stores the same bytes under the same key.
       PutRow(&batch, kBlobs, Sha256Hex(blob),
-                rocksdb::Slice(blob.data(), blob.size()));
+             rocksdb::Slice(blob.data(), blob.size()));
     }
     rocksdb::WriteOptions wo;
     wo.sync = sync;
@@ -618,9 +615,9 @@ class RocksLedger final : public Ledger {
     if (s.ok()) return key;  // deduplicated
     if (!s.IsNotFound()) return FromRocks(s, "reading blob");
     if (read_only_) return Internal("ledger opened read-only");
-    MIGLEDGER_RETURN_IF_ERROR(
-        FromRocks(db_->Put({}, tables_[kBlobs].cf, RowKey(kBlobs, key), content),
-                  "writing blob"));
+    MIGLEDGER_RETURN_IF_ERROR(FromRocks(
+        db_->Put({}, tables_[kBlobs].cf, RowKey(kBlobs, key), content),
+        "writing blob"));
     return key;
   }
 
@@ -734,8 +731,7 @@ class RocksLedger final : public Ledger {
       return Status::Ok();
     }
     if (f.since_micros || f.until_micros) {
-      std::unique_ptr<rocksdb::Iterator> it(
-          NewTableIterator({}, kTimeIndex));
+      std::unique_ptr<rocksdb::Iterator> it(NewTableIterator({}, kTimeIndex));
       it->Seek(f.since_micros ? TimeKey(*f.since_micros, 0) : std::string());
       std::vector<uint64_t> seqs;
       const std::string end =
@@ -777,8 +773,7 @@ class RocksLedger final : public Ledger {
       const std::function<bool(const LedgerEntry &, const Digest32 &,
                                const Digest32 &)> &fn) override {
     const std::string prefix = key + '\0';
-    std::unique_ptr<rocksdb::Iterator> it(
-        NewTableIterator({}, kTargetIndex));
+    std::unique_ptr<rocksdb::Iterator> it(NewTableIterator({}, kTargetIndex));
     // Events of one target are mostly consecutive in the ledger: walk them
     // with a second iterator (Next) instead of a point lookup per event.
     std::unique_ptr<rocksdb::Iterator> ev(NewTableIterator({}, kEvents));
@@ -871,8 +866,7 @@ class RocksLedger final : public Ledger {
                             std::to_string(head_.size) + " events, not " +
                             std::to_string(limit));
       }
-      std::unique_ptr<rocksdb::Iterator> hs(
-          NewTableIterator({}, kHashes));
+      std::unique_ptr<rocksdb::Iterator> hs(NewTableIterator({}, kHashes));
       for (hs->SeekToFirst(); hs->Valid() && tree.size() < limit; hs->Next()) {
         tree.AddLeafHash(ToDigest(std::string_view(hs->value().data(), 32)));
       }
@@ -1211,8 +1205,7 @@ class RocksLedger final : public Ledger {
     if (last == 0) return Status::Ok();
     std::string hashes;
     MIGLEDGER_RETURN_IF_ERROR(
-        FromRocks(GetRow(kHashes, Be64(last), &hashes),
-                  "reading tail hashes"));
+        FromRocks(GetRow(kHashes, Be64(last), &hashes), "reading tail hashes"));
     Digest32 leaf = MerkleLeafHash(
         std::string_view(ev->value().data(), ev->value().size()));
     if (hashes.size() != 64 || ToDigest(hashes) != leaf ||
@@ -1380,8 +1373,8 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
     auto deadline = std::chrono::steady_clock::now() + options.lock_timeout;
     for (;;) {
       if (options.read_only) {
-        s = rocksdb::DB::OpenForReadOnly(db_options, dir, descriptors,
-                                         &handles, &db);
+        s = rocksdb::DB::OpenForReadOnly(db_options, dir, descriptors, &handles,
+                                         &db);
       } else if (create_format_1) {
         s = CreateWithColumnFamilies(db_options, cf_options, dir, &handles,
                                      &db);
@@ -1406,7 +1399,8 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   // exactly its column families; anything else is a newer format.
   auto use_format_1 = [&]() -> Status {
     std::vector<std::string> names;
-    rocksdb::Status ls = rocksdb::DB::ListColumnFamilies(db_options, dir, &names);
+    rocksdb::Status ls =
+        rocksdb::DB::ListColumnFamilies(db_options, dir, &names);
     // Unlistable: let the open itself report why (permissions...).
     if (!ls.ok()) return Status::Ok();
     for (const auto &name : names) {
@@ -1420,7 +1414,8 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
     }
     if (names.size() == 1) return Status::Ok();  // format 2 after all
     descriptors.clear();
-    for (const char *name : kCfNames) descriptors.emplace_back(name, cf_options);
+    for (const char *name : kCfNames)
+      descriptors.emplace_back(name, cf_options);
     // A format-1 ledger torn while its families were created gets the rest.
     db_options.create_missing_column_families = !options.read_only;
     return Status::Ok();

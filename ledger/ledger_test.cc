@@ -152,9 +152,9 @@ std::vector<uint64_t> Sequences(const std::vector<LedgerEntry>& entries) {
 // ledger/FORMAT.md); format 1 kept each table in its own column family.
 char TableTag(const std::string& table) {
   static const std::map<std::string, char> tags = {
-      {"events", 'e'},    {"hashes", 'h'},    {"target_index", 't'},
+      {"events", 'e'},        {"hashes", 'h'},    {"target_index", 't'},
       {"version_index", 'v'}, {"run_index", 'r'}, {"time_index", 'i'},
-      {"blobs", 'b'},     {"meta", 'm'}};
+      {"blobs", 'b'},         {"meta", 'm'}};
   return tags.at(table);
 }
 
@@ -1371,6 +1371,23 @@ TEST_F(LedgerTest, FormatOneLedgersStillOpenVerifyAndExtend) {
     EXPECT_TRUE(s.ok()) << s.ToString();
     return n;
   };
+  // Opens the ledger, checks its size on both chains, verifies it and counts
+  // the events of `run`.
+  auto check = [&](const LedgerOptions& options, uint64_t size,
+                   const std::string& run, size_t in_run) {
+    auto ledger = MustOpen(Dir(), options);
+    EXPECT_TRUE(ledger);
+    if (!ledger) return ledger;
+    EXPECT_EQ(ledger->Head().size, size);
+    EXPECT_EQ(ledger->TargetHead("sqlite:db-a").size, size);
+    auto report = ledger->Verify();
+    EXPECT_TRUE(report.ok() && report->ok())
+        << (report.ok() ? report->problem : report.status().ToString());
+    ScanFilter by_run;
+    by_run.run_id = run;
+    EXPECT_EQ(count_matches(ledger.get(), by_run), in_run);
+    return ledger;
+  };
   auto append = [](Ledger* ledger, int from, int to) {
     for (int i = from; i < to; ++i) {
       v1::Event e = MakeEvent("sqlite", "db-a", i < 3 ? "run-1" : "run-2",
@@ -1401,16 +1418,8 @@ TEST_F(LedgerTest, FormatOneLedgersStillOpenVerifyAndExtend) {
     EXPECT_EQ(raw.Get("meta", "format"), "1");
   }
   for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
-    auto ledger = MustOpen(Dir(), options);
+    auto ledger = check(options, 5, "run-1", 3);
     ASSERT_TRUE(ledger);
-    EXPECT_EQ(ledger->Head().size, 5u);
-    EXPECT_EQ(ledger->TargetHead("sqlite:db-a").size, 5u);
-    auto report = ledger->Verify();
-    ASSERT_TRUE(report.ok()) << report.status().ToString();
-    EXPECT_TRUE(report->ok()) << report->problem;
-    ScanFilter by_run;
-    by_run.run_id = "run-1";
-    EXPECT_EQ(count_matches(ledger.get(), by_run), 3u);
     ScanFilter by_version;
     by_version.version = "0004";
     EXPECT_EQ(count_matches(ledger.get(), by_version), 1u);
@@ -1427,17 +1436,7 @@ TEST_F(LedgerTest, FormatOneLedgersStillOpenVerifyAndExtend) {
     ASSERT_TRUE(ledger);
     append(ledger.get(), 5, 8);
   }
-  auto ledger = MustOpen(Dir(), ReadOnly());
-  ASSERT_TRUE(ledger);
-  EXPECT_EQ(ledger->Head().size, 8u);
-  EXPECT_EQ(ledger->TargetHead("sqlite:db-a").size, 8u);
-  auto report = ledger->Verify();
-  ASSERT_TRUE(report.ok()) << report.status().ToString();
-  EXPECT_TRUE(report->ok()) << report->problem;
-  ScanFilter by_run;
-  by_run.run_id = "run-2";
-  EXPECT_EQ(count_matches(ledger.get(), by_run), 5u);
-  ledger.reset();
+  EXPECT_TRUE(check(ReadOnly(), 8, "run-2", 5));
   RawDb raw(Dir());
   ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
   EXPECT_TRUE(raw.Format1());
