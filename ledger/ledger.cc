@@ -366,13 +366,16 @@ constexpr uint64_t kMaxUnflushedBytes = 1 << 20;
 
 class RocksLedger final : public Ledger {
  public:
-  // `cfs`: the default column family alone (format 2) or all of kCfNames
-  // in order (format 1).
+  // `cfs`: the default column family alone or all of kCfNames in order;
+  // `format_2`: the tables live in the default family (see Ledger::Open).
   RocksLedger(rocksdb::DB *db, std::vector<rocksdb::ColumnFamilyHandle *> cfs,
-              bool read_only)
-      : db_(db), cfs_(std::move(cfs)), read_only_(read_only) {
+              bool read_only, bool format_2)
+      : db_(db),
+        cfs_(std::move(cfs)),
+        format_2_(format_2),
+        read_only_(read_only) {
     for (int t = 0; t < kNumTables; ++t) {
-      if (cfs_.size() == 1) {
+      if (format_2_) {
         tables_[t] = {cfs_[0], std::string(1, kTableTags[t])};
       } else if (t == kTargetHeads) {
         tables_[t] = {cfs_[kMeta], "target_head/"};
@@ -429,7 +432,7 @@ class RocksLedger final : public Ledger {
     // re-initialize (a new ledger id) what the first already wrote.
     if (fresh && !read_only_ && GetRow(kMeta, "format", &value).IsNotFound()) {
       rocksdb::WriteBatch batch;
-      PutRow(&batch, kMeta, "format", cfs_.size() == 1 ? kFormatVersion : "1");
+      PutRow(&batch, kMeta, "format", format_2_ ? kFormatVersion : "1");
       ledger_id_ = NewLedgerId();
       PutRow(&batch, kMeta, "ledger_id", ledger_id_);
       rocksdb::WriteOptions wo;
@@ -1219,6 +1222,7 @@ class RocksLedger final : public Ledger {
 
   rocksdb::DB *db_;
   std::vector<rocksdb::ColumnFamilyHandle *> cfs_;
+  bool format_2_;
   struct Table {
     rocksdb::ColumnFamilyHandle *cf = nullptr;
     std::string prefix;  // the tag byte (format 2) or empty (format 1)
@@ -1456,8 +1460,16 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
     }
     return FromRocks(s, "cannot open ledger " + dir);
   }
-  auto ledger =
-      std::make_unique<RocksLedger>(db, std::move(handles), options.read_only);
+  // An older migledger that opened a format-2 ledger for writing created the
+  // format-1 families (empty) before it refused the missing marker: the
+  // marker in the default family says which layout holds the tables.
+  bool format_2 = handles.size() == 1;
+  if (!format_2) {
+    std::string marker;
+    format_2 = db->Get({}, handles[0], "mformat", &marker).ok();
+  }
+  auto ledger = std::make_unique<RocksLedger>(db, std::move(handles),
+                                              options.read_only, format_2);
   MIGLEDGER_RETURN_IF_ERROR(ledger->Init(!exists));
   return std::unique_ptr<Ledger>(std::move(ledger));
 }

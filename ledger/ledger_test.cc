@@ -1443,6 +1443,39 @@ TEST_F(LedgerTest, FormatOneLedgersStillOpenVerifyAndExtend) {
   EXPECT_EQ(raw.Get("meta", "format"), "1");
 }
 
+// What an older migledger leaves when it opens a format-2 ledger for writing:
+// the nine format-1 families, created empty before it refused the ledger.
+// The marker in the default family still says where the tables are.
+TEST_F(LedgerTest, FormatTwoLedgerPaddedWithEmptyFormatOneFamiliesStillOpens) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    for (const char* name : {"events", "hashes", "target_index",
+                             "version_index", "run_index", "time_index",
+                             "blobs", "meta"}) {
+      raw.CreateColumnFamily(name);
+    }
+  }
+  for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
+    auto ledger = MustOpen(Dir(), options);
+    ASSERT_TRUE(ledger);
+    EXPECT_EQ(ledger->Head().size, 10u);
+    auto report = ledger->Verify();
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    EXPECT_TRUE(report->ok()) << report->problem;
+  }
+  auto ledger = MustOpen(Dir(), Writable());
+  ASSERT_TRUE(ledger);
+  v1::Event e = MakeEvent("sqlite", "db-a", "run-9", 1700000000000999, "11");
+  auto appended = ledger->AppendEvent(&e, /*sync=*/true);
+  ASSERT_TRUE(appended.ok()) << appended.status().ToString();
+  EXPECT_EQ(ledger->Head().size, 11u);
+  auto report = ledger->Verify();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->ok()) << report->problem;
+}
+
 TEST_F(LedgerTest, NewLedgerIsFormatTwoInOneColumnFamily) {
   {
     auto ledger = MustOpen(Dir(), Writable());
