@@ -1451,9 +1451,9 @@ TEST_F(LedgerTest, FormatTwoLedgerPaddedWithEmptyFormatOneFamiliesStillOpens) {
   {
     RawDb raw(Dir());
     ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    for (const char* name : {"events", "hashes", "target_index",
-                             "version_index", "run_index", "time_index",
-                             "blobs", "meta"}) {
+    for (const char* name :
+         {"events", "hashes", "target_index", "version_index", "run_index",
+          "time_index", "blobs", "meta"}) {
       raw.CreateColumnFamily(name);
     }
   }
