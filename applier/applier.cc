@@ -348,10 +348,9 @@ struct Applier::Impl {
       return *projection_cache;
     ProjectionBuilder b;
     if (driver && !driver->identity().database_id.empty()) {
-      MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-          TargetKey(), 0,
-          [&](const LedgerEntry& e, const Digest32&, const Digest32&) {
-            b.Add(e.event);
+      MIGLEDGER_RETURN_IF_ERROR(
+          ledger->ScanTargetEvents(TargetKey(), 0, [&](const v1::Event& e) {
+            b.Add(e);
             return true;
           }));
     }

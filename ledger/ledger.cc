@@ -1,6 +1,7 @@
 // RocksDB implementation of the ledger. Layout: ledger/FORMAT.md.
 #include "ledger/ledger.h"
 
+#include <google/protobuf/arena.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/perf_level.h>
@@ -775,12 +776,59 @@ class RocksLedger final : public Ledger {
       const std::string &key, uint64_t after,
       const std::function<bool(const LedgerEntry &, const Digest32 &,
                                const Digest32 &)> &fn) override {
+    LedgerEntry e;
+    return WalkTarget(key, after,
+                      [&](uint64_t seq, rocksdb::Slice bytes,
+                          std::string_view index_value) -> StatusOr<bool> {
+                        e.sequence = seq;
+                        e.bytes.assign(bytes.data(), bytes.size());
+                        if (!e.event.ParseFromString(e.bytes)) {
+                          return LedgerCorrupt("event " + std::to_string(seq) +
+                                               " does not decode");
+                        }
+                        return fn(e, ToDigest(index_value.substr(40)),
+                                  ToDigest(index_value.substr(8)));
+                      });
+  }
+
+  Status ScanTargetEvents(
+      const std::string &key, uint64_t after,
+      const std::function<bool(const v1::Event &)> &fn) override {
+    // Decoding into an arena replaces the event's few dozen small
+    // allocations and frees with pointer bumps; the arena is reset every
+    // kEventsPerArena events to bound its memory.
+    constexpr int kEventsPerArena = 256;
+    google::protobuf::Arena arena;
+    int in_arena = 0;
+    return WalkTarget(
+        key, after,
+        [&](uint64_t seq, rocksdb::Slice bytes,
+            std::string_view) -> StatusOr<bool> {
+          if (++in_arena > kEventsPerArena) {
+            arena.Reset();
+            in_arena = 1;
+          }
+          auto *event =
+              google::protobuf::Arena::CreateMessage<v1::Event>(&arena);
+          if (!event->ParseFromArray(bytes.data(),
+                                     static_cast<int>(bytes.size()))) {
+            return LedgerCorrupt("event " + std::to_string(seq) +
+                                 " does not decode");
+          }
+          return fn(*event);
+        });
+  }
+
+  // Walks the target index of `key` after target sequence `after`, handing
+  // `fn` each event's ledger sequence, stored bytes and index value
+  // (BE64(seq) || target chain || leaf); fn returns false to stop.
+  template <typename Fn>
+  Status WalkTarget(const std::string &key, uint64_t after, Fn &&fn) {
     const std::string prefix = key + '\0';
     std::unique_ptr<rocksdb::Iterator> it(NewTableIterator({}, kTargetIndex));
     // Events of one target are mostly consecutive in the ledger: walk them
     // with a second iterator (Next) instead of a point lookup per event.
     std::unique_ptr<rocksdb::Iterator> ev(NewTableIterator({}, kEvents));
-    LedgerEntry e;
     for (it->Seek(prefix + Be64(after + 1));
          it->Valid() && it->key().starts_with(prefix); it->Next()) {
       // key + '\0' + Be64(seq): a longer key belongs to another target whose
@@ -800,16 +848,11 @@ class RocksLedger final : public Ledger {
         return LedgerCorrupt("target index of " + key +
                              " names missing event " + std::to_string(seq));
       }
-      e.sequence = seq;
-      e.bytes.assign(ev->value().data(), ev->value().size());
-      if (!e.event.ParseFromString(e.bytes)) {
-        return LedgerCorrupt("event " + std::to_string(seq) +
-                             " does not decode");
-      }
       if (v.size() != 72) {
         return LedgerCorrupt("target index entry of " + key + " is malformed");
       }
-      if (!fn(e, ToDigest(v.substr(40)), ToDigest(v.substr(8)))) break;
+      MIGLEDGER_ASSIGN_OR_RETURN(bool more, fn(seq, ev->value(), v));
+      if (!more) break;
     }
     return FromRocks(it->status(), "scanning target chain");
   }

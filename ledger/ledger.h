@@ -162,6 +162,12 @@ class Ledger {
       const std::string& target_key, uint64_t after,
       const std::function<bool(const LedgerEntry&, const Digest32& leaf,
                                const Digest32& chain)>& fn) = 0;
+  // The same events, decoded only (no bytes, no hashes): for readers such as
+  // the projection. Decodes into an arena, so it costs less per event; the
+  // event is only valid during the call.
+  virtual Status ScanTargetEvents(
+      const std::string& target_key, uint64_t after,
+      const std::function<bool(const v1::Event&)>& fn) = 0;
   virtual StatusOr<LedgerEntry> Get(uint64_t sequence) = 0;
   // Calls `fn` with the sequence and the exact stored bytes of every event
   // with first <= sequence <= last (last = 0: no upper bound), in ledger

@@ -1110,6 +1110,41 @@ TEST_F(LedgerScanTest, ScanTargetReturnsTargetOrderWithMirrorHashes) {
   EXPECT_EQ(chain, ledger_->TargetHead("sqlite:db-b").chain);
 }
 
+// The decode-only scan (the projection's) sees exactly the events ScanTarget
+// does, in the same order, from any starting point, and stops when asked.
+TEST_F(LedgerScanTest, ScanTargetEventsMatchesScanTarget) {
+  auto with_bytes = [&](const std::string& key, uint64_t after, size_t stop) {
+    std::vector<std::string> out;
+    Status s = ledger_->ScanTarget(
+        key, after,
+        [&](const LedgerEntry& e, const Digest32&, const Digest32&) {
+          out.push_back(e.bytes);
+          return out.size() < stop;
+        });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return out;
+  };
+  auto decoded = [&](const std::string& key, uint64_t after, size_t stop) {
+    std::vector<std::string> out;
+    Status s =
+        ledger_->ScanTargetEvents(key, after, [&](const v1::Event& event) {
+          out.push_back(event.SerializeAsString());
+          return out.size() < stop;
+        });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return out;
+  };
+  for (const std::string key : {"sqlite:db-a", "sqlite:db-b", "sqlite:none"}) {
+    for (uint64_t after : {0, 1, 3, 100}) {
+      for (size_t stop : {size_t{1}, size_t{2}, SIZE_MAX}) {
+        EXPECT_EQ(decoded(key, after, stop), with_bytes(key, after, stop))
+            << key << " after " << after << " stop " << stop;
+      }
+    }
+  }
+  EXPECT_EQ(decoded("sqlite:db-b", 0, SIZE_MAX).size(), 4u);
+}
+
 TEST_F(LedgerScanTest, ScanBytesReturnsTheStoredBytesOfARange) {
   std::vector<LedgerEntry> all = ScanAll(ledger_, {});
   Seqs seen;
@@ -1474,6 +1509,28 @@ TEST_F(LedgerTest, FormatTwoLedgerPaddedWithEmptyFormatOneFamiliesStillOpens) {
   auto report = ledger->Verify();
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_TRUE(report->ok()) << report->problem;
+}
+
+// ScanTargetEvents past several resets of its arena (every 256 events).
+TEST_F(LedgerTest, ScanTargetEventsDecodesEveryEventAcrossArenaResets) {
+  auto ledger = MustOpen(Dir(), Writable());
+  ASSERT_TRUE(ledger);
+  std::vector<std::string> want;
+  for (int i = 0; i < 600; ++i) {
+    v1::Event e = MakeEvent("sqlite", "db-c", "run-big", 1800000000000000 + i,
+                            std::to_string(i + 1));
+    auto p = ledger->AppendEvent(&e, /*sync=*/i == 599);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    want.push_back(p->bytes);
+  }
+  std::vector<std::string> got;
+  Status s =
+      ledger->ScanTargetEvents("sqlite:db-c", 0, [&](const v1::Event& e) {
+        got.push_back(e.SerializeAsString());
+        return true;
+      });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(got, want);
 }
 
 TEST_F(LedgerTest, NewLedgerIsFormatTwoInOneColumnFamily) {
