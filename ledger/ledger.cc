@@ -42,7 +42,7 @@ enum Cf {
   kEvents,        // BE64(seq) -> event bytes
   kHashes,        // BE64(seq) -> leaf hash (32) || ledger chain head (32)
   kTargetIndex,   // target_key \0 BE64(tseq) -> BE64(seq) || target chain (32)
-  kVersionIndex,  // canonical version \0 target_key \0 BE64(seq) -> ""
+  kVersionIndex,  // VersionIndexPrefix(version) target_key \0 BE64(seq) -> ""
   kRunIndex,      // run_id \0 BE64(seq) -> ""
   kTimeIndex,     // BE64(micros + 2^63) BE64(seq) -> ""
   kBlobs,         // hex sha256 -> content
@@ -407,6 +407,22 @@ class RocksLedger final : public Ledger {
 
   using Ledger::Verify;  // Verify() with the default options
 
+  // The version index's key up to the target key. Format 2 leads with the
+  // canonical version's length (BE16), so numeric order is key order and
+  // an apply's inserts ascend like the other tables'; format 1 has none.
+  std::string VersionIndexPrefix(const std::string &version) const {
+    std::string canonical = CanonicalVersionKey(version);
+    std::string key;
+    if (format_2_) {
+      const size_t n = std::min<size_t>(canonical.size(), 0xffff);
+      key.push_back(static_cast<char>(n >> 8));
+      key.push_back(static_cast<char>(n & 0xff));
+    }
+    key += canonical;
+    key.push_back('\0');
+    return key;
+  }
+
   // Table access (see kTableTags).
   std::string RowKey(int table, std::string_view key) const {
     std::string k = tables_[table].prefix;
@@ -532,8 +548,7 @@ class RocksLedger final : public Ledger {
       PutRow(&batch, kTargetHeads, p.target_key, head);
       if (!p.version.empty()) {
         PutRow(&batch, kVersionIndex,
-               CanonicalVersionKey(p.version) + '\0' + p.target_key + '\0' +
-                   seq_key,
+               VersionIndexPrefix(p.version) + p.target_key + '\0' + seq_key,
                "");
       }
     }
@@ -714,7 +729,7 @@ class RocksLedger final : public Ledger {
       prefix = f.run_id + '\0';
     } else if (!f.version.empty()) {
       index = kVersionIndex;
-      prefix = CanonicalVersionKey(f.version) + '\0';
+      prefix = VersionIndexPrefix(f.version);
       if (!f.target_key.empty()) prefix += f.target_key + '\0';
     }
     if (index >= 0) {
