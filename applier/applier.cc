@@ -98,6 +98,9 @@ struct Applier::Impl {
   std::string run_id = RandomId();
   v1::Actor actor = CurrentActor();
   uint64_t mirror_head = 0;
+  // Read mode: the size of the target's mirror as CatchUpForReading read it
+  // when it pulled nothing (NothingToApply need not ask the target again).
+  std::optional<uint64_t> mirror_size_seen;
   int pulled = 0;
 
   // ---- events ------------------------------------------------------------
@@ -288,7 +291,10 @@ struct Applier::Impl {
     }
     MIGLEDGER_ASSIGN_OR_RETURN(uint64_t remote, driver->MirrorHead());
     uint64_t local = ledger ? ledger->TargetHead(TargetKey()).size : 0;
-    if (remote <= local) return ::migledger::Status::Ok();
+    if (remote <= local) {
+      mirror_size_seen = remote;
+      return ::migledger::Status::Ok();
+    }
     LedgerOptions wo;
     wo.create_if_missing = true;
     ledger.reset();
@@ -999,7 +1005,12 @@ StatusOr<bool> Applier::NothingToApply(const std::string& to) {
            .empty()) {
     return false;
   }
-  MIGLEDGER_ASSIGN_OR_RETURN(uint64_t remote, d.driver->MirrorHead());
+  uint64_t remote = 0;
+  if (d.mirror_size_seen) {
+    remote = *d.mirror_size_seen;
+  } else {
+    MIGLEDGER_ASSIGN_OR_RETURN(remote, d.driver->MirrorHead());
+  }
   if (remote != d.ledger->TargetHead(d.TargetKey()).size) return false;
   MIGLEDGER_ASSIGN_OR_RETURN(Projection p, d.Project());
   if (!p.open_attempts.empty()) return false;

@@ -385,21 +385,6 @@ const char* TypeName(const Event& e) {
   }
 }
 
-std::string VersionOf(const Event& e) {
-  switch (e.body_case()) {
-    case Event::kStepStarted:
-      return e.step_started().version();
-    case Event::kStatementApplied:
-      return e.statement_applied().version();
-    case Event::kStepApplied:
-      return e.step_applied().version();
-    case Event::kStepFailed:
-      return e.step_failed().version();
-    default:
-      return "";
-  }
-}
-
 class Generator {
  public:
   Generator(uint64_t seed, uint64_t n, migledger::Ledger* ledger,
@@ -492,7 +477,8 @@ class Generator {
     }
     if (sqlite_) {
       sqlite_->Add(count_, migledger::FormatRfc3339(time_micros_),
-                   target_->name, type, VersionOf(*e), *e, p->bytes);
+                   target_->name, type, migledger::EventVersion(*e), *e,
+                   p->bytes);
     }
   }
 

@@ -130,33 +130,6 @@ std::string EventType(const v1::Event& e) {
   return EventTypeName(e.body_case());
 }
 
-std::string EventVersion(const v1::Event& e) {
-  switch (e.body_case()) {
-    case v1::Event::kStepStarted:
-      return e.step_started().version();
-    case v1::Event::kStatementApplied:
-      return e.statement_applied().version();
-    case v1::Event::kStepApplied:
-      return e.step_applied().version();
-    case v1::Event::kStepFailed:
-      return e.step_failed().version();
-    case v1::Event::kStepReverted:
-      return e.step_reverted().version();
-    case v1::Event::kStepRecovered:
-      return e.step_recovered().version();
-    case v1::Event::kAppliedOutOfBand:
-      return e.applied_out_of_band().version();
-    case v1::Event::kDriftDetected:
-      return e.drift_detected().version();
-    case v1::Event::kBaselined:
-      return e.baselined().version();
-    case v1::Event::kChecksumAccepted:
-      return e.checksum_accepted().version();
-    default:
-      return "";
-  }
-}
-
 namespace {
 std::string Ms(int64_t micros) {
   char buf[32];

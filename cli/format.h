@@ -27,8 +27,7 @@ std::string CsvField(const std::string& field);
 
 // "step_applied", "run_started", ... for an event's body.
 std::string EventType(const v1::Event& event);
-// The version an event is about, "" when none.
-std::string EventVersion(const v1::Event& event);
+// EventVersion (the version an event is about): ledger/ledger.h.
 // A short human summary of the event body ("applied in 3.2 ms", ...).
 std::string EventSummary(const v1::Event& event);
 // RFC 3339 time of the event.

@@ -114,35 +114,6 @@ std::string Escaped(std::string_view s) {
   return out;
 }
 
-// The version a step-like event is about, "" for others (as the ledger's
-// version index sees it).
-std::string VersionOf(const v1::Event& e) {
-  switch (e.body_case()) {
-    case v1::Event::kStepStarted:
-      return e.step_started().version();
-    case v1::Event::kStatementApplied:
-      return e.statement_applied().version();
-    case v1::Event::kStepApplied:
-      return e.step_applied().version();
-    case v1::Event::kStepFailed:
-      return e.step_failed().version();
-    case v1::Event::kStepReverted:
-      return e.step_reverted().version();
-    case v1::Event::kStepRecovered:
-      return e.step_recovered().version();
-    case v1::Event::kAppliedOutOfBand:
-      return e.applied_out_of_band().version();
-    case v1::Event::kDriftDetected:
-      return e.drift_detected().version();
-    case v1::Event::kBaselined:
-      return e.baselined().version();
-    case v1::Event::kChecksumAccepted:
-      return e.checksum_accepted().version();
-    default:
-      return "";
-  }
-}
-
 void AppendVarint(std::string* s, uint64_t v) {
   while (v >= 0x80) {
     s->push_back(static_cast<char>((v & 0x7f) | 0x80));
@@ -272,7 +243,7 @@ void CheckTargets(const Appended& appended) {
           chain = migledger::Sha256(migledger::AsBytes(chain),
                                     migledger::AsBytes(leaf));
           FUZZ_CHECK(stored_chain == chain);
-          if (std::string v = VersionOf(e.event); !v.empty()) {
+          if (std::string v = EventVersion(e.event); !v.empty()) {
             ++versions[migledger::CanonicalVersion(v)];
           }
           return true;
@@ -296,7 +267,7 @@ void CheckTargets(const Appended& appended) {
                             [&](const LedgerEntry& e) {
                               FUZZ_CHECK(TargetKeyOf(e.event) == key);
                               FUZZ_CHECK(migledger::CanonicalVersion(
-                                             VersionOf(e.event)) == version);
+                                             EventVersion(e.event)) == version);
                               ++found;
                               return true;
                             })

@@ -196,8 +196,9 @@ int64_t MicrosOf(const v1::Event &e) {
   return micros;
 }
 
-// Version string of a step-like event, "" for others.
-std::string VersionOf(const v1::Event &e) {
+}  // namespace
+
+std::string EventVersion(const v1::Event &e) {
   switch (e.body_case()) {
     case v1::Event::kStepStarted:
       return e.step_started().version();
@@ -224,9 +225,11 @@ std::string VersionOf(const v1::Event &e) {
   }
 }
 
+namespace {
+
 // The fields of `e` the ledger's indexes are keyed by.
 void SetIndexFields(const v1::Event &e, PreparedEvent *p) {
-  p->version = VersionOf(e);
+  p->version = EventVersion(e);
   p->run_id = e.run_id();
   p->time_micros = MicrosOf(e);
   p->index_known = true;
@@ -431,7 +434,11 @@ class RocksLedger final : public Ledger {
   }
   void PutRow(rocksdb::WriteBatch *batch, int table, std::string_view key,
               const rocksdb::Slice &value) const {
-    batch->Put(tables_[table].cf, RowKey(table, key), value);
+    // Tag and key as two parts: no string built per key on the append path.
+    const rocksdb::Slice parts[2] = {tables_[table].prefix,
+                                     rocksdb::Slice(key.data(), key.size())};
+    batch->Put(tables_[table].cf, rocksdb::SliceParts(parts, 2),
+               rocksdb::SliceParts(&value, 1));
   }
   rocksdb::Status GetRow(int table, std::string_view key,
                          std::string *value) const {
@@ -712,7 +719,7 @@ class RocksLedger final : public Ledger {
       if (f.max_sequence && e.sequence > f.max_sequence) return false;
       if (!f.target_key.empty() && TargetKeyOf(e.event) != f.target_key)
         return false;
-      if (!f.version.empty() && CanonicalVersionKey(VersionOf(e.event)) !=
+      if (!f.version.empty() && CanonicalVersionKey(EventVersion(e.event)) !=
                                     CanonicalVersionKey(f.version))
         return false;
       if (!f.run_id.empty() && e.event.run_id() != f.run_id) return false;
@@ -1457,9 +1464,10 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   };
-  // Switches `descriptors` to the format-1 layout when the directory has
-  // exactly its column families; anything else is a newer format.
-  auto use_format_1 = [&]() -> Status {
+  // Switches `descriptors` to the format-1 families when the directory has
+  // them, keeps the default family alone when that is all there is, and
+  // refuses any family it does not know (a newer format).
+  auto choose_layout = [&]() -> Status {
     std::vector<std::string> names;
     rocksdb::Status ls =
         rocksdb::DB::ListColumnFamilies(db_options, dir, &names);
@@ -1485,13 +1493,13 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   if (exists && options.read_only) {
     // A reader opens only the families it names, so it looks first: a
     // format-1 ledger needs them all, an unknown one is a newer format.
-    MIGLEDGER_RETURN_IF_ERROR(use_format_1());
+    MIGLEDGER_RETURN_IF_ERROR(choose_layout());
   }
   MIGLEDGER_RETURN_IF_ERROR(open_db());
   if (!s.ok() && s.IsInvalidArgument() &&
       s.ToString().find("olumn families not opened") != std::string::npos) {
     // A writer learns it from RocksDB's refusal: no listing on every open.
-    MIGLEDGER_RETURN_IF_ERROR(use_format_1());
+    MIGLEDGER_RETURN_IF_ERROR(choose_layout());
     MIGLEDGER_RETURN_IF_ERROR(open_db());
   }
   if (!s.ok()) {

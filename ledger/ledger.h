@@ -110,6 +110,10 @@ struct LedgerOptions {
   bool create_format_1 = false;
 };
 
+// The version a step-like event is about (as the version index keys it),
+// "" for other events.
+std::string EventVersion(const v1::Event& event);
+
 class Ledger {
  public:
   // Opens the ledger in `dir`. A writer takes RocksDB's lock; a second
