@@ -243,7 +243,7 @@ void CheckTargets(const Appended& appended) {
           chain = migledger::Sha256(migledger::AsBytes(chain),
                                     migledger::AsBytes(leaf));
           FUZZ_CHECK(stored_chain == chain);
-          if (std::string v = EventVersion(e.event); !v.empty()) {
+          if (std::string v = migledger::EventVersion(e.event); !v.empty()) {
             ++versions[migledger::CanonicalVersion(v)];
           }
           return true;
@@ -267,7 +267,8 @@ void CheckTargets(const Appended& appended) {
                             [&](const LedgerEntry& e) {
                               FUZZ_CHECK(TargetKeyOf(e.event) == key);
                               FUZZ_CHECK(migledger::CanonicalVersion(
-                                             EventVersion(e.event)) == version);
+                                             migledger::EventVersion(
+                                                 e.event)) == version);
                               ++found;
                               return true;
                             })
