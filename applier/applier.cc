@@ -13,6 +13,7 @@
 
 #include "applier/actor.h"
 #include "applier/audit_store.h"
+#include "applier/ledger_writer.h"
 #include "applier/sql_splitter.h"
 #include "common/crash_points.h"
 #include "common/sha256.h"
@@ -130,19 +131,54 @@ struct Applier::Impl {
 
   // Appends locally; the mirror is brought up to date by FlushMirror().
   // `blob`, if given, is stored in the same write (the SQL the event names).
+  // Waits for the queued appends (DrainQueue) first, so the ledger's order
+  // is the order events were recorded in.
   StatusOr<PreparedEvent> Record(v1::Event* e, bool sync,
                                  const std::string* blob = nullptr) {
+    MIGLEDGER_RETURN_IF_ERROR(DrainQueue());
     MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent p, ledger->Prepare(e));
     if (blob) p.blobs.push_back(*blob);
     MIGLEDGER_RETURN_IF_ERROR(ledger->Append(p, sync).status());
     p.blobs.clear();
+    AddToOutbox(p);
+    return p;
+  }
+
+  void AddToOutbox(const PreparedEvent& p) {
     if (outbox && p.target_sequence > mirror_head &&
         p.target_key == TargetKey()) {
       outbox->push_back({p.target_sequence, p.bytes,
                          std::string(AsBytes(p.leaf_hash)),
                          std::string(AsBytes(p.target_chain_head))});
     }
-    return p;
+  }
+
+  // ---- queued appends (applier/ledger_writer.h) --------------------------
+  // While a plan runs, a transactional step's StepStarted and outcome are
+  // appended on a helper thread as the step's SQL runs; `queued_head` is
+  // this target's chain head after the last queued event (the base of the
+  // next Prepare) while the queue may hold events.
+  std::unique_ptr<LedgerWriter> writer;
+  std::optional<ChainHead> queued_head;
+
+  StatusOr<PreparedEvent> PrepareNext(v1::Event* e) {
+    return queued_head ? ledger->PrepareAfter(e, *queued_head)
+                       : ledger->Prepare(e);
+  }
+
+  // Appends `p` (prepared by PrepareNext) after everything queued before it,
+  // unsynced; without a writer, at once.
+  ::migledger::Status Enqueue(PreparedEvent p) {
+    if (!writer) return ledger->Append(p, false).status();
+    queued_head = ChainHead{p.target_sequence, p.target_chain_head};
+    writer->Enqueue(std::move(p));
+    return ::migledger::Status::Ok();
+  }
+
+  ::migledger::Status DrainQueue() {
+    if (!writer) return ::migledger::Status::Ok();
+    queued_head.reset();
+    return writer->Drain();
   }
 
   // ---- mirror ------------------------------------------------------------
@@ -580,10 +616,18 @@ struct Applier::Impl {
     ss->set_file(f.path);
     ss->set_resume_at_statement(no_tx ? resume_at : 0);
     // Intent: covered by the synced RunStarted that lists this step.
-    MIGLEDGER_RETURN_IF_ERROR(Record(&started, false, &f.sql).status());
-    // A no-transaction step changes the target statement by statement: its
-    // attempt is in the mirror before the first one runs.
-    if (no_tx) MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
+    if (no_tx) {
+      // A no-transaction step changes the target statement by statement: its
+      // attempt is in the ledger and the mirror before the first one runs.
+      MIGLEDGER_RETURN_IF_ERROR(Record(&started, false, &f.sql).status());
+      MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
+    } else {
+      // Appended while the statements run; in the ledger before COMMIT.
+      MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent p, PrepareNext(&started));
+      p.blobs.push_back(f.sql);
+      AddToOutbox(p);
+      MIGLEDGER_RETURN_IF_ERROR(Enqueue(std::move(p)));
+    }
     CrashPoint("apply.after_step_started");
     spdlog::info("{} {} {}",
                  dir == v1::DIRECTION_DOWN ? "reverting" : "applying",
@@ -631,14 +675,20 @@ struct Applier::Impl {
       r->set_duration_micros(duration);
       r->set_rows_affected(-1);
     }
-    auto prepared_or = ledger->Prepare(&outcome);
+    auto prepared_or = PrepareNext(&outcome);
     if (!prepared_or.ok()) {
       (void)driver->Rollback();
       return prepared_or.status();
     }
     PreparedEvent prepared = std::move(prepared_or).value();
+    // The StepStarted is in the ledger before the step can commit.
+    ::migledger::Status st = DrainQueue();
+    if (!st.ok()) {
+      (void)driver->Rollback();
+      return st;
+    }
     auto rows_or = Outbox();
-    ::migledger::Status st = rows_or.status();
+    st = rows_or.status();
     if (st.ok()) {
       auto rows = std::move(rows_or).value();
       rows.push_back({prepared.target_sequence, prepared.bytes,
@@ -657,7 +707,8 @@ struct Applier::Impl {
     }
     mirror_head = prepared.target_sequence;
     CrashPoint("apply.after_commit");
-    MIGLEDGER_RETURN_IF_ERROR(ledger->Append(prepared, false).status());
+    // Appended while the next step starts (or by the next Record).
+    MIGLEDGER_RETURN_IF_ERROR(Enqueue(std::move(prepared)));
     CrashPoint("apply.after_outcome");
     report.outcome = dir == v1::DIRECTION_UP ? "applied" : "reverted";
     report.duration_micros = MonoMicros() - t0;  // COMMIT included
@@ -794,6 +845,20 @@ struct Applier::Impl {
     MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
     MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
     CrashPoint("apply.after_run_started");
+    // The steps' queued appends: drained by the next Record() (at the latest
+    // RunFinished's) and when this scope ends, on every path.
+    writer = std::make_unique<LedgerWriter>(ledger.get());
+    SetCrashPointHook(
+        [](void* w) { (void)static_cast<LedgerWriter*>(w)->Drain(); },
+        writer.get());
+    struct StopWriter {
+      Impl* impl;
+      ~StopWriter() {
+        SetCrashPointHook(nullptr, nullptr);
+        impl->queued_head.reset();
+        impl->writer.reset();
+      }
+    } stop_writer{this};
     ::migledger::Status failure;
     for (const auto& s : plan) {
       bool resuming = false;

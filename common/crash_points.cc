@@ -1,11 +1,22 @@
 #include "common/crash_points.h"
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <string>
-#include <unistd.h>
 
 namespace migledger {
+
+namespace {
+thread_local CrashPointHook crash_hook = nullptr;
+thread_local void* crash_hook_arg = nullptr;
+}  // namespace
+
+void SetCrashPointHook(CrashPointHook hook, void* arg) {
+  crash_hook = hook;
+  crash_hook_arg = arg;
+}
 
 bool CrashPointsEnabled() {
 #ifdef MIGLEDGER_CRASH_POINTS
@@ -28,6 +39,7 @@ void CrashPoint(std::string_view name) {
   }
   if (s != name) return;
   if (++hits < wanted) return;
+  if (crash_hook != nullptr) crash_hook(crash_hook_arg);
   // SIGKILL: no destructors, no flushing, exactly like a power cut for the
   // process (the OS keeps what was written with write()).
   ::kill(::getpid(), SIGKILL);

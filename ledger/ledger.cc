@@ -499,11 +499,20 @@ class RocksLedger final : public Ledger {
 
   StatusOr<PreparedEvent> Prepare(v1::Event *event) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
+    return PrepareOn(event, TargetHead(TargetKeyOf(*event)));
+  }
+
+  StatusOr<PreparedEvent> PrepareAfter(v1::Event *event,
+                                       const ChainHead &target_head) override {
+    return PrepareOn(event, target_head);
+  }
+
+  // Prepare() with the target chain's head given: `th` is ignored for an
+  // event about no target.
+  StatusOr<PreparedEvent> PrepareOn(v1::Event *event, const ChainHead &th) {
     PreparedEvent p;
     p.target_key = TargetKeyOf(*event);
-    ChainHead th;
     if (!p.target_key.empty()) {
-      th = TargetHead(p.target_key);
       event->set_target_sequence(th.size + 1);
       p.target_sequence = th.size + 1;
     } else {
@@ -513,74 +522,105 @@ class RocksLedger final : public Ledger {
       return Internal("cannot serialize event");
     }
     p.leaf_hash = MerkleLeafHash(p.bytes);
-    p.target_chain_head = ChainNext(th.chain, p.leaf_hash);
+    p.target_chain_head =
+        ChainNext(p.target_key.empty() ? Digest32{} : th.chain, p.leaf_hash);
     SetIndexFields(*event, &p);
     return p;
   }
 
   StatusOr<uint64_t> Append(const PreparedEvent &p, bool sync) override {
+    return AppendAll({&p, 1}, sync);
+  }
+
+  StatusOr<uint64_t> AppendAll(std::span<const PreparedEvent> events,
+                               bool sync) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     if (read_only_) return Internal("ledger opened read-only");
-    if (!p.index_known) {
-      v1::Event event;
-      if (!event.ParseFromString(p.bytes)) {
-        return InvalidInput("event bytes do not decode");
-      }
-      PreparedEvent decoded = p;
-      SetIndexFields(event, &decoded);
-      return Append(decoded, sync);
-    }
-    if (!p.target_key.empty()) {
-      ChainHead th = TargetHead(p.target_key);
-      if (p.target_sequence != th.size + 1) {
-        return Internal("target chain moved between Prepare and Append");
-      }
-    }
-    uint64_t seq = head_.size + 1;
-    Digest32 chain = ChainNext(head_.chain, p.leaf_hash);
     rocksdb::WriteBatch batch;
-    const std::string seq_key = Be64(seq);
-    PutRow(&batch, kEvents, seq_key, p.bytes);
-    std::string hashes(reinterpret_cast<const char *>(p.leaf_hash.data()), 32);
-    hashes.append(AsBytes(chain));
-    PutRow(&batch, kHashes, seq_key, hashes);
-    if (!p.target_key.empty()) {
-      std::string v = seq_key;
-      v.append(AsBytes(p.target_chain_head));
-      v.append(AsBytes(p.leaf_hash));  // so target scans never rehash
-      PutRow(&batch, kTargetIndex,
-             p.target_key + '\0' + Be64(p.target_sequence), v);
-      std::string head = Be64(p.target_sequence);
-      head.append(AsBytes(p.target_chain_head));
-      PutRow(&batch, kTargetHeads, p.target_key, head);
-      if (!p.version.empty()) {
-        PutRow(&batch, kVersionIndex,
-               VersionIndexPrefix(p.version) + p.target_key + '\0' + seq_key,
-               "");
+    ChainHead head = head_;
+    // The target heads this batch moves, in order (usually one target).
+    std::vector<std::pair<std::string, ChainHead>> moved;
+    for (const PreparedEvent &prepared : events) {
+      PreparedEvent decoded;
+      const PreparedEvent *p = &prepared;
+      if (!p->index_known) {
+        v1::Event event;
+        if (!event.ParseFromString(p->bytes)) {
+          return InvalidInput("event bytes do not decode");
+        }
+        decoded = prepared;
+        SetIndexFields(event, &decoded);
+        p = &decoded;
       }
+      if (!p->target_key.empty()) {
+        auto it = std::find_if(moved.rbegin(), moved.rend(), [&](auto &m) {
+          return m.first == p->target_key;
+        });
+        const ChainHead th =
+            it != moved.rend() ? it->second : TargetHead(p->target_key);
+        if (p->target_sequence != th.size + 1) {
+          return Internal("target chain moved between Prepare and Append");
+        }
+        moved.emplace_back(p->target_key,
+                           ChainHead{p->target_sequence, p->target_chain_head});
+      }
+      head = ChainHead{head.size + 1, ChainNext(head.chain, p->leaf_hash)};
+      AddToBatch(*p, head, &batch);
     }
-    if (!p.run_id.empty()) {
-      PutRow(&batch, kRunIndex, p.run_id + '\0' + seq_key, "");
-    }
-    PutRow(&batch, kTimeIndex, TimeKey(p.time_micros, seq), "");
-    std::string head = seq_key;
-    head.append(AsBytes(chain));
-    PutRow(&batch, kMeta, "head", head);
-    for (std::string_view blob : p.blobs) {
-      // Rewriting an existing blob stores the same bytes under the same key.
-      PutRow(&batch, kBlobs, Sha256Hex(blob),
-             rocksdb::Slice(blob.data(), blob.size()));
+    if (events.empty()) return head_.size;
+    // Each head once per batch: its value after the batch's last event.
+    std::string head_value = Be64(head.size);
+    head_value.append(AsBytes(head.chain));
+    PutRow(&batch, kMeta, "head", head_value);
+    for (size_t i = 0; i < moved.size(); ++i) {
+      const auto &[key, th] = moved[i];
+      if (std::any_of(moved.begin() + i + 1, moved.end(),
+                      [&](auto &m) { return m.first == key; })) {
+        continue;
+      }
+      std::string target_head = Be64(th.size);
+      target_head.append(AsBytes(th.chain));
+      PutRow(&batch, kTargetHeads, key, target_head);
     }
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     MIGLEDGER_RETURN_IF_ERROR(
         FromRocks(db_->Write(wo, &batch), "appending to ledger"));
-    head_ = ChainHead{seq, chain};
+    head_ = head;
+    for (auto &[key, th] : moved) target_heads_[key] = th;
+    return head_.size;
+  }
+
+  // One event's rows: the event at `head` (its sequence and the ledger
+  // chain after it), its hashes, its indexes and its blobs.
+  void AddToBatch(const PreparedEvent &p, const ChainHead &head,
+                  rocksdb::WriteBatch *batch) {
+    const std::string seq_key = Be64(head.size);
+    PutRow(batch, kEvents, seq_key, p.bytes);
+    std::string hashes(reinterpret_cast<const char *>(p.leaf_hash.data()), 32);
+    hashes.append(AsBytes(head.chain));
+    PutRow(batch, kHashes, seq_key, hashes);
     if (!p.target_key.empty()) {
-      target_heads_[p.target_key] =
-          ChainHead{p.target_sequence, p.target_chain_head};
+      std::string v = seq_key;
+      v.append(AsBytes(p.target_chain_head));
+      v.append(AsBytes(p.leaf_hash));  // so target scans never rehash
+      PutRow(batch, kTargetIndex, p.target_key + '\0' + Be64(p.target_sequence),
+             v);
+      if (!p.version.empty()) {
+        PutRow(batch, kVersionIndex,
+               VersionIndexPrefix(p.version) + p.target_key + '\0' + seq_key,
+               "");
+      }
     }
-    return seq;
+    if (!p.run_id.empty()) {
+      PutRow(batch, kRunIndex, p.run_id + '\0' + seq_key, "");
+    }
+    PutRow(batch, kTimeIndex, TimeKey(p.time_micros, head.size), "");
+    for (std::string_view blob : p.blobs) {
+      // Rewriting an existing blob stores the same bytes under the same key.
+      PutRow(batch, kBlobs, Sha256Hex(blob),
+             rocksdb::Slice(blob.data(), blob.size()));
+    }
   }
 
   StatusOr<PreparedEvent> AppendEvent(v1::Event *event, bool sync) override {

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -130,12 +131,24 @@ class Ledger {
   // Serializes `event` (after setting its target_sequence from the target
   // chain head when it has a target) and hashes it. Does not write.
   virtual StatusOr<PreparedEvent> Prepare(v1::Event* event) = 0;
+  // Prepare() as the next event of its target's chain after `target_head`:
+  // the head an event prepared but not appended yet will leave (appends
+  // queued in order, applier/ledger_writer.h). `target_head` must be of the
+  // event's own target; it is ignored for an event about no target.
+  virtual StatusOr<PreparedEvent> PrepareAfter(
+      v1::Event* event, const ChainHead& target_head) = 0;
   // Appends a prepared event in one atomic WriteBatch with its indexes and
   // both chain heads. REQUIRES: nothing was appended to its target since
   // Prepare(). With `sync` the WAL is fsynced before returning, which also
   // makes every earlier unsynced append durable.
   virtual StatusOr<uint64_t> Append(const PreparedEvent& prepared,
                                     bool sync) = 0;
+  // Appends prepared events in order, all in one atomic WriteBatch (each as
+  // Append() would; the chain heads written once). REQUIRES: each is the
+  // next event of its target after those before it. Returns the sequence
+  // of the last one (the ledger's size).
+  virtual StatusOr<uint64_t> AppendAll(std::span<const PreparedEvent> events,
+                                       bool sync) = 0;
   // Prepare + Append.
   virtual StatusOr<PreparedEvent> AppendEvent(v1::Event* event, bool sync) = 0;
   // Appends an event pulled from a target's mirror: decodes it, checks that

@@ -398,6 +398,71 @@ TEST_F(LedgerTest, AppendRejectsStalePreparedEvent) {
   EXPECT_EQ(ledger->TargetHead("sqlite:db-a").size, 1u);
 }
 
+TEST_F(LedgerTest, PrepareAfterAndAppendAllChainEventsNotYetAppended) {
+  // Five events, three of them about db-a, prepared one after the other
+  // without appending (each db-a event after the previous one's head), then
+  // appended in one AppendAll: the same ledger as five single appends.
+  const std::vector<std::string> targets = {"db-a", "", "db-a", "db-b", "db-a"};
+  auto batched = MustOpen(Dir("batched"), Writable());
+  auto single = MustOpen(Dir("single"), Writable());
+  ASSERT_TRUE(batched && single);
+  std::vector<PreparedEvent> prepared;
+  std::map<std::string, ChainHead> queued;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    v1::Event e = MakeEvent("sqlite", targets[i], "run-1",
+                            1700000000000000 + static_cast<int64_t>(i));
+    v1::Event copy = e;
+    const std::string key = targets[i].empty() ? "" : "sqlite:" + targets[i];
+    auto p = queued.count(key) ? batched->PrepareAfter(&e, queued[key])
+                               : batched->Prepare(&e);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    if (!key.empty()) queued[key] = {p->target_sequence, p->target_chain_head};
+    prepared.push_back(*p);
+    PreparedEvent one;
+    ASSERT_EQ(MustAppend(single.get(), copy, &one), i + 1);
+    EXPECT_EQ(p->bytes, one.bytes) << "event " << i + 1;
+    EXPECT_EQ(p->target_chain_head, one.target_chain_head) << "event " << i + 1;
+  }
+  EXPECT_EQ(prepared[4].target_sequence, 3u);
+  auto last = batched->AppendAll(prepared, /*sync=*/true);
+  ASSERT_TRUE(last.ok()) << last.status().ToString();
+  EXPECT_EQ(*last, 5u);
+  EXPECT_EQ(batched->Head().size, 5u);
+  EXPECT_EQ(batched->Head().chain, single->Head().chain);
+  EXPECT_EQ(batched->TargetHead("sqlite:db-a").size, 3u);
+  EXPECT_EQ(batched->TargetHead("sqlite:db-a").chain,
+            single->TargetHead("sqlite:db-a").chain);
+  EXPECT_EQ(batched->TargetHead("sqlite:db-b").size, 1u);
+  auto report = batched->Verify();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->ok()) << report->problem;
+  EXPECT_EQ(report->digest.root, single->Verify()->digest.root);
+  // The heads written in the batch are the ones a reopen reads.
+  batched.reset();
+  batched = MustOpen(Dir("batched"), Writable());
+  ASSERT_TRUE(batched);
+  EXPECT_EQ(batched->Head().chain, single->Head().chain);
+  EXPECT_EQ(batched->TargetHead("sqlite:db-a").chain,
+            single->TargetHead("sqlite:db-a").chain);
+  EXPECT_EQ(batched->TargetHead("sqlite:db-b").chain,
+            single->TargetHead("sqlite:db-b").chain);
+}
+
+TEST_F(LedgerTest, AppendAllOfEventsThatDoNotChainWritesNone) {
+  auto ledger = MustOpen(EmptyLedger(Dir()), Writable());
+  ASSERT_TRUE(ledger);
+  v1::Event first = MakeEvent("sqlite", "db-a", "run-1", 1);
+  v1::Event second = MakeEvent("sqlite", "db-a", "run-1", 2);
+  auto p1 = ledger->Prepare(&first);
+  auto p2 = ledger->Prepare(&second);  // also target sequence 1
+  ASSERT_TRUE(p1.ok() && p2.ok());
+  std::vector<PreparedEvent> both = {*p1, *p2};
+  EXPECT_FALSE(ledger->AppendAll(both, false).ok());
+  EXPECT_EQ(ledger->Head().size, 0u);
+  EXPECT_EQ(ledger->TargetHead("sqlite:db-a").size, 0u);
+  EXPECT_FALSE(ledger->Get(1).ok());
+}
+
 TEST_F(LedgerTest, VerifyOfGoodLedgerIsOkAndItsRootIsTheMerkleRoot) {
   std::vector<std::string> bytes = BuildLedger(Dir());
   ASSERT_EQ(bytes.size(), 10u);
