@@ -389,12 +389,20 @@ struct Applier::Impl {
     if (projection_cache && projection_cache_head == head)
       return *projection_cache;
     ProjectionBuilder b;
-    if (driver && !driver->identity().database_id.empty()) {
+    if (ledger && driver && !driver->identity().database_id.empty()) {
+      // From the ledger's snapshot of the projection when it has one for
+      // this chain, replaying only the events after it.
+      uint64_t from = 0;
+      if (auto restored = RestoreProjection(head)) {
+        b = std::move(restored->first);
+        from = restored->second;
+      }
       MIGLEDGER_RETURN_IF_ERROR(
-          ledger->ScanTargetEvents(TargetKey(), 0, [&](const v1::Event& e) {
+          ledger->ScanTargetEvents(TargetKey(), from, [&](const v1::Event& e) {
             b.Add(e);
             return true;
           }));
+      if (head - from >= kProjectionSnapshotEvery) SaveProjection(b, head);
     }
     projection_cache = std::move(b).Take();
     projection_cache_head = head;
@@ -402,6 +410,57 @@ struct Applier::Impl {
   }
   std::optional<Projection> projection_cache;
   uint64_t projection_cache_head = 0;
+
+  // ---- projection snapshots ------------------------------------------------
+  // A writer that replayed this many events or more saves the projection in
+  // the ledger (Ledger::PutDerived), so the next command, a no-op `apply` or
+  // a `status` after a long history, replays only what came after it.
+  static constexpr uint64_t kProjectionSnapshotEvery = 256;
+
+  std::string ProjectionSnapshotName() { return "projection/" + TargetKey(); }
+
+  // The snapshot and the target size it stands at, when there is one for
+  // this very chain (its head matches the ledger's at that size) and no
+  // newer than the ledger; otherwise nullopt, and the history is replayed.
+  std::optional<std::pair<ProjectionBuilder, uint64_t>> RestoreProjection(
+      uint64_t head) {
+    auto bytes = ledger->GetDerived(ProjectionSnapshotName());
+    if (!bytes.ok() || !bytes->has_value()) return std::nullopt;
+    SnapshotPoint at;
+    auto b = ProjectionBuilder::Restore(**bytes, &at);
+    if (!b || at.target_key != TargetKey() || at.target_size > head ||
+        at.target_size == 0) {
+      return std::nullopt;
+    }
+    auto chain = ledger->TargetHeadAt(TargetKey(), at.target_size);
+    if (!chain.ok() || AsBytes(chain->chain) != at.target_chain) {
+      spdlog::debug("projection snapshot does not match the ledger; replaying");
+      return std::nullopt;
+    }
+    return std::make_pair(std::move(*b), at.target_size);
+  }
+
+  // Best effort: without a snapshot the next command replays the history.
+  // A read-only view keeps it for SaveUnsavedProjection().
+  void SaveProjection(const ProjectionBuilder& b, uint64_t head) {
+    const ChainHead th = ledger->TargetHead(TargetKey());
+    if (th.size != head) return;
+    SnapshotPoint at{TargetKey(), head, std::string(AsBytes(th.chain))};
+    if (ledger->read_only()) {
+      unsaved_projection = b.Snapshot(at);
+      return;
+    }
+    auto st = ledger->PutDerived(ProjectionSnapshotName(), b.Snapshot(at));
+    if (!st.ok())
+      spdlog::debug("projection snapshot not saved: {}", st.message());
+  }
+  std::optional<std::string> unsaved_projection;
+
+  // A run this long (about twice as many events) replays its own events at
+  // its end to leave a snapshot: the next command would replay them anyway,
+  // and one replay of a few thousand events is small next to the run. A
+  // shorter run leaves that to the next writer that replays them.
+  static constexpr size_t kSnapshotAfterSteps = 2048;
 
   StatusOr<std::vector<MarkerRow>> Markers() {
     if (!driver || !target_has_schema) return std::vector<MarkerRow>{};
@@ -895,6 +954,7 @@ struct Applier::Impl {
                        (failure.ok() ? 0 : 1));
     // Terminal: durable before the command reports anything.
     MIGLEDGER_RETURN_IF_ERROR(Record(&fin, true).status());
+    if (report.steps.size() >= kSnapshotAfterSteps) (void)Project();
     auto flushed = FlushMirror();
     if (!flushed.ok()) {
       spdlog::warn("event mirror not updated (will retry next run): {}",
@@ -1057,6 +1117,20 @@ StatusOr<RunReport> Applier::Apply(const std::string& to) {
   if (plan.empty())
     impl_->PushToAuditStore();  // resend what an earlier run could not
   return impl_->RunPlan(plan, "apply", std::move(report));
+}
+
+void Applier::SaveUnsavedProjection() {
+  auto& d = *impl_;
+  if (!d.unsaved_projection) return;
+  LedgerOptions lo;
+  lo.lock_timeout = std::chrono::milliseconds(0);  // busy: someone is writing
+  auto ledger = Ledger::Open(d.options.config.ledger_dir, lo);
+  if (!ledger.ok()) return;
+  auto st =
+      (*ledger)->PutDerived(d.ProjectionSnapshotName(), *d.unsaved_projection);
+  if (!st.ok())
+    spdlog::debug("projection snapshot not saved: {}", st.message());
+  d.unsaved_projection.reset();
 }
 
 StatusOr<bool> Applier::NothingToApply(const std::string& to) {

@@ -110,6 +110,10 @@ class Applier {
   // feed and nothing pending. Lets a no-op apply finish from a read-only
   // view (no ledger write lock, no fsync). REQUIRES: opened in kRead mode.
   StatusOr<bool> NothingToApply(const std::string& to);
+  // A read-only applier that replayed a long history keeps a snapshot of its
+  // projection; this opens the ledger for writing (without waiting for its
+  // lock) and saves it, so the next command replays less. Best effort.
+  void SaveUnsavedProjection();
   // Only reconciliation (and out-of-band detection).
   StatusOr<RunReport> Recover();
   // Drift between ledger, target and files; records nothing.

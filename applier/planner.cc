@@ -4,6 +4,7 @@
 #include <set>
 
 #include "common/time_util.h"
+#include "migledger/v1/projection.pb.h"
 
 namespace migledger {
 
@@ -12,6 +13,94 @@ std::string TimeOf(const v1::Event& e) {
   return FormatRfc3339(e.time().seconds() * 1000000 + e.time().nanos() / 1000);
 }
 }  // namespace
+
+// Revision of what Add() computes. Bump it with any change to Add() or to
+// the Projection it builds: snapshots of another revision are then ignored
+// and the history is replayed once with the new code.
+constexpr uint32_t kProjectionLogic = 1;
+
+std::string ProjectionBuilder::Snapshot(const SnapshotPoint& at) const {
+  v1::ProjectionSnapshot s;
+  s.set_logic(kProjectionLogic);
+  s.set_target_key(at.target_key);
+  s.set_target_size(at.target_size);
+  s.set_target_chain(at.target_chain);
+  s.set_events(p_.events);
+  s.set_last_event_micros(p_.last_event_micros);
+  for (const auto& [canonical, h] : p_.versions) {
+    auto* v = s.add_versions();
+    v->set_canonical(canonical);
+    v->set_version(h.version);
+    v->set_applied(h.applied);
+    v->set_checksum(h.checksum);
+    v->set_applied_at(h.applied_at);
+    v->set_last_error(h.last_error);
+    for (const auto& c : h.accepted_checksums) v->add_accepted_checksums(c);
+  }
+  for (const auto& a : p_.open_attempts) {
+    auto* o = s.add_open_attempts();
+    o->set_version(a.version);
+    o->set_attempt_id(a.attempt_id);
+    o->set_direction(a.direction);
+    o->set_tx_mode(a.tx_mode);
+    o->set_checksum(a.checksum);
+    o->set_statement_count(a.statement_count);
+  }
+  for (const auto& [canonical, prog] : p_.no_tx_progress) {
+    auto* n = s.add_no_tx_progress();
+    n->set_canonical(canonical);
+    n->set_direction(prog.direction);
+    for (const auto& h : prog.statement_hashes) n->add_statement_hashes(h);
+  }
+  return s.SerializeAsString();
+}
+
+std::optional<ProjectionBuilder> ProjectionBuilder::Restore(
+    const std::string& bytes, SnapshotPoint* at) {
+  v1::ProjectionSnapshot s;
+  if (!s.ParseFromString(bytes) || s.logic() != kProjectionLogic) {
+    return std::nullopt;
+  }
+  ProjectionBuilder b;
+  at->target_key = s.target_key();
+  at->target_size = s.target_size();
+  at->target_chain = s.target_chain();
+  b.p_.events = s.events();
+  b.p_.last_event_micros = s.last_event_micros();
+  for (const auto& v : s.versions()) {
+    VersionHistory h;
+    h.version = v.version();
+    h.applied = v.applied();
+    h.checksum = v.checksum();
+    h.applied_at = v.applied_at();
+    h.last_error = v.last_error();
+    h.accepted_checksums.assign(v.accepted_checksums().begin(),
+                                v.accepted_checksums().end());
+    b.p_.versions.emplace_hint(b.p_.versions.end(), v.canonical(),
+                               std::move(h));
+  }
+  for (const auto& o : s.open_attempts()) {
+    OpenAttempt a;
+    a.version = o.version();
+    a.attempt_id = o.attempt_id();
+    a.direction = o.direction();
+    a.tx_mode = o.tx_mode();
+    a.checksum = o.checksum();
+    a.statement_count = o.statement_count();
+    b.open_order_.push_back(a.attempt_id);
+    b.open_[a.attempt_id] = a;
+    b.p_.open_attempts.push_back(std::move(a));
+  }
+  for (const auto& n : s.no_tx_progress()) {
+    NoTxProgress prog;
+    prog.direction = n.direction();
+    prog.statement_hashes.assign(n.statement_hashes().begin(),
+                                 n.statement_hashes().end());
+    b.p_.no_tx_progress.emplace_hint(b.p_.no_tx_progress.end(), n.canonical(),
+                                     std::move(prog));
+  }
+  return b;
+}
 
 void ProjectionBuilder::Close(const std::string& attempt_id) {
   open_.erase(attempt_id);

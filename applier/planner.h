@@ -3,7 +3,9 @@
 // Pure functions over data; no I/O, so they are unit-tested directly.
 #pragma once
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,12 +51,28 @@ struct Projection {
   int64_t last_event_micros = 0;  // time of the newest event
 };
 
+// Where a projection snapshot stands in its target's chain.
+struct SnapshotPoint {
+  std::string target_key;
+  uint64_t target_size = 0;  // the target's events 1..target_size folded in
+  std::string target_chain;  // 32 bytes: the target chain head after them
+};
+
 // Feeds a target's events in target order.
 class ProjectionBuilder {
  public:
   void Add(const v1::Event& event);
   const Projection& projection() const { return p_; }
   Projection Take() && { return std::move(p_); }
+
+  // The builder's whole state as bytes (a v1::ProjectionSnapshot), to be
+  // continued later by Restore() with the events after `at`.
+  std::string Snapshot(const SnapshotPoint& at) const;
+  // A builder in the state Snapshot() saved, and where it stands; nullopt
+  // when `bytes` do not decode or were written by another revision of the
+  // projection code. The caller checks `at` against its ledger.
+  static std::optional<ProjectionBuilder> Restore(const std::string& bytes,
+                                                  SnapshotPoint* at);
 
  private:
   void Close(const std::string& attempt_id);

@@ -5,7 +5,8 @@
 namespace migledger {
 namespace {
 
-Migration Mig(const std::string& version, const std::string& checksum, bool down = true) {
+Migration Mig(const std::string& version, const std::string& checksum,
+              bool down = true) {
   Migration m;
   m.version = version;
   m.slug = "m" + version;
@@ -17,7 +18,8 @@ Migration Mig(const std::string& version, const std::string& checksum, bool down
 }
 
 v1::Event Started(const std::string& version, const std::string& attempt,
-                  const std::string& checksum, v1::Direction dir = v1::DIRECTION_UP,
+                  const std::string& checksum,
+                  v1::Direction dir = v1::DIRECTION_UP,
                   v1::TxMode mode = v1::TX_MODE_TRANSACTION) {
   v1::Event e;
   auto* s = e.mutable_step_started();
@@ -77,7 +79,8 @@ TEST(ProjectionTest, NoTransactionProgressSurvivesAResumeAndResetsOnSuccess) {
     v1::Event s;
     s.mutable_statement_applied()->set_version("5");
     s.mutable_statement_applied()->set_statement_index(i);
-    s.mutable_statement_applied()->set_statement_sha256("h" + std::to_string(i));
+    s.mutable_statement_applied()->set_statement_sha256("h" +
+                                                        std::to_string(i));
     b.Add(s);
   }
   v1::Event rec;
@@ -86,12 +89,123 @@ TEST(ProjectionTest, NoTransactionProgressSurvivesAResumeAndResetsOnSuccess) {
   rec.mutable_step_recovered()->set_outcome(v1::RECOVERED_RESUMED);
   b.Add(rec);
   ASSERT_EQ(b.projection().no_tx_progress.at("5").statement_hashes.size(), 2u);
-  v1::Event resumed = Started("5", "a2", "c", v1::DIRECTION_UP, v1::TX_MODE_NO_TRANSACTION);
+  v1::Event resumed =
+      Started("5", "a2", "c", v1::DIRECTION_UP, v1::TX_MODE_NO_TRANSACTION);
   resumed.mutable_step_started()->set_resume_at_statement(2);
   b.Add(resumed);
   EXPECT_EQ(b.projection().no_tx_progress.at("5").statement_hashes.size(), 2u);
   b.Add(Applied("5", "a2"));
   EXPECT_EQ(b.projection().no_tx_progress.count("5"), 0u);
+}
+
+// Everything the projection tracks, in one history: applied, failed,
+// reverted, accepted checksums, an open attempt, no-transaction progress.
+std::vector<v1::Event> MixedHistory() {
+  std::vector<v1::Event> h;
+  auto at = [&](v1::Event e, int64_t seconds) {
+    e.mutable_time()->set_seconds(seconds);
+    h.push_back(std::move(e));
+  };
+  at(Started("1", "a1", "c1"), 100);
+  at(Applied("1", "a1"), 101);
+  at(Started("2", "a2", "c2"), 102);
+  v1::Event failed;
+  failed.mutable_step_failed()->set_version("2");
+  failed.mutable_step_failed()->set_attempt_id("a2");
+  failed.mutable_step_failed()->set_message("syntax error");
+  failed.mutable_step_failed()->set_rolled_back(true);
+  at(failed, 103);
+  at(Started("10", "a3", "c10", v1::DIRECTION_UP, v1::TX_MODE_NO_TRANSACTION),
+     104);
+  v1::Event stmt;
+  stmt.mutable_statement_applied()->set_version("10");
+  stmt.mutable_statement_applied()->set_statement_index(0);
+  stmt.mutable_statement_applied()->set_statement_sha256("h0");
+  at(stmt, 105);
+  v1::Event accepted;
+  accepted.mutable_checksum_accepted()->set_version("1");
+  accepted.mutable_checksum_accepted()->set_new_checksum("c1b");
+  at(accepted, 106);
+  at(Started("2", "a4", "c2"), 107);  // left open (a kill)
+  at(Applied("10", "a3"), 108);
+  at(Started("1", "a5", "c1b", v1::DIRECTION_DOWN), 109);
+  v1::Event rev;
+  rev.mutable_step_reverted()->set_version("1");
+  rev.mutable_step_reverted()->set_attempt_id("a5");
+  at(rev, 110);
+  at(Started("3", "a6", "c3", v1::DIRECTION_UP, v1::TX_MODE_NO_TRANSACTION),
+     111);
+  stmt.mutable_statement_applied()->set_version("3");
+  at(stmt, 112);
+  return h;
+}
+
+void ExpectSameProjection(const Projection& a, const Projection& b) {
+  EXPECT_EQ(a.events, b.events);
+  EXPECT_EQ(a.last_event_micros, b.last_event_micros);
+  ASSERT_EQ(a.versions.size(), b.versions.size());
+  for (const auto& [k, v] : a.versions) {
+    ASSERT_TRUE(b.versions.count(k)) << k;
+    const auto& w = b.versions.at(k);
+    EXPECT_EQ(v.version, w.version) << k;
+    EXPECT_EQ(v.applied, w.applied) << k;
+    EXPECT_EQ(v.checksum, w.checksum) << k;
+    EXPECT_EQ(v.applied_at, w.applied_at) << k;
+    EXPECT_EQ(v.last_error, w.last_error) << k;
+    EXPECT_EQ(v.accepted_checksums, w.accepted_checksums) << k;
+  }
+  ASSERT_EQ(a.open_attempts.size(), b.open_attempts.size());
+  for (size_t i = 0; i < a.open_attempts.size(); ++i) {
+    EXPECT_EQ(a.open_attempts[i].attempt_id, b.open_attempts[i].attempt_id);
+    EXPECT_EQ(a.open_attempts[i].version, b.open_attempts[i].version);
+    EXPECT_EQ(a.open_attempts[i].direction, b.open_attempts[i].direction);
+    EXPECT_EQ(a.open_attempts[i].tx_mode, b.open_attempts[i].tx_mode);
+    EXPECT_EQ(a.open_attempts[i].checksum, b.open_attempts[i].checksum);
+    EXPECT_EQ(a.open_attempts[i].statement_count,
+              b.open_attempts[i].statement_count);
+  }
+  ASSERT_EQ(a.no_tx_progress.size(), b.no_tx_progress.size());
+  for (const auto& [k, v] : a.no_tx_progress) {
+    ASSERT_TRUE(b.no_tx_progress.count(k)) << k;
+    EXPECT_EQ(v.direction, b.no_tx_progress.at(k).direction) << k;
+    EXPECT_EQ(v.statement_hashes, b.no_tx_progress.at(k).statement_hashes) << k;
+  }
+}
+
+TEST(ProjectionTest, SnapshotThenRestoreContinuesLikeOneReplay) {
+  const std::vector<v1::Event> history = MixedHistory();
+  ProjectionBuilder whole;
+  for (const auto& e : history) whole.Add(e);
+  ASSERT_EQ(whole.projection().open_attempts.size(), 2u);  // a4 and a6
+  ASSERT_EQ(whole.projection().no_tx_progress.size(), 2u);
+  // Cut the history at every point: snapshot, restore, add the rest.
+  for (size_t cut = 0; cut <= history.size(); ++cut) {
+    SCOPED_TRACE("cut after " + std::to_string(cut) + " events");
+    ProjectionBuilder first;
+    for (size_t i = 0; i < cut; ++i) first.Add(history[i]);
+    const SnapshotPoint at{"sqlite:db", cut, std::string(32, '\x7f')};
+    SnapshotPoint read;
+    auto restored = ProjectionBuilder::Restore(first.Snapshot(at), &read);
+    ASSERT_TRUE(restored.has_value());
+    EXPECT_EQ(read.target_key, at.target_key);
+    EXPECT_EQ(read.target_size, at.target_size);
+    EXPECT_EQ(read.target_chain, at.target_chain);
+    ExpectSameProjection(first.projection(), restored->projection());
+    for (size_t i = cut; i < history.size(); ++i) restored->Add(history[i]);
+    ExpectSameProjection(whole.projection(), restored->projection());
+  }
+}
+
+TEST(ProjectionTest, RestoreRejectsBytesThatAreNoSnapshotOfThisRevision) {
+  SnapshotPoint at;
+  EXPECT_FALSE(ProjectionBuilder::Restore("not a snapshot \xff\xff", &at));
+  EXPECT_FALSE(ProjectionBuilder::Restore("", &at));  // logic revision 0
+  // A snapshot of another revision of the projection code: field 1 = 999.
+  std::string other = ProjectionBuilder().Snapshot({"sqlite:db", 0, ""});
+  ASSERT_GE(other.size(), 2u);
+  ASSERT_EQ(other[0], '\x08');  // field 1, varint: the revision
+  other = std::string("\x08\xe7\x07") + other.substr(2);
+  EXPECT_FALSE(ProjectionBuilder::Restore(other, &at));
 }
 
 TEST(CheckTargetTest, AgreementIsNotDrift) {
@@ -107,15 +221,17 @@ TEST(CheckTargetTest, AgreementIsNotDrift) {
 }
 
 TEST(CheckTargetTest, EachKindOfDisagreementIsReported) {
-  std::vector<Migration> files = {Mig("1", "c1-edited"), Mig("2", "c2"), Mig("3", "c3")};
+  std::vector<Migration> files = {Mig("1", "c1-edited"), Mig("2", "c2"),
+                                  Mig("3", "c3")};
   ProjectionBuilder b;
   b.Add(Started("1", "a1", "c1"));
   b.Add(Applied("1", "a1"));
   b.Add(Started("2", "a2", "c2"));
   b.Add(Applied("2", "a2"));
-  std::vector<MarkerRow> markers = {{"1", "c1", "a1", "t"},       // file edited
-                                    {"3", "c3", "someone", "t"},  // unknown marker
-                                    {"9", "c9", "x", "t"}};       // unknown + no file
+  std::vector<MarkerRow> markers = {
+      {"1", "c1", "a1", "t"},       // file edited
+      {"3", "c3", "someone", "t"},  // unknown marker
+      {"9", "c9", "x", "t"}};       // unknown + no file
   std::vector<DriftItem> drift;
   std::vector<OutOfBandStep> oob;
   CheckTarget(files, b.projection(), markers, &drift, &oob);
@@ -147,18 +263,21 @@ TEST(CheckTargetTest, OfflineMarkerWithMatchingChecksumIsOutOfBandNotDrift) {
   ProjectionBuilder b;
   std::vector<DriftItem> drift;
   std::vector<OutOfBandStep> oob;
-  CheckTarget(files, b.projection(), {{"1", "c1", "offline:run", "t"}}, &drift, &oob);
+  CheckTarget(files, b.projection(), {{"1", "c1", "offline:run", "t"}}, &drift,
+              &oob);
   EXPECT_TRUE(drift.empty());
   ASSERT_EQ(oob.size(), 1u);
   EXPECT_EQ(oob[0].version, "1");
   drift.clear();
   oob.clear();
-  CheckTarget(files, b.projection(), {{"1", "other", "offline:run", "t"}}, &drift, &oob);
+  CheckTarget(files, b.projection(), {{"1", "other", "offline:run", "t"}},
+              &drift, &oob);
   EXPECT_EQ(drift.size(), 1u);
 }
 
 TEST(PlanTest, UpPlansUnmarkedVersionsInOrderUpToTarget) {
-  std::vector<Migration> files = {Mig("1", "a"), Mig("2", "b"), Mig("3", "c"), Mig("4", "d")};
+  std::vector<Migration> files = {Mig("1", "a"), Mig("2", "b"), Mig("3", "c"),
+                                  Mig("4", "d")};
   auto plan = PlanUp(files, {{"2", "b", "x", "t"}}, "3");
   ASSERT_TRUE(plan.ok());
   ASSERT_EQ(plan->size(), 2u);
@@ -169,7 +288,8 @@ TEST(PlanTest, UpPlansUnmarkedVersionsInOrderUpToTarget) {
 
 TEST(PlanTest, DownPlansNewestFirstByStepsOrTarget) {
   std::vector<Migration> files = {Mig("1", "a"), Mig("2", "b"), Mig("3", "c")};
-  std::vector<MarkerRow> all = {{"1", "a", "", ""}, {"2", "b", "", ""}, {"3", "c", "", ""}};
+  std::vector<MarkerRow> all = {
+      {"1", "a", "", ""}, {"2", "b", "", ""}, {"3", "c", "", ""}};
   auto two = PlanDown(files, all, "", 2);
   ASSERT_TRUE(two.ok());
   ASSERT_EQ(two->size(), 2u);
@@ -187,7 +307,8 @@ TEST(PlanTest, DownRefusesAStepWithoutDownFile) {
   std::vector<Migration> files = {Mig("1", "a"), Mig("2", "b", /*down=*/false)};
   auto plan = PlanDown(files, {{"1", "a", "", ""}, {"2", "b", "", ""}}, "", 1);
   ASSERT_FALSE(plan.ok());
-  EXPECT_NE(plan.status().message().find("no down migration"), std::string::npos);
+  EXPECT_NE(plan.status().message().find("no down migration"),
+            std::string::npos);
 }
 
 }  // namespace

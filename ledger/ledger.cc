@@ -368,6 +368,9 @@ WireRead ReadEnvelope(std::string_view bytes, EnvelopeFields *out) {
 // See ~RocksLedger.
 constexpr uint64_t kMaxUnflushedBytes = 1 << 20;
 
+// Meta keys of derived data (Ledger::PutDerived): "derived/<name>".
+constexpr char kDerivedPrefix[] = "derived/";
+
 class RocksLedger final : public Ledger {
  public:
   // `cfs`: the default column family alone or all of kCfNames in order;
@@ -667,6 +670,42 @@ class RocksLedger final : public Ledger {
     MIGLEDGER_ASSIGN_OR_RETURN(uint64_t seq, Append(p, false));
     (void)seq;
     return Status::Ok();
+  }
+
+  Status PutDerived(const std::string &name,
+                    const std::string &value) override {
+    if (read_only_) return Internal("ledger opened read-only");
+    return FromRocks(db_->Put({}, tables_[kMeta].cf,
+                              RowKey(kMeta, kDerivedPrefix + name), value),
+                     "writing derived data");
+  }
+
+  StatusOr<std::optional<std::string>> GetDerived(
+      const std::string &name) override {
+    std::string value;
+    auto s = GetRow(kMeta, kDerivedPrefix + name, &value);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    MIGLEDGER_RETURN_IF_ERROR(FromRocks(s, "reading derived data"));
+    return std::optional<std::string>(std::move(value));
+  }
+
+  StatusOr<ChainHead> TargetHeadAt(const std::string &target_key,
+                                   uint64_t size) override {
+    if (size == 0) return ChainHead{};
+    std::string value;
+    auto s = GetRow(kTargetIndex, target_key + '\0' + Be64(size), &value);
+    if (s.IsNotFound()) {
+      return NotFound("target " + target_key + " has fewer than " +
+                      std::to_string(size) + " events");
+    }
+    MIGLEDGER_RETURN_IF_ERROR(FromRocks(s, "reading target index"));
+    if (value.size() < 8 + 32) {
+      return LedgerCorrupt("target index entry " + std::to_string(size) +
+                           " of " + target_key + " is too short");
+    }
+    ChainHead head{size, {}};
+    std::memcpy(head.chain.data(), value.data() + 8, 32);
+    return head;
   }
 
   Status Sync() override {

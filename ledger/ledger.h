@@ -160,6 +160,19 @@ class Ledger {
   // Makes every append so far durable.
   virtual Status Sync() = 0;
 
+  // Derived data kept next to the events under `name` (e.g. the applier's
+  // projection of a target): never hashed, verified or mirrored, so whoever
+  // reads it checks what it was derived from. PutDerived is unsynced and
+  // fails on a read-only ledger; GetDerived returns nullopt for none.
+  virtual Status PutDerived(const std::string& name,
+                            const std::string& value) = 0;
+  virtual StatusOr<std::optional<std::string>> GetDerived(
+      const std::string& name) = 0;
+  // The target's chain head after its first `size` events (size 0: the
+  // empty chain); kNotFound when the target has fewer.
+  virtual StatusOr<ChainHead> TargetHeadAt(const std::string& target_key,
+                                           uint64_t size) = 0;
+
   // Content-addressed blobs (SQL text). Returns the hex SHA-256 key.
   virtual StatusOr<std::string> PutBlob(const std::string& content) = 0;
   virtual StatusOr<std::string> GetBlob(const std::string& sha256_hex) = 0;

@@ -463,6 +463,51 @@ TEST_F(LedgerTest, AppendAllOfEventsThatDoNotChainWritesNone) {
   EXPECT_FALSE(ledger->Get(1).ok());
 }
 
+TEST_F(LedgerTest, DerivedDataIsKeptButNeverPartOfTheChain) {
+  auto ledger = MustOpen(Dir(), Writable());
+  ASSERT_TRUE(ledger);
+  std::vector<PreparedEvent> prepared(3);
+  for (int i = 0; i < 3; ++i) {
+    MustAppend(ledger.get(), MakeEvent("sqlite", "db-a", "run-1", 1 + i),
+               &prepared[i]);
+  }
+  const ChainHead head = ledger->Head();
+  auto none = ledger->GetDerived("projection/sqlite:db-a");
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(none->has_value());
+  const std::string value("snapshot \0 bytes", 16);
+  ASSERT_TRUE(ledger->PutDerived("projection/sqlite:db-a", value).ok());
+  ASSERT_TRUE(ledger->PutDerived("projection/sqlite:db-a", value).ok());
+  // The chain and its heads do not move; Verify does not see it.
+  EXPECT_EQ(ledger->Head().size, head.size);
+  EXPECT_EQ(ledger->Head().chain, head.chain);
+  auto report = ledger->Verify();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->ok()) << report->problem;
+  // The target's chain head after each of its events, from the index.
+  for (uint64_t size = 1; size <= 3; ++size) {
+    auto at = ledger->TargetHeadAt("sqlite:db-a", size);
+    ASSERT_TRUE(at.ok()) << at.status().ToString();
+    EXPECT_EQ(at->size, size);
+    EXPECT_EQ(at->chain, prepared[size - 1].target_chain_head);
+  }
+  auto empty = ledger->TargetHeadAt("sqlite:db-a", 0);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->chain, Digest32{});
+  EXPECT_EQ(ledger->TargetHeadAt("sqlite:db-a", 4).status().code(),
+            Code::kNotFound);
+  EXPECT_EQ(ledger->TargetHeadAt("sqlite:db-b", 1).status().code(),
+            Code::kNotFound);
+  // A reader sees it too, and cannot write any.
+  ledger.reset();
+  auto reader = MustOpen(Dir(), ReadOnly());
+  ASSERT_TRUE(reader);
+  auto got = reader->GetDerived("projection/sqlite:db-a");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, value);
+  EXPECT_FALSE(reader->PutDerived("projection/sqlite:db-a", "x").ok());
+}
+
 TEST_F(LedgerTest, VerifyOfGoodLedgerIsOkAndItsRootIsTheMerkleRoot) {
   std::vector<std::string> bytes = BuildLedger(Dir());
   ASSERT_EQ(bytes.size(), 10u);

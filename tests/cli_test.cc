@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "applier/planner.h"
 #include "ledger/ledger.h"
 #include "tests/test_util.h"
 
@@ -887,6 +888,86 @@ TEST_P(CoreScenarioTest, NoTransactionFailureResumesAtTheFailedStatement) {
 }
 
 // ---- status --format json, plan -------------------------------------------
+
+// A no-op apply after a long history saves the projection in the ledger;
+// later commands start from it, but only when it stands on this ledger's
+// own target chain.
+TEST_P(CoreScenarioTest, ProjectionSnapshotIsUsedOnlyForItsOwnChain) {
+  const int n = 140;  // 282 events: enough for a snapshot
+  for (int i = 1; i <= n; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%04d_t%d.up.sql", i, i);
+    Migration(name, "CREATE TABLE t" + std::to_string(i) + " (id INTEGER);\n");
+  }
+  Migration("0140_t140.down.sql", "DROP TABLE t140;\n");
+  RunResult apply = Run({"apply", "-q"});
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  const std::string ledger_dir = dir_ / ".migledger";
+  auto snapshot_name = [&]() -> std::string {
+    LedgerOptions ro;
+    ro.read_only = true;
+    auto ledger = Ledger::Open(ledger_dir, ro);
+    EXPECT_TRUE(ledger.ok()) << ledger.status().ToString();
+    if (!ledger.ok() || (*ledger)->TargetKeys().size() != 1) return "";
+    return "projection/" + (*ledger)->TargetKeys()[0];
+  };
+  auto has_snapshot = [&]() {
+    LedgerOptions ro;
+    ro.read_only = true;
+    auto ledger = Ledger::Open(ledger_dir, ro);
+    if (!ledger.ok()) return false;
+    auto v = (*ledger)->GetDerived(snapshot_name());
+    return v.ok() && v->has_value();
+  };
+  EXPECT_FALSE(has_snapshot());  // the apply replayed nothing long
+  RunResult noop = Run({"apply"});
+  ASSERT_EQ(noop.exit_code, 0) << Describe(noop);
+  EXPECT_TRUE(Contains(noop.out, "nothing to apply")) << noop.out;
+  ASSERT_TRUE(has_snapshot()) << "the no-op apply saved no snapshot";
+
+  RunResult status = Run({"status"});
+  EXPECT_TRUE(Contains(status.out, "140 applied, 0 pending"))
+      << Describe(status);
+  // Events after the snapshot are replayed on top of it.
+  ASSERT_EQ(Run({"down", "--steps", "1"}).exit_code, 0);
+  status = Run({"status"});
+  EXPECT_TRUE(Contains(status.out, "139 applied, 1 pending"))
+      << Describe(status);
+
+  // Overwrites the snapshot with an empty projection at the ledger's head,
+  // on its real chain or on another one.
+  auto plant = [&](bool real_chain) {
+    auto ledger = Ledger::Open(ledger_dir, LedgerOptions{});
+    ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+    const std::string key = (*ledger)->TargetKeys()[0];
+    const ChainHead head = (*ledger)->TargetHead(key);
+    SnapshotPoint at{
+        key, head.size,
+        real_chain ? std::string(AsBytes(head.chain)) : std::string(32, 'x')};
+    ASSERT_TRUE(
+        (*ledger)
+            ->PutDerived("projection/" + key, ProjectionBuilder().Snapshot(at))
+            .ok());
+  };
+  // On this chain it is believed (so it is what status reads): the ledger
+  // then seems to know none of the 139 markers.
+  plant(true);
+  status = Run({"status"});
+  EXPECT_TRUE(Contains(status.out, "not in ledger")) << Describe(status);
+  EXPECT_TRUE(Contains(status.out,
+                       "drift: the target has a marker row for "
+                       "version 0139"))
+      << Describe(status);
+  // On another chain it is ignored and the history replayed.
+  plant(false);
+  status = Run({"status"});
+  EXPECT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "139 applied, 1 pending"))
+      << Describe(status);
+  EXPECT_FALSE(Contains(status.out, "not in ledger")) << Describe(status);
+  EXPECT_FALSE(Contains(status.out, "drift")) << Describe(status);
+  ExpectLedgerVerifies();
+}
 
 TEST_P(CoreScenarioTest, StatusJsonListsStates) {
   ThreeMigrations();

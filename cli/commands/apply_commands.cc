@@ -245,6 +245,8 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           auto nothing = (*view)->NothingToApply(*to);
           if (nothing.ok() && *nothing) {
             std::printf("nothing to apply\n");
+            std::fflush(stdout);
+            (*view)->SaveUnsavedProjection();
             return Status::Ok();
           }
           // Neither the files nor the target connection twice.
