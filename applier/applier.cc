@@ -10,6 +10,8 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "applier/actor.h"
 #include "applier/audit_store.h"
@@ -385,9 +387,15 @@ struct Applier::Impl {
   // ---- projection ----------------------------------------------------------
   // The projection of this target's chain, rebuilt only when the chain grew.
   StatusOr<Projection> Project() {
+    MIGLEDGER_ASSIGN_OR_RETURN(const Projection* p, ProjectView());
+    return *p;
+  }
+  // Project() without the copy, for readers that append nothing while they
+  // use it (the next append-then-Project replaces what it points to).
+  StatusOr<const Projection*> ProjectView() {
     uint64_t head = ledger && driver ? ledger->TargetHead(TargetKey()).size : 0;
     if (projection_cache && projection_cache_head == head)
-      return *projection_cache;
+      return &*projection_cache;
     ProjectionBuilder b;
     if (ledger && driver && !driver->identity().database_id.empty()) {
       // From the ledger's snapshot of the projection when it has one for
@@ -406,7 +414,7 @@ struct Applier::Impl {
     }
     projection_cache = std::move(b).Take();
     projection_cache_head = head;
-    return *projection_cache;
+    return &*projection_cache;
   }
   std::optional<Projection> projection_cache;
   uint64_t projection_cache_head = 0;
@@ -1047,18 +1055,23 @@ StatusOr<StatusReport> Applier::Status() {
     report.identity = d.driver->identity();
   else
     report.identity.redacted_uri = RedactUri(d.target_uri);
-  Projection p;
+  const Projection no_ledger;
+  const Projection* projected = &no_ledger;
   if (d.ledger) {
-    MIGLEDGER_ASSIGN_OR_RETURN(p, d.Project());
+    MIGLEDGER_ASSIGN_OR_RETURN(projected, d.ProjectView());
   }
+  const Projection& p = *projected;
   report.target_events = p.events;
   report.unfinished = p.open_attempts;
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
   std::vector<OutOfBandStep> oob;
   CheckTarget(d.migrations, p, markers, &report.drift, &oob);
-  std::map<std::string, const MarkerRow*> marked;
+  std::unordered_map<std::string, const MarkerRow*> marked;
+  marked.reserve(markers.size());
   for (const auto& m : markers) marked[CanonicalVersion(m.version)] = &m;
-  std::set<std::string> on_disk;
+  std::unordered_set<std::string> on_disk;
+  on_disk.reserve(d.migrations.size());
+  report.rows.reserve(d.migrations.size());
   for (const auto& m : d.migrations) {
     std::string key = CanonicalVersion(m.version);
     on_disk.insert(key);
@@ -1080,7 +1093,7 @@ StatusOr<StatusReport> Applier::Status() {
     }
     if (m.up.no_transaction)
       row.note += row.note.empty() ? "no-transaction" : ", no-transaction";
-    report.rows.push_back(row);
+    report.rows.push_back(std::move(row));
   }
   for (const auto& m : markers) {
     if (!on_disk.count(CanonicalVersion(m.version))) {
@@ -1151,7 +1164,8 @@ StatusOr<bool> Applier::NothingToApply(const std::string& to) {
     MIGLEDGER_ASSIGN_OR_RETURN(remote, d.driver->MirrorHead());
   }
   if (remote != d.ledger->TargetHead(d.TargetKey()).size) return false;
-  MIGLEDGER_ASSIGN_OR_RETURN(Projection p, d.Project());
+  MIGLEDGER_ASSIGN_OR_RETURN(const Projection* projected, d.ProjectView());
+  const Projection& p = *projected;
   if (!p.open_attempts.empty()) return false;
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
   std::vector<DriftItem> drift;

@@ -1,5 +1,6 @@
 #include "applier/migration_source.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -135,25 +136,35 @@ namespace {
 
 // The whole file in one read where it can (a status over thousands of
 // migrations spends its time here; iostreams cost several times more).
-Status ReadWholeFile(const std::string& path, std::string* out) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+// Reads `name` in the directory `dir_fd` (`path` names it in errors).
+Status ReadWholeFile(int dir_fd, const char* name, const std::string& path,
+                     std::string* out) {
+  int fd = ::openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return IoError(path + ": cannot read file: " + std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0)
-    out->reserve(static_cast<size_t>(st.st_size));
   out->clear();
-  char buf[1 << 16];
+  // One byte more than the file: the read that finds its end needs room.
+  const bool sized = ::fstat(fd, &st) == 0 && st.st_size > 0;
+  out->reserve(sized ? static_cast<size_t>(st.st_size) + 1 : 4096);
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
+    // Straight into the string: its spare capacity, or 4 KiB more.
+    size_t have = out->size();
+    size_t room = out->capacity() - have;
+    if (room == 0) room = 4096;
+    out->resize(have + room);
+    ssize_t n = ::read(fd, out->data() + have, room);
+    if (n < 0 && errno == EINTR) {
+      out->resize(have);
+      continue;
+    }
     if (n < 0) {
       const int err = errno;
       ::close(fd);
       return IoError(path + ": read error: " + std::strerror(err));
     }
+    out->resize(have + static_cast<size_t>(n));
     if (n == 0) break;
-    out->append(buf, static_cast<size_t>(n));
   }
   ::close(fd);
   return Status::Ok();
@@ -182,13 +193,29 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
   };
   std::map<std::string, Migration, ByCanonicalVersion> by_version;
   std::vector<std::pair<std::string, MigrationFile>> downs;
-  fs::directory_iterator it(dir, ec);
-  if (ec) {
+  // readdir and openat rather than std::filesystem: a project can hold
+  // thousands of files, and every command reads them all.
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
     return IoError("cannot read migrations directory " + dir + ": " +
-                   ec.message());
+                   std::strerror(errno));
   }
-  for (const auto& entry : it) {
-    std::string name = entry.path().filename().string();
+  struct CloseDir {
+    DIR* d;
+    ~CloseDir() { ::closedir(d); }
+  } close_dir{d};
+  const std::string prefix = dir.back() == '/' ? dir : dir + "/";
+  for (;;) {
+    errno = 0;
+    const dirent* entry = ::readdir(d);
+    if (entry == nullptr) {
+      if (errno != 0) {
+        return IoError("cannot read migrations directory " + dir + ": " +
+                       std::strerror(errno));
+      }
+      break;
+    }
+    std::string name = entry->d_name;
     if (name.size() < 4 || name.compare(name.size() - 4, 4, ".sql") != 0)
       continue;
     std::string version, slug;
@@ -201,10 +228,17 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
           "letters, digits, _ and -)");
     }
     MigrationFile f;
-    f.path = (fs::path(dir) / name).string();
+    f.path = prefix + name;
     f.file = name;
-    if (entry.is_symlink(ec)) {
-      fs::path real = fs::canonical(entry.path(), ec);
+    bool symlink = entry->d_type == DT_LNK;
+    if (entry->d_type == DT_UNKNOWN) {
+      struct stat st {};
+      symlink =
+          ::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISLNK(st.st_mode);
+    }
+    if (symlink) {
+      fs::path real = fs::canonical(f.path, ec);
       if (ec)
         return IoError(f.path + ": cannot resolve symlink: " + ec.message());
       auto rel = real.lexically_relative(root);
@@ -214,7 +248,8 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
             real.string() + ")");
       }
     }
-    MIGLEDGER_RETURN_IF_ERROR(ReadWholeFile(f.path, &f.sql));
+    MIGLEDGER_RETURN_IF_ERROR(
+        ReadWholeFile(::dirfd(d), name.c_str(), f.path, &f.sql));
     if (size_t bad = FirstInvalidUtf8(f.sql); bad != std::string::npos) {
       return InvalidInput(f.path + ": not valid UTF-8 (byte offset " +
                           std::to_string(bad) + ")");

@@ -1,7 +1,11 @@
 #include "applier/planner.h"
 
+#include <google/protobuf/arena.h>
+
 #include <algorithm>
 #include <set>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "common/time_util.h"
 #include "migledger/v1/projection.pb.h"
@@ -57,7 +61,11 @@ std::string ProjectionBuilder::Snapshot(const SnapshotPoint& at) const {
 
 std::optional<ProjectionBuilder> ProjectionBuilder::Restore(
     const std::string& bytes, SnapshotPoint* at) {
-  v1::ProjectionSnapshot s;
+  // In an arena: a snapshot of a long history is thousands of messages,
+  // freed at once.
+  google::protobuf::Arena arena;
+  auto& s =
+      *google::protobuf::Arena::CreateMessage<v1::ProjectionSnapshot>(&arena);
   if (!s.ParseFromString(bytes) || s.logic() != kProjectionLogic) {
     return std::nullopt;
   }
@@ -237,9 +245,11 @@ void CheckTarget(const std::vector<Migration>& migrations,
                  const std::vector<MarkerRow>& markers,
                  std::vector<DriftItem>* drift,
                  std::vector<OutOfBandStep>* out_of_band) {
-  std::map<std::string, const Migration*> files;
+  std::unordered_map<std::string, const Migration*> files;
+  files.reserve(migrations.size());
   for (const auto& m : migrations) files[CanonicalVersion(m.version)] = &m;
-  std::set<std::string> marked;
+  std::unordered_set<std::string> marked;
+  marked.reserve(markers.size());
   for (const auto& row : markers) {
     std::string key = CanonicalVersion(row.version);
     marked.insert(key);
