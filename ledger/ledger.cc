@@ -576,9 +576,10 @@ class RocksLedger final : public Ledger {
     head_value.append(AsBytes(head.chain));
     PutRow(&batch, kMeta, "head", head_value);
     for (size_t i = 0; i < moved.size(); ++i) {
-      const auto &[key, th] = moved[i];
+      const std::string &key = moved[i].first;
+      const ChainHead &th = moved[i].second;
       if (std::any_of(moved.begin() + i + 1, moved.end(),
-                      [&](auto &m) { return m.first == key; })) {
+                      [&](const auto &m) { return m.first == key; })) {
         continue;
       }
       std::string target_head = Be64(th.size);
