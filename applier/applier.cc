@@ -449,13 +449,13 @@ struct Applier::Impl {
   }
 
   // Best effort: without a snapshot the next command replays the history.
-  // A read-only view keeps it for SaveUnsavedProjection().
+  // A read-only view keeps it for SaveUnsavedProjection() when asked to.
   void SaveProjection(const ProjectionBuilder& b, uint64_t head) {
     const ChainHead th = ledger->TargetHead(TargetKey());
     if (th.size != head) return;
     SnapshotPoint at{TargetKey(), head, std::string(AsBytes(th.chain))};
     if (ledger->read_only()) {
-      unsaved_projection = b.Snapshot(at);
+      if (keep_unsaved_projection) unsaved_projection = b.Snapshot(at);
       return;
     }
     auto st = ledger->PutDerived(ProjectionSnapshotName(), b.Snapshot(at));
@@ -463,6 +463,7 @@ struct Applier::Impl {
       spdlog::debug("projection snapshot not saved: {}", st.message());
   }
   std::optional<std::string> unsaved_projection;
+  bool keep_unsaved_projection = false;  // set by a caller that will save it
 
   // A run this long (about twice as many events) replays its own events at
   // its end to leave a snapshot: the next command would replay them anyway,
@@ -1164,6 +1165,7 @@ StatusOr<bool> Applier::NothingToApply(const std::string& to) {
     MIGLEDGER_ASSIGN_OR_RETURN(remote, d.driver->MirrorHead());
   }
   if (remote != d.ledger->TargetHead(d.TargetKey()).size) return false;
+  d.keep_unsaved_projection = true;  // for SaveUnsavedProjection()
   MIGLEDGER_ASSIGN_OR_RETURN(const Projection* projected, d.ProjectView());
   const Projection& p = *projected;
   if (!p.open_attempts.empty()) return false;
