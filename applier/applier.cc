@@ -397,10 +397,10 @@ struct Applier::Impl {
     if (projection_cache && projection_cache_head == head)
       return &*projection_cache;
     ProjectionBuilder b;
+    uint64_t from = 0;
     if (ledger && driver && !driver->identity().database_id.empty()) {
       // From the ledger's snapshot of the projection when it has one for
       // this chain, replaying only the events after it.
-      uint64_t from = 0;
       if (auto restored = RestoreProjection(head)) {
         b = std::move(restored->first);
         from = restored->second;
@@ -410,19 +410,25 @@ struct Applier::Impl {
             b.Add(e);
             return true;
           }));
-      if (head - from >= kProjectionSnapshotEvery) SaveProjection(b, head);
     }
     projection_cache = std::move(b).Take();
     projection_cache_head = head;
+    projection_cache_from = from;
+    if (ledger && !ledger->read_only()) SaveProjection(ledger.get());
     return &*projection_cache;
   }
   std::optional<Projection> projection_cache;
   uint64_t projection_cache_head = 0;
+  // The target size of the snapshot the cache was built on or last saved as
+  // (0: none): how much of it a new snapshot would save replaying.
+  uint64_t projection_cache_from = 0;
 
   // ---- projection snapshots ------------------------------------------------
-  // A writer that replayed this many events or more saves the projection in
-  // the ledger (Ledger::PutDerived), so the next command, a no-op `apply` or
-  // a `status` after a long history, replays only what came after it.
+  // A projection that replayed this many events or more past its snapshot
+  // is saved in the ledger (Ledger::PutDerived; at once by a writer, through
+  // SaveUnsavedProjection by a no-op apply's read-only view), so the next
+  // command, a no-op `apply` or a `status` after a long history, replays
+  // only what came after it.
   static constexpr uint64_t kProjectionSnapshotEvery = 256;
 
   std::string ProjectionSnapshotName() { return "projection/" + TargetKey(); }
@@ -448,22 +454,26 @@ struct Applier::Impl {
     return std::make_pair(std::move(*b), at.target_size);
   }
 
-  // Best effort: without a snapshot the next command replays the history.
-  // A read-only view keeps it for SaveUnsavedProjection() when asked to.
-  void SaveProjection(const ProjectionBuilder& b, uint64_t head) {
-    const ChainHead th = ledger->TargetHead(TargetKey());
-    if (th.size != head) return;
-    SnapshotPoint at{TargetKey(), head, std::string(AsBytes(th.chain))};
-    if (ledger->read_only()) {
-      if (keep_unsaved_projection) unsaved_projection = b.Snapshot(at);
+  // Saves the cached projection into `into` (this applier's ledger, or a
+  // writable open of it) when it replayed kProjectionSnapshotEvery events
+  // or more past the last snapshot. Best effort: without a snapshot the
+  // next command replays the history.
+  void SaveProjection(Ledger* into) {
+    if (!projection_cache || projection_cache_head - projection_cache_from <
+                                 kProjectionSnapshotEvery) {
       return;
     }
-    auto st = ledger->PutDerived(ProjectionSnapshotName(), b.Snapshot(at));
-    if (!st.ok())
+    const ChainHead th = ledger->TargetHead(TargetKey());
+    if (th.size != projection_cache_head) return;
+    SnapshotPoint at{TargetKey(), th.size, std::string(AsBytes(th.chain))};
+    auto st = into->PutDerived(ProjectionSnapshotName(),
+                               SnapshotOf(*projection_cache, at));
+    if (!st.ok()) {
       spdlog::debug("projection snapshot not saved: {}", st.message());
+      return;
+    }
+    projection_cache_from = projection_cache_head;
   }
-  std::optional<std::string> unsaved_projection;
-  bool keep_unsaved_projection = false;  // set by a caller that will save it
 
   // A run this long (about twice as many events) replays its own events at
   // its end to leave a snapshot: the next command would replay them anyway,
@@ -963,7 +973,7 @@ struct Applier::Impl {
                        (failure.ok() ? 0 : 1));
     // Terminal: durable before the command reports anything.
     MIGLEDGER_RETURN_IF_ERROR(Record(&fin, true).status());
-    if (report.steps.size() >= kSnapshotAfterSteps) (void)Project();
+    if (report.steps.size() >= kSnapshotAfterSteps) (void)ProjectView();
     auto flushed = FlushMirror();
     if (!flushed.ok()) {
       spdlog::warn("event mirror not updated (will retry next run): {}",
@@ -1135,16 +1145,15 @@ StatusOr<RunReport> Applier::Apply(const std::string& to) {
 
 void Applier::SaveUnsavedProjection() {
   auto& d = *impl_;
-  if (!d.unsaved_projection) return;
+  if (!d.ledger || !d.ledger->read_only() || !d.projection_cache ||
+      d.projection_cache_head - d.projection_cache_from <
+          Impl::kProjectionSnapshotEvery) {
+    return;
+  }
   LedgerOptions lo;
   lo.lock_timeout = std::chrono::milliseconds(0);  // busy: someone is writing
-  auto ledger = Ledger::Open(d.options.config.ledger_dir, lo);
-  if (!ledger.ok()) return;
-  auto st =
-      (*ledger)->PutDerived(d.ProjectionSnapshotName(), *d.unsaved_projection);
-  if (!st.ok())
-    spdlog::debug("projection snapshot not saved: {}", st.message());
-  d.unsaved_projection.reset();
+  auto writable = Ledger::Open(d.options.config.ledger_dir, lo);
+  if (writable.ok()) d.SaveProjection(writable->get());
 }
 
 StatusOr<bool> Applier::NothingToApply(const std::string& to) {
@@ -1165,7 +1174,6 @@ StatusOr<bool> Applier::NothingToApply(const std::string& to) {
     MIGLEDGER_ASSIGN_OR_RETURN(remote, d.driver->MirrorHead());
   }
   if (remote != d.ledger->TargetHead(d.TargetKey()).size) return false;
-  d.keep_unsaved_projection = true;  // for SaveUnsavedProjection()
   MIGLEDGER_ASSIGN_OR_RETURN(const Projection* projected, d.ProjectView());
   const Projection& p = *projected;
   if (!p.open_attempts.empty()) return false;

@@ -23,15 +23,15 @@ std::string TimeOf(const v1::Event& e) {
 // and the history is replayed once with the new code.
 constexpr uint32_t kProjectionLogic = 1;
 
-std::string ProjectionBuilder::Snapshot(const SnapshotPoint& at) const {
+std::string SnapshotOf(const Projection& p, const SnapshotPoint& at) {
   v1::ProjectionSnapshot s;
   s.set_logic(kProjectionLogic);
   s.set_target_key(at.target_key);
   s.set_target_size(at.target_size);
   s.set_target_chain(at.target_chain);
-  s.set_events(p_.events);
-  s.set_last_event_micros(p_.last_event_micros);
-  for (const auto& [canonical, h] : p_.versions) {
+  s.set_events(p.events);
+  s.set_last_event_micros(p.last_event_micros);
+  for (const auto& [canonical, h] : p.versions) {
     auto* v = s.add_versions();
     v->set_canonical(canonical);
     v->set_version(h.version);
@@ -41,7 +41,7 @@ std::string ProjectionBuilder::Snapshot(const SnapshotPoint& at) const {
     v->set_last_error(h.last_error);
     for (const auto& c : h.accepted_checksums) v->add_accepted_checksums(c);
   }
-  for (const auto& a : p_.open_attempts) {
+  for (const auto& a : p.open_attempts) {
     auto* o = s.add_open_attempts();
     o->set_version(a.version);
     o->set_attempt_id(a.attempt_id);
@@ -50,7 +50,7 @@ std::string ProjectionBuilder::Snapshot(const SnapshotPoint& at) const {
     o->set_checksum(a.checksum);
     o->set_statement_count(a.statement_count);
   }
-  for (const auto& [canonical, prog] : p_.no_tx_progress) {
+  for (const auto& [canonical, prog] : p.no_tx_progress) {
     auto* n = s.add_no_tx_progress();
     n->set_canonical(canonical);
     n->set_direction(prog.direction);

@@ -65,12 +65,10 @@ class ProjectionBuilder {
   const Projection& projection() const { return p_; }
   Projection Take() && { return std::move(p_); }
 
-  // The builder's whole state as bytes (a v1::ProjectionSnapshot), to be
-  // continued later by Restore() with the events after `at`.
-  std::string Snapshot(const SnapshotPoint& at) const;
-  // A builder in the state Snapshot() saved, and where it stands; nullopt
-  // when `bytes` do not decode or were written by another revision of the
-  // projection code. The caller checks `at` against its ledger.
+  // A builder continuing from a SnapshotOf() the projection it had built,
+  // and where that stands; nullopt when `bytes` do not decode or were
+  // written by another revision of the projection code. The caller checks
+  // `at` against its ledger.
   static std::optional<ProjectionBuilder> Restore(const std::string& bytes,
                                                   SnapshotPoint* at);
 
@@ -80,6 +78,11 @@ class ProjectionBuilder {
   std::map<std::string, OpenAttempt> open_;  // attempt id -> attempt
   std::vector<std::string> open_order_;
 };
+
+// `p` as bytes (a v1::ProjectionSnapshot) standing at `at`: everything a
+// builder needs to go on with the events after it (ProjectionBuilder::
+// Restore).
+std::string SnapshotOf(const Projection& p, const SnapshotPoint& at);
 
 struct DriftItem {
   std::string version;

@@ -185,7 +185,8 @@ TEST(ProjectionTest, SnapshotThenRestoreContinuesLikeOneReplay) {
     for (size_t i = 0; i < cut; ++i) first.Add(history[i]);
     const SnapshotPoint at{"sqlite:db", cut, std::string(32, '\x7f')};
     SnapshotPoint read;
-    auto restored = ProjectionBuilder::Restore(first.Snapshot(at), &read);
+    auto restored =
+        ProjectionBuilder::Restore(SnapshotOf(first.projection(), at), &read);
     ASSERT_TRUE(restored.has_value());
     EXPECT_EQ(read.target_key, at.target_key);
     EXPECT_EQ(read.target_size, at.target_size);
@@ -201,7 +202,7 @@ TEST(ProjectionTest, RestoreRejectsBytesThatAreNoSnapshotOfThisRevision) {
   EXPECT_FALSE(ProjectionBuilder::Restore("not a snapshot \xff\xff", &at));
   EXPECT_FALSE(ProjectionBuilder::Restore("", &at));  // logic revision 0
   // A snapshot of another revision of the projection code: field 1 = 999.
-  std::string other = ProjectionBuilder().Snapshot({"sqlite:db", 0, ""});
+  std::string other = SnapshotOf(Projection{}, {"sqlite:db", 0, ""});
   ASSERT_GE(other.size(), 2u);
   ASSERT_EQ(other[0], '\x08');  // field 1, varint: the revision
   other = std::string("\x08\xe7\x07") + other.substr(2);

@@ -541,8 +541,8 @@ class RocksLedger final : public Ledger {
     if (read_only_) return Internal("ledger opened read-only");
     rocksdb::WriteBatch batch;
     ChainHead head = head_;
-    // The target heads this batch moves, in order (usually one target).
-    std::vector<std::pair<std::string, ChainHead>> moved;
+    // Each target's head after this batch's events so far (usually one).
+    std::map<std::string, ChainHead> moved;
     for (const PreparedEvent &prepared : events) {
       PreparedEvent decoded;
       const PreparedEvent *p = &prepared;
@@ -556,16 +556,14 @@ class RocksLedger final : public Ledger {
         p = &decoded;
       }
       if (!p->target_key.empty()) {
-        auto it = std::find_if(moved.rbegin(), moved.rend(), [&](auto &m) {
-          return m.first == p->target_key;
-        });
+        auto it = moved.find(p->target_key);
         const ChainHead th =
-            it != moved.rend() ? it->second : TargetHead(p->target_key);
+            it != moved.end() ? it->second : TargetHead(p->target_key);
         if (p->target_sequence != th.size + 1) {
           return Internal("target chain moved between Prepare and Append");
         }
-        moved.emplace_back(p->target_key,
-                           ChainHead{p->target_sequence, p->target_chain_head});
+        moved[p->target_key] =
+            ChainHead{p->target_sequence, p->target_chain_head};
       }
       head = ChainHead{head.size + 1, ChainNext(head.chain, p->leaf_hash)};
       AddToBatch(*p, head, &batch);
@@ -575,16 +573,10 @@ class RocksLedger final : public Ledger {
     std::string head_value = Be64(head.size);
     head_value.append(AsBytes(head.chain));
     PutRow(&batch, kMeta, "head", head_value);
-    for (size_t i = 0; i < moved.size(); ++i) {
-      const std::string &key = moved[i].first;
-      const ChainHead &th = moved[i].second;
-      if (std::any_of(moved.begin() + i + 1, moved.end(),
-                      [&](const auto &m) { return m.first == key; })) {
-        continue;
-      }
-      std::string target_head = Be64(th.size);
-      target_head.append(AsBytes(th.chain));
-      PutRow(&batch, kTargetHeads, key, target_head);
+    for (const auto &entry : moved) {
+      std::string target_head = Be64(entry.second.size);
+      target_head.append(AsBytes(entry.second.chain));
+      PutRow(&batch, kTargetHeads, entry.first, target_head);
     }
     rocksdb::WriteOptions wo;
     wo.sync = sync;
@@ -1612,7 +1604,9 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   bool format_2 = handles.size() == 1;
   if (!format_2) {
     std::string marker;
-    format_2 = db->Get({}, handles[0], "mformat", &marker).ok();
+    format_2 = db->Get({}, handles[0],
+                       std::string(1, kTableTags[kMeta]) + "format", &marker)
+                   .ok();
   }
   auto ledger = std::make_unique<RocksLedger>(db, std::move(handles),
                                               options.read_only, format_2);

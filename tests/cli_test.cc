@@ -946,7 +946,7 @@ TEST_P(CoreScenarioTest, ProjectionSnapshotIsUsedOnlyForItsOwnChain) {
         real_chain ? std::string(AsBytes(head.chain)) : std::string(32, 'x')};
     ASSERT_TRUE(
         (*ledger)
-            ->PutDerived("projection/" + key, ProjectionBuilder().Snapshot(at))
+            ->PutDerived("projection/" + key, SnapshotOf(Projection{}, at))
             .ok());
   };
   // On this chain it is believed (so it is what status reads): the ledger
@@ -967,6 +967,41 @@ TEST_P(CoreScenarioTest, ProjectionSnapshotIsUsedOnlyForItsOwnChain) {
   EXPECT_FALSE(Contains(status.out, "not in ledger")) << Describe(status);
   EXPECT_FALSE(Contains(status.out, "drift")) << Describe(status);
   ExpectLedgerVerifies();
+}
+
+// An apply of 2048 steps or more replays its own events at its end, so the
+// first `status` after it starts from a snapshot.
+TEST(CliSnapshotTest, LongApplyLeavesAProjectionSnapshot) {
+  TempDir dir;
+  MakeProject(dir.path());
+  for (int i = 1; i <= 2048; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%04d_t%d.up.sql", i, i);
+    WriteFile(dir / ("migrations/" + std::string(name)),
+              "CREATE TABLE t" + std::to_string(i) + " (id INTEGER);\n");
+  }
+  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  LedgerOptions ro;
+  ro.read_only = true;
+  auto ledger = Ledger::Open(dir / ".migledger", ro);
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  ASSERT_EQ((*ledger)->TargetKeys().size(), 1u);
+  const std::string key = (*ledger)->TargetKeys()[0];
+  auto snapshot = (*ledger)->GetDerived("projection/" + key);
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status().ToString();
+  ASSERT_TRUE(snapshot->has_value()) << "the long apply left no snapshot";
+  SnapshotPoint at;
+  auto restored = ProjectionBuilder::Restore(**snapshot, &at);
+  ASSERT_TRUE(restored.has_value());
+  EXPECT_EQ(at.target_key, key);
+  // Saved after the run's last event, its RunFinished.
+  EXPECT_EQ(at.target_size, (*ledger)->TargetHead(key).size);
+  EXPECT_EQ(restored->projection().versions.size(), 2048u);
+  ledger->reset();
+  RunResult status = RunMigledger({"status"}, dir.path());
+  EXPECT_TRUE(Contains(status.out, "2048 applied, 0 pending"))
+      << Describe(status);
 }
 
 TEST_P(CoreScenarioTest, StatusJsonListsStates) {
