@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <optional>
 #include <random>
@@ -1010,6 +1011,21 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   MIGLEDGER_ASSIGN_OR_RETURN(
       impl->target_uri,
       ResolveTarget(options.config, options.target, &impl->target_name));
+  // A server connection is mostly waiting (loading libpq, the server's
+  // fork and authentication): made on a helper thread while the files are
+  // read and the ledger opens. SQLite opens at once, after both, as before:
+  // a bad project must not create the database file.
+  std::future<StatusOr<std::unique_ptr<Driver>>> connecting;
+  if (!opened_driver && impl->target_uri.rfind("sqlite:", 0) != 0) {
+    connecting = std::async(
+        std::launch::async,
+        [uri = impl->target_uri, write = mode == AccessMode::kWrite]()
+            -> StatusOr<std::unique_ptr<Driver>> {
+          auto driver = OpenDriver(uri, write);
+          if (driver.ok() && write) (*driver)->BeginLock();
+          return driver;
+        });
+  }
   if (options.loaded_migrations) {
     impl->migrations = *options.loaded_migrations;
   } else {
@@ -1035,6 +1051,8 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   auto driver =
       opened_driver
           ? StatusOr<std::unique_ptr<Driver>>(std::move(opened_driver))
+      : connecting.valid()
+          ? connecting.get()
           : OpenDriver(impl->target_uri, mode == AccessMode::kWrite);
   if (!driver.ok()) {
     if (mode == AccessMode::kRead &&
