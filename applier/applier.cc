@@ -1011,12 +1011,14 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   MIGLEDGER_ASSIGN_OR_RETURN(
       impl->target_uri,
       ResolveTarget(options.config, options.target, &impl->target_name));
-  // A server connection is mostly waiting (loading libpq, the server's
-  // fork and authentication): made on a helper thread while the files are
-  // read and the ledger opens. SQLite opens at once, after both, as before:
-  // a bad project must not create the database file.
+  // Opening the target is mostly waiting (PostgreSQL: loading libpq, the
+  // server's fork and authentication) or parsing (SQLite reads the whole
+  // schema at the first query): done on a helper thread while the files are
+  // read and the ledger opens. A SQLite target that apply may create is
+  // opened after both, as before: a bad project must not create the file.
   std::future<StatusOr<std::unique_ptr<Driver>>> connecting;
-  if (!opened_driver && impl->target_uri.rfind("sqlite:", 0) != 0) {
+  if (!opened_driver && (mode == AccessMode::kRead ||
+                         impl->target_uri.rfind("sqlite:", 0) != 0)) {
     connecting = std::async(
         std::launch::async,
         [uri = impl->target_uri, write = mode == AccessMode::kWrite]()

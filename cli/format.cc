@@ -61,17 +61,19 @@ void PrintTable(std::FILE* out, const std::vector<std::string>& header,
       width[i] = std::max(width[i], r[i].size());
     }
   }
+  std::string s;  // one line, reused: no copy of any cell
   auto line = [&](const std::vector<std::string>& r) {
-    std::string s;
+    s.clear();
     for (size_t i = 0; i < width.size(); ++i) {
-      std::string cell = i < r.size() ? r[i] : "";
-      if (i + 1 < width.size()) cell.resize(width[i], ' ');
-      s += cell;
-      if (i + 1 < width.size()) s += "  ";
+      if (i < r.size()) s += r[i];
+      if (i + 1 < width.size()) {
+        const size_t cell = i < r.size() ? r[i].size() : 0;
+        s.append(width[i] - std::min(cell, width[i]) + 2, ' ');
+      }
     }
     while (!s.empty() && s.back() == ' ') s.pop_back();
     s += '\n';
-    std::fputs(s.c_str(), out);
+    std::fwrite(s.data(), 1, s.size(), out);
   };
   line(header);
   for (const auto& r : rows) line(r);

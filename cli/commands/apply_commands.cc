@@ -123,10 +123,15 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       }
       int applied = 0, pending = 0;
       std::vector<std::vector<std::string>> rows;
-      for (const auto& r : s.rows) {
+      rows.reserve(s.rows.size());
+      for (auto& r : s.rows) {
         applied += r.state == "applied";
         pending += r.state == "pending" || r.state == "failed";
-        rows.push_back({r.version, r.slug, r.state, r.applied_at, r.note});
+        auto& row = rows.emplace_back();
+        row.reserve(5);
+        for (std::string* cell :
+             {&r.version, &r.slug, &r.state, &r.applied_at, &r.note})
+          row.push_back(std::move(*cell));
       }
       std::printf("target: %s\n", s.identity.redacted_uri.c_str());
       PrintTable(stdout, {"VERSION", "NAME", "STATE", "APPLIED AT", "NOTE"},
