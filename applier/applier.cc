@@ -439,17 +439,10 @@ struct Applier::Impl {
   // newer than the ledger; otherwise nullopt, and the history is replayed.
   std::optional<std::pair<ProjectionBuilder, uint64_t>> RestoreProjection(
       uint64_t head) {
+    auto bytes = ledger->GetDerived(ProjectionSnapshotName());
+    if (!bytes.ok() || !bytes->has_value()) return std::nullopt;
     SnapshotPoint at;
-    std::optional<ProjectionBuilder> b;
-    if (early_snapshot && early_snapshot->second.target_key == TargetKey()) {
-      b = std::move(early_snapshot->first);
-      at = std::move(early_snapshot->second);
-    } else {
-      auto bytes = ledger->GetDerived(ProjectionSnapshotName());
-      if (!bytes.ok() || !bytes->has_value()) return std::nullopt;
-      b = ProjectionBuilder::Restore(**bytes, &at);
-    }
-    early_snapshot.reset();
+    auto b = ProjectionBuilder::Restore(**bytes, &at);
     if (!b || at.target_key != TargetKey() || at.target_size > head ||
         at.target_size == 0) {
       return std::nullopt;
@@ -461,20 +454,6 @@ struct Applier::Impl {
     }
     return std::make_pair(std::move(*b), at.target_size);
   }
-
-  // The ledger's only projection snapshot, parsed while the target was
-  // still opening (its key is not known before): RestoreProjection takes it
-  // when it is this target's, and checks it like one it read itself.
-  void RestoreOnlySnapshotEarly() {
-    auto names = ledger->ListDerived("projection/");
-    if (!names.ok() || names->size() != 1) return;
-    auto bytes = ledger->GetDerived(names->front());
-    if (!bytes.ok() || !bytes->has_value()) return;
-    SnapshotPoint at;
-    auto b = ProjectionBuilder::Restore(**bytes, &at);
-    if (b) early_snapshot.emplace(std::move(*b), std::move(at));
-  }
-  std::optional<std::pair<ProjectionBuilder, SnapshotPoint>> early_snapshot;
 
   // Saves the cached projection into `into` (this applier's ledger, or a
   // writable open of it) when it replayed kProjectionSnapshotEvery events
@@ -1071,7 +1050,6 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   } else {
     impl->ledger = std::move(ledger).value();
   }
-  if (connecting.valid() && impl->ledger) impl->RestoreOnlySnapshotEarly();
   auto driver =
       opened_driver
           ? StatusOr<std::unique_ptr<Driver>>(std::move(opened_driver))

@@ -682,21 +682,6 @@ class RocksLedger final : public Ledger {
     return std::optional<std::string>(std::move(value));
   }
 
-  StatusOr<std::vector<std::string>> ListDerived(
-      const std::string &prefix) override {
-    const std::string start = RowKey(kMeta, kDerivedPrefix + prefix);
-    const size_t skip = RowKey(kMeta, kDerivedPrefix).size();
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator({}, tables_[kMeta].cf));
-    std::vector<std::string> names;
-    for (it->Seek(start); it->Valid() && it->key().starts_with(start);
-         it->Next()) {
-      names.push_back(it->key().ToString().substr(skip));
-    }
-    MIGLEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "listing derived data"));
-    return names;
-  }
-
   StatusOr<ChainHead> TargetHeadAt(const std::string &target_key,
                                    uint64_t size) override {
     if (size == 0) return ChainHead{};

@@ -168,9 +168,6 @@ class Ledger {
                             const std::string& value) = 0;
   virtual StatusOr<std::optional<std::string>> GetDerived(
       const std::string& name) = 0;
-  // The names of the derived data that start with `prefix`, sorted.
-  virtual StatusOr<std::vector<std::string>> ListDerived(
-      const std::string& prefix) = 0;
   // The target's chain head after its first `size` events (size 0: the
   // empty chain); kNotFound when the target has fewer.
   virtual StatusOr<ChainHead> TargetHeadAt(const std::string& target_key,
