@@ -966,6 +966,18 @@ TEST_P(CoreScenarioTest, ProjectionSnapshotIsUsedOnlyForItsOwnChain) {
       << Describe(status);
   EXPECT_FALSE(Contains(status.out, "not in ledger")) << Describe(status);
   EXPECT_FALSE(Contains(status.out, "drift")) << Describe(status);
+
+  // A second target of the same ledger: the first target's snapshot must
+  // not be taken for this one's.
+  const std::string other = "sqlite:" + (dir_ / "other.db");
+  ASSERT_EQ(Run({"apply", "-q", "--target", other, "--to", "0005"}).exit_code,
+            0);
+  status = Run({"status", "--target", other});
+  EXPECT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "5 applied, 135 pending"))
+      << Describe(status);
+  EXPECT_FALSE(Contains(status.out, "not in ledger")) << Describe(status);
+  EXPECT_FALSE(Contains(status.out, "drift")) << Describe(status);
   ExpectLedgerVerifies();
 }
 
