@@ -11,6 +11,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -794,11 +795,54 @@ struct Applier::Impl {
     return report;
   }
 
+  // Waits while a session of the interrupted attempt still runs
+  // `statement` on the target; kLedgerBusy, saying what to do, when it is
+  // still running after the lock timeout.
+  ::migledger::Status WaitForOrphanedStatement(const Migration& m,
+                                               const SqlStatement& statement,
+                                               int index) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + options.lock_timeout;
+    bool told = false;
+    for (;;) {
+      MIGLEDGER_ASSIGN_OR_RETURN(auto orphans,
+                                 driver->OrphanedStatements(statement.text));
+      if (orphans.empty()) return ::migledger::Status::Ok();
+      const auto& o = orphans.front();
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return LedgerBusy(
+            "statement " + std::to_string(index + 1) + " of " + m.version +
+            " is still running on " + driver->identity().redacted_uri +
+            " for the interrupted attempt (server session " + o.backend_pid +
+            ", since " + o.since +
+            "): apply again once it has finished, or end it with SELECT "
+            "pg_cancel_backend(" +
+            o.backend_pid + ") and apply again");
+      }
+      if (!told) {
+        spdlog::info(
+            "waiting for statement {} of {}, still running for the "
+            "interrupted attempt (server session {})",
+            index + 1, m.version, o.backend_pid);
+        told = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
   StatusOr<StepReport> RunNoTx(const Migration& m, const MigrationFile& f,
                                v1::Direction dir, const std::string& attempt,
                                const std::vector<SqlStatement>& statements,
                                bool resuming, int resume_at, int64_t t0,
                                StepReport report) {
+    // The statement we resume at may still be running: a PostgreSQL server
+    // goes on with it after the killed applier's connection died. It does
+    // this step's work, so wait for it (up to the lock timeout) instead of
+    // running the statement a second time beside it.
+    if (resuming && resume_at < static_cast<int>(statements.size())) {
+      MIGLEDGER_RETURN_IF_ERROR(WaitForOrphanedStatement(
+          m, statements[static_cast<size_t>(resume_at)], resume_at));
+    }
     // Before resuming, drop the debris a killed CREATE INDEX CONCURRENTLY
     // leaves (an invalid index) if the statement we resume at builds it.
     // Only when resuming: we hold the target's lock, so an invalid index of
@@ -827,6 +871,20 @@ struct Applier::Impl {
       const int64_t s0 = MonoMicros();
       SqlError err;
       auto st = driver->Exec(statements[i].text, &err);
+      // The statement we resume at may have completed in the interrupted
+      // attempt after all, just before its acknowledgement was written (or
+      // in its orphaned server session): what it creates is there.
+      std::string found_applied;
+      if (!st.ok() && resuming && static_cast<int>(i) == resume_at &&
+          st.code() == Code::kMigrationFailed && driver->AlreadyExists(err) &&
+          !driver->InTransaction()) {
+        found_applied = err.message;
+        spdlog::warn(
+            "statement {} of {} was already applied by the interrupted "
+            "attempt ({}); not running it again",
+            i + 1, m.version, err.message);
+        st = ::migledger::Status::Ok();
+      }
       if (!st.ok()) {
         return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i],
                     err, st, i == 0, MonoMicros() - t0);
@@ -840,6 +898,7 @@ struct Applier::Impl {
       sa->set_statement_sha256(Sha256Hex(statements[i].text));
       sa->set_duration_micros(MonoMicros() - s0);
       sa->set_direction(dir);
+      sa->set_found_applied(found_applied);
       // Synced: a resumed step must never run an acknowledged statement again.
       MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
       // Not inside a transaction the file opened itself (BEGIN; ...;

@@ -153,6 +153,20 @@ class Driver {
   // names of invalid indexes (PostgreSQL: pg_index.indisvalid = false) in
   // the search path; SQLite has none.
   virtual StatusOr<std::vector<std::string>> InvalidIndexes() = 0;
+  // Sessions of an earlier, killed applier still running `statement` on
+  // this database: a PostgreSQL server goes on with a statement after its
+  // client died (it notices only when it sends the result). SQLite: none.
+  struct OrphanedStatement {
+    std::string backend_pid;
+    std::string since;  // when the statement started (RFC 3339)
+  };
+  virtual StatusOr<std::vector<OrphanedStatement>> OrphanedStatements(
+      const std::string& statement) {
+    return std::vector<OrphanedStatement>{};
+  }
+  // True when `error` says that what the statement creates (a table, an
+  // index, a column, an enum value...) already exists.
+  virtual bool AlreadyExists(const SqlError& error) const = 0;
 };
 
 struct DriverOptions {

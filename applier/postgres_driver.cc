@@ -889,6 +889,42 @@ class PostgresDriver final : public Driver {
     return names;
   }
 
+  // The server shows the statement a session runs (cut to
+  // track_activity_query_size bytes, at a character boundary): an earlier
+  // migledger's session still running it is one whose text starts the
+  // statement.
+  StatusOr<std::vector<OrphanedStatement>> OrphanedStatements(
+      const std::string& statement) override {
+    auto res = Run(
+        "looking for sessions still running an interrupted statement",
+        "SELECT pid::text, pg_catalog.to_char(query_start AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+        "FROM pg_catalog.pg_stat_activity "
+        "WHERE datname = pg_catalog.current_database() "
+        "AND pid <> pg_catalog.pg_backend_pid() "
+        "AND application_name = 'migledger' AND state <> 'idle' "
+        "AND query <> '' AND pg_catalog.starts_with($1, query) ORDER BY 1",
+        {Param{statement}}, false, Code::kTargetUnavailable);
+    if (!res.ok()) return res.status();
+    std::vector<OrphanedStatement> out;
+    for (int i = 0; i < PQntuples(res->get()); ++i) {
+      out.push_back(
+          {PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
+    }
+    return out;
+  }
+
+  bool AlreadyExists(const SqlError& error) const override {
+    // duplicate_column, _database, _function, _schema, _table (also an
+    // index or a sequence), _object (a type, a constraint, an enum value)
+    static const char* const kDuplicate[] = {"42701", "42P04", "42723",
+                                             "42P06", "42P07", "42710"};
+    for (const char* code : kDuplicate) {
+      if (error.sqlstate == code) return true;
+    }
+    return false;
+  }
+
  private:
   const std::string& Target() const { return identity_.redacted_uri; }
 

@@ -296,6 +296,14 @@ class SqliteDriver final : public Driver {
     return std::vector<std::string>{};
   }
 
+  // SQLite has no codes for these: "table t already exists", "index i
+  // already exists", "duplicate column name: c".
+  bool AlreadyExists(const SqlError& error) const override {
+    return (error.native_code & 0xff) == SQLITE_ERROR &&
+           (error.message.find(" already exists") != std::string::npos ||
+            error.message.rfind("duplicate column name:", 0) == 0);
+  }
+
  private:
   static std::string NewId() {
     std::random_device rd;

@@ -172,10 +172,16 @@ std::string EventSummary(const v1::Event& e) {
       }
       return out;
     }
-    case v1::Event::kStatementApplied:
-      return "statement " +
-             std::to_string(e.statement_applied().statement_index() + 1) +
-             " in " + Ms(e.statement_applied().duration_micros());
+    case v1::Event::kStatementApplied: {
+      const auto& s = e.statement_applied();
+      const std::string n = std::to_string(s.statement_index() + 1);
+      if (!s.found_applied().empty()) {
+        return "statement " + n +
+               " found applied by the interrupted attempt: " +
+               s.found_applied();
+      }
+      return "statement " + n + " in " + Ms(s.duration_micros());
+    }
     case v1::Event::kStepApplied:
       return "applied in " + Ms(e.step_applied().duration_micros());
     case v1::Event::kStepReverted:

@@ -23,8 +23,13 @@
 //   FreshLedgerRaceTest       two first runs racing to create the ledger
 //   SecondLedgerAfterKillTest a killed ledger, then another ledger applies
 //   KilledConcurrentIndexTest PostgreSQL: a runner killed while its CREATE
-//                             INDEX CONCURRENTLY builds; the invalid index
-//                             is dropped and rebuilt by the next apply
+//                             INDEX CONCURRENTLY builds; the next apply
+//                             waits for the orphaned build and takes its
+//                             index, stops clearly while it still runs, or
+//                             drops the invalid index it left and rebuilds
+//   UnacknowledgedStatementTest killed after a no-tx statement ran, before
+//                             its acknowledgement: the resume finds what it
+//                             created and goes on
 //
 // PostgreSQL cases run when PGTEST_URI (and PGTEST_PASSWORD) are set, e.g.
 // under scripts/pg-throwaway run -- ...; each case gets a fresh database.
@@ -1274,6 +1279,75 @@ TEST_P(ConcurrencyTest, TwoLedgersOnOneTargetNeverApplyTwice) {
   }
 }
 
+// The ledger verifies, and files, ledger and target agree.
+void ExpectVerifiesAndValidates(const std::string& project,
+                                const TestTarget& target) {
+  RunResult verify = RunMigledger({"audit", "verify"}, project);
+  EXPECT_EQ(0, verify.exit_code) << Describe(verify);
+  RunResult validate = RunMigledger({"validate"}, project, target.env());
+  EXPECT_EQ(0, validate.exit_code) << Describe(validate);
+}
+
+// Killed after a no-transaction step's statement ran but before its
+// acknowledgement was written: the resume finds what the statement creates
+// already there (no IF NOT EXISTS), records it as found applied and
+// finishes the step, running each later statement once.
+class UnacknowledgedStatementTest
+    : public ::testing::TestWithParam<std::tuple<TargetKind, int>> {};
+
+TEST_P(UnacknowledgedStatementTest, ResumeFindsWhatItCreatedAndGoesOn) {
+  if (!CrashPointsEnabled())
+    GTEST_SKIP() << "built without MIGLEDGER_CRASH_POINTS";
+  const auto [kind, statement] = GetParam();
+  if (kind == TargetKind::kPostgres && !PgFromEnv())
+    GTEST_SKIP() << "PGTEST_URI not set";
+  TempDir dir;
+  auto target = TestTarget::Create(kind, dir.path());
+  ASSERT_TRUE(target);
+  const std::string project = dir.path();
+  MakeProject(project, target->url());
+  WriteMigrations(project, {{V(1), "no_tx",
+                             "-- migledger:no-transaction\n"
+                             "CREATE TABLE a (id INTEGER);\n"
+                             "CREATE INDEX a_id ON a (id);\n"
+                             "INSERT INTO a (id) VALUES (1);\n",
+                             ""}});
+  auto env = target->env();
+  env["MIGLEDGER_CRASH_AT"] =
+      CrashSpec("apply.between_statements_no_tx", statement);
+  RunResult killed = RunMigledger({"apply"}, project, env);
+  ASSERT_EQ(SIGKILL, killed.signal) << Describe(killed);
+
+  RunResult again = RunMigledger({"apply"}, project, target->env());
+  ASSERT_EQ(0, again.exit_code) << Describe(again);
+  EXPECT_NE(again.err.find("statement " + std::to_string(statement) +
+                           " of 0001 was already applied"),
+            std::string::npos)
+      << Describe(again);
+  EXPECT_EQ(target->Query("SELECT count(*) FROM a"),
+            std::vector<std::string>{"1"});
+  LedgerSummary s = ReadSummary(project);
+  ExpectOneTerminalPerAttempt(s);
+  ExpectEachAppliedOnceInLedger(s, {V(1)});
+  RunResult log =
+      RunMigledger({"audit", "log", "--type", "statement_applied"}, project);
+  EXPECT_NE(log.out.find("statement " + std::to_string(statement) +
+                         " found applied by the interrupted attempt"),
+            std::string::npos)
+      << log.out;
+  ExpectVerifiesAndValidates(project, *target);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Targets, UnacknowledgedStatementTest,
+    ::testing::Combine(::testing::Values(TargetKind::kSqlite,
+                                         TargetKind::kPostgres),
+                       ::testing::Values(1, 2)),
+    [](const ::testing::TestParamInfo<std::tuple<TargetKind, int>>& i) {
+      return std::string(KindName(std::get<0>(i.param))) +
+             (std::get<1>(i.param) == 1 ? "_CreateTable" : "_CreateIndex");
+    });
+
 INSTANTIATE_TEST_SUITE_P(Targets, ConcurrencyTest,
                          ::testing::Values(TargetKind::kSqlite,
                                            TargetKind::kPostgres),
@@ -1470,23 +1544,56 @@ constexpr const char* kSlowIndexSetup =
     "END\n"
     "$fn$;\n";
 
-// statement index of the CREATE INDEX CONCURRENTLY in the no-tx migration
-class KilledConcurrentIndexTest : public ::testing::TestWithParam<int> {};
+// The session building big_slow_idx, in the build phase; is the index
+// valid; how many there are.
+constexpr const char* kIndexBuilding =
+    "SELECT a.pid FROM pg_stat_activity a JOIN pg_stat_progress_create_index "
+    "p ON p.pid = a.pid WHERE a.query LIKE "
+    "'CREATE INDEX CONCURRENTLY big_slow_idx%' AND a.state = 'active' "
+    "AND p.phase LIKE 'building index%' AND a.datname = current_database()";
+constexpr const char* kIndexValidity =
+    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c "
+    "ON c.oid = i.indexrelid WHERE c.relname = 'big_slow_idx'";
+constexpr const char* kIndexCount =
+    "SELECT count(*) FROM pg_indexes WHERE indexname = 'big_slow_idx'";
 
-// The runner dies while its CREATE INDEX CONCURRENTLY builds, and the
-// server then ends the orphaned build (as it does when the connection
-// drops mid-statement or an operator cancels it): PostgreSQL keeps the
-// half-built index, marked invalid, and a plain rerun of the statement
-// would fail ("already exists"). The next apply must record the recovery
-// with the invalid index as evidence, drop it, build it again, and finish.
-TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
-  if (!PgFromEnv()) GTEST_SKIP() << "PGTEST_URI is not set";
-  const int index_statement = GetParam();
-  TempDir dir;
-  auto target = TestTarget::Create(TargetKind::kPostgres, dir.path());
-  ASSERT_TRUE(target);
-  const std::string project = dir.path();
-  WriteConfig(project, target->url(), "");
+// statement index of the CREATE INDEX CONCURRENTLY in the no-tx migration
+class KilledConcurrentIndexTest : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    if (!PgFromEnv()) GTEST_SKIP() << "PGTEST_URI is not set";
+    target_ = TestTarget::Create(TargetKind::kPostgres, dir_.path());
+    ASSERT_TRUE(target_);
+  }
+  // One valid big_slow_idx, both migrations applied once (the plain
+  // statements too), one terminal event per attempt; the ledger's story.
+  LedgerSummary ExpectIndexBuiltAndStepApplied(int index_statement) {
+    EXPECT_EQ(target_->Query(kIndexValidity), std::vector<std::string>{"t"});
+    EXPECT_EQ(target_->Query(kIndexCount), std::vector<std::string>{"1"});
+    EXPECT_EQ(
+        target_->Query("SELECT version FROM migledger.applied ORDER BY 1"),
+        (std::vector<std::string>{V(1), V(2)}));
+    EXPECT_EQ(target_->Query("SELECT count(*) FROM pg_tables WHERE tablename "
+                             "IN ('before_index', 'after_index')"),
+              std::vector<std::string>{index_statement == 1 ? "2" : "1"});
+    LedgerSummary s = ReadSummary(dir_.path());
+    ExpectOneTerminalPerAttempt(s);
+    ExpectEachAppliedOnceInLedger(s, {V(1), V(2)});
+    return s;
+  }
+  TempDir dir_;
+  std::unique_ptr<TestTarget> target_;
+};
+
+// Writes a project whose second migration builds big_slow_idx
+// CONCURRENTLY (after one plain statement when index_statement is 1), starts
+// `apply` with slow_key() sleeping `sleep` seconds per row and SIGKILLs it
+// while the index builds. Returns the server session of the build, which
+// goes on without its client.
+std::string KillDuringIndexBuild(const std::string& project,
+                                 const TestTarget& target, int index_statement,
+                                 const std::string& sleep) {
+  WriteConfig(project, target.url(), "");
   std::string no_tx = "-- migledger:no-transaction\n";
   if (index_statement == 1) no_tx += "CREATE TABLE before_index (v integer);\n";
   no_tx +=
@@ -1494,44 +1601,52 @@ TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
       "CREATE TABLE after_index (v integer);\n";
   WriteMigrations(project, {{V(1), "big", kSlowIndexSetup, ""},
                             {V(2), "slow_index", no_tx, ""}});
-
-  // First run: 400 rows x 50 ms, far longer than the test waits.
-  auto env = target->env();
-  env["PGOPTIONS"] = "-c mltest.sleep=0.05";
+  auto env = target.env();
+  env["PGOPTIONS"] = "-c mltest.sleep=" + sleep;
   pid_t pid = StartMigledger({"apply"}, project, env);
-  ASSERT_GT(pid, 0);
+  EXPECT_GT(pid, 0);
+  if (pid <= 0) return "";
   // The build phase: the invalid index is in the catalog (committed) and
   // the table is being scanned row by row through slow_key().
-  const std::string building =
-      "SELECT a.pid FROM pg_stat_activity a JOIN pg_stat_progress_create_index "
-      "p ON p.pid = a.pid WHERE a.query LIKE "
-      "'CREATE INDEX CONCURRENTLY big_slow_idx%' AND a.state = 'active' "
-      "AND p.phase LIKE 'building index%' AND a.datname = current_database()";
   std::vector<std::string> backend;
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
-    backend = target->Query(building);
+    backend = target.Query(kIndexBuilding);
     if (!backend.empty()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
-  ASSERT_EQ(backend.size(), 1u) << "the index build was never seen running";
-  ASSERT_TRUE(WIFSIGNALED(status)) << "apply ended before it was killed";
+  EXPECT_EQ(backend.size(), 1u) << "the index build was never seen running";
+  EXPECT_TRUE(WIFSIGNALED(status)) << "apply ended before it was killed";
+  return backend.size() == 1 ? backend[0] : "";
+}
+
+// The runner dies while its CREATE INDEX CONCURRENTLY builds, and the
+// server then ends the orphaned build (as it does when an operator cancels
+// it): PostgreSQL keeps the half-built index, marked invalid, and a plain
+// rerun of the statement would fail ("already exists"). The next apply must
+// record the recovery with the invalid index as evidence, drop it, build it
+// again, and finish.
+TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
+  const int index_statement = GetParam();
+  const std::string project = dir_.path();
+  TestTarget* target = target_.get();
+  // 400 rows x 50 ms: far longer than the test waits.
+  const std::string backend =
+      KillDuringIndexBuild(project, *target, index_statement, "0.05");
+  ASSERT_FALSE(backend.empty());
   // The orphaned backend would finish the build on its own: end it, as a
   // dropped connection or a cancel does.
-  EXPECT_EQ(target->Query("SELECT pg_terminate_backend(" + backend[0] + ")"),
+  EXPECT_EQ(target->Query("SELECT pg_terminate_backend(" + backend + ")"),
             std::vector<std::string>{"t"})
       << "the build's backend ended by itself after the kill";
-  for (int i = 0; i < 200 && !target->Query(building).empty(); ++i) {
+  for (int i = 0; i < 200 && !target->Query(kIndexBuilding).empty(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  const std::string validity =
-      "SELECT i.indisvalid FROM pg_index i JOIN pg_class c "
-      "ON c.oid = i.indexrelid WHERE c.relname = 'big_slow_idx'";
-  ASSERT_EQ(target->Query(validity), std::vector<std::string>{"f"})
+  ASSERT_EQ(target->Query(kIndexValidity), std::vector<std::string>{"f"})
       << "the killed build did not leave an invalid index";
 
   RunResult again = RunMigledger({"apply"}, project, target->env());
@@ -1539,21 +1654,9 @@ TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
   EXPECT_NE(again.err.find("dropping invalid index public.big_slow_idx"),
             std::string::npos)
       << Describe(again);
-  EXPECT_EQ(target->Query(validity), std::vector<std::string>{"t"});
-  EXPECT_EQ(target->Query("SELECT count(*) FROM pg_indexes WHERE indexname "
-                          "= 'big_slow_idx'"),
-            std::vector<std::string>{"1"});
-  EXPECT_EQ(target->Query("SELECT version FROM migledger.applied ORDER BY 1"),
-            (std::vector<std::string>{V(1), V(2)}));
-  EXPECT_EQ(target->Query("SELECT count(*) FROM pg_tables WHERE tablename IN "
-                          "('before_index', 'after_index')"),
-            std::vector<std::string>{index_statement == 1 ? "2" : "1"});
-
   // The story: the killed attempt recovered (resumed at the index, with the
   // invalid index as evidence), a new attempt resumed there and applied.
-  LedgerSummary s = ReadSummary(project);
-  ExpectOneTerminalPerAttempt(s);
-  ExpectEachAppliedOnceInLedger(s, {V(1), V(2)});
+  LedgerSummary s = ExpectIndexBuiltAndStepApplied(index_statement);
   std::vector<const LogEvent*> attempts;
   for (const auto& e : s.events) {
     if (e.type == "step_started" && e.version == V(2)) attempts.push_back(&e);
@@ -1574,10 +1677,82 @@ TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
   EXPECT_NE(recovered.out.find("invalid index public.big_slow_idx found"),
             std::string::npos)
       << recovered.out;
+  ExpectVerifiesAndValidates(project, *target);
+}
+
+// The orphaned build is left alone, as nobody would think of ending it: the
+// next apply waits for it, finds the index it built there, records the
+// statement as found applied and finishes the step without a second build.
+TEST_P(KilledConcurrentIndexTest, NextApplyWaitsForTheOrphanedBuild) {
+  const int index_statement = GetParam();
+  const std::string project = dir_.path();
+  TestTarget* target = target_.get();
+  // 400 rows x 5 ms: the build outlives its client by about two seconds.
+  ASSERT_FALSE(
+      KillDuringIndexBuild(project, *target, index_statement, "0.005").empty());
+  ASSERT_FALSE(target->Query(kIndexBuilding).empty())
+      << "the orphaned build ended before the next apply";
+
+  RunResult again = RunMigledger({"apply", "-v", "--lock-timeout", "60s"},
+                                 project, target->env());
+  ASSERT_EQ(0, again.exit_code) << Describe(again);
+  EXPECT_NE(again.err.find("waiting for statement " +
+                           std::to_string(index_statement + 1) + " of " + V(2)),
+            std::string::npos)
+      << Describe(again);
+  EXPECT_NE(again.err.find("already applied by the interrupted attempt"),
+            std::string::npos)
+      << Describe(again);
+  EXPECT_EQ(again.err.find("dropping invalid index"), std::string::npos)
+      << Describe(again);
+  ExpectIndexBuiltAndStepApplied(index_statement);
+  RunResult statements = RunMigledger(
+      {"audit", "log", "--format", "jsonl", "--type", "statement_applied"},
+      project);
+  EXPECT_NE(statements.out.find(
+                "\"found_applied\":\"relation \\\"big_slow_idx\\\" already "
+                "exists\""),
+            std::string::npos)
+      << statements.out;
+  ExpectVerifiesAndValidates(project, *target);
+}
+
+// While the orphaned build still runs past the lock timeout, the resume
+// stops (exit 5) and names the server session; nothing else happens until
+// the operator waits or cancels it, after which apply finishes.
+TEST_P(KilledConcurrentIndexTest, StillRunningOrphanStopsTheResumeClearly) {
+  const int index_statement = GetParam();
+  const std::string project = dir_.path();
+  TestTarget* target = target_.get();
+  const std::string backend =
+      KillDuringIndexBuild(project, *target, index_statement, "0.05");
+  ASSERT_FALSE(backend.empty());
+
+  RunResult busy = RunMigledger({"apply", "--lock-timeout", "300ms"}, project,
+                                target->env());
+  EXPECT_EQ(5, busy.exit_code) << Describe(busy);
+  int errors = 0;
+  for (const auto& line : Lines(busy.err))
+    errors += line.rfind("error:", 0) == 0;
+  EXPECT_EQ(errors, 1) << Describe(busy);
+  EXPECT_NE(busy.err.find("is still running"), std::string::npos)
+      << Describe(busy);
+  EXPECT_NE(busy.err.find("pg_cancel_backend(" + backend + ")"),
+            std::string::npos)
+      << Describe(busy);
+  EXPECT_EQ(target->Query("SELECT version FROM migledger.applied ORDER BY 1"),
+            (std::vector<std::string>{V(1)}));
   RunResult verify = RunMigledger({"audit", "verify"}, project);
   EXPECT_EQ(0, verify.exit_code) << Describe(verify);
-  RunResult validate = RunMigledger({"validate"}, project, target->env());
-  EXPECT_EQ(0, validate.exit_code) << Describe(validate);
+
+  // The operator cancels it; the next apply rebuilds the index.
+  EXPECT_EQ(target->Query("SELECT pg_cancel_backend(" + backend + ")"),
+            std::vector<std::string>{"t"});
+  RunResult again =
+      RunMigledger({"apply", "--lock-timeout", "30s"}, project, target->env());
+  ASSERT_EQ(0, again.exit_code) << Describe(again);
+  ExpectIndexBuiltAndStepApplied(index_statement);
+  ExpectVerifiesAndValidates(project, *target);
 }
 
 INSTANTIATE_TEST_SUITE_P(IndexStatement, KilledConcurrentIndexTest,
