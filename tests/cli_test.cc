@@ -489,6 +489,25 @@ TEST(CliNewTest, NewKeepsSequentialNumberingAndWidth) {
   EXPECT_EQ(apply.exit_code, 0) << Describe(apply);
 }
 
+// After a timestamp version in the future (or several in one second), the
+// next is the second after it, still a valid timestamp; an odd-width number
+// just counts up.
+TEST(CliNewTest, NewAfterTheNewestTimestampStaysATimestamp) {
+  TempDir dir;
+  MakeProject(dir.path());
+  WriteFile(dir / "migrations/20991231235959_a.up.sql", "SELECT 1;\n");
+  RunResult r = RunMigledger({"new", "b"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(fs::is_regular_file(dir / "migrations/21000101000000_b.up.sql"))
+      << r.out;
+  WriteFile(dir / "migrations/99999999999999999999999_c.up.sql", "SELECT 1;\n");
+  r = RunMigledger({"new", "d"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(
+      fs::is_regular_file(dir / "migrations/100000000000000000000000_d.up.sql"))
+      << r.out;
+}
+
 TEST(CliNewTest, NewRejectsBadSlug) {
   TempDir dir;
   MakeProject(dir.path());

@@ -73,6 +73,25 @@ void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   });
 }
 
+// `version` + 1 in decimal, at least as wide (leading zeros kept), at any
+// length.
+std::string NextNumber(std::string version) {
+  size_t i = version.size();
+  while (i > 0 && version[i - 1] == '9') version[--i] = '0';
+  if (i == 0) return "1" + version;
+  ++version[i - 1];
+  return version;
+}
+
+// A UTC time as the 14-digit version migledger new writes.
+std::string Timestamp(std::time_t t) {
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d%H%M%S", &tm);
+  return buf;
+}
+
 void SetupNew(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   auto* cmd = app->add_subcommand("new", "Create the next <version>_<slug>.up.sql / .down.sql");
   auto slug = std::make_shared<std::string>();
@@ -93,20 +112,17 @@ void SetupNew(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       // (0001_...), otherwise a UTC timestamp (merges well across branches).
       std::string version;
       if (!migrations.empty() && migrations.back().version.size() < 14) {
-        std::string last = CanonicalVersion(migrations.back().version);
-        unsigned long long next = std::stoull(last) + 1;
-        version = std::to_string(next);
-        size_t width = migrations.back().version.size();
-        if (version.size() < width) version.insert(0, width - version.size(), '0');
+        version = NextNumber(migrations.back().version);
       } else {
-        std::time_t now = NowMicros() / 1000000;
-        std::tm tm;
-        gmtime_r(&now, &tm);
-        char buf[32];
-        std::strftime(buf, sizeof buf, "%Y%m%d%H%M%S", &tm);
-        version = buf;
+        version = Timestamp(NowMicros() / 1000000);
         if (!migrations.empty() && CompareVersions(version, migrations.back().version) <= 0) {
-          version = std::to_string(std::stoull(CanonicalVersion(migrations.back().version)) + 1);
+          // Several in one second, or a clock behind the newest file: the
+          // second after the newest, still a timestamp when it is one.
+          const std::string& last = migrations.back().version;
+          std::tm tm{};
+          const char* end = last.size() == 14 ? strptime(last.c_str(), "%Y%m%d%H%M%S", &tm)
+                                              : nullptr;
+          version = end != nullptr && *end == '\0' ? Timestamp(timegm(&tm) + 1) : NextNumber(last);
         }
       }
       fs::path dir(c.migrations_dir);
