@@ -495,6 +495,40 @@ struct Applier::Impl {
     return nullptr;
   }
 
+  // Waits, up to the lock timeout, until no session of a killed applier
+  // is still working on the target (Driver::EarlierApplierSessions): its
+  // statement may yet commit a step, or finish the index a no-transaction
+  // step builds, so neither reconciliation nor this run may look at the
+  // target before it ends. kLedgerBusy, saying what to do, when it does not.
+  ::migledger::Status WaitForEarlierSessions() {
+    const auto deadline =
+        std::chrono::steady_clock::now() + options.lock_timeout;
+    bool told = false;
+    for (;;) {
+      MIGLEDGER_ASSIGN_OR_RETURN(auto sessions,
+                                 driver->EarlierApplierSessions());
+      if (sessions.empty()) return ::migledger::Status::Ok();
+      const auto& s = sessions.front();
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return LedgerBusy(
+            "a session of a killed migledger is still running a statement on " +
+            driver->identity().redacted_uri + " (server session " +
+            s.backend_pid + ", since " + s.since +
+            "): apply again once it has finished, or end it with SELECT "
+            "pg_cancel_backend(" +
+            s.backend_pid + ") and apply again");
+      }
+      if (!told) {
+        spdlog::info(
+            "waiting for server session {} of a killed migledger, still "
+            "running a statement since {}",
+            s.backend_pid, s.since);
+        told = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
   // ---- reconciliation -------------------------------------------------------
   ::migledger::Status Reconcile(RunReport* report) {
     MIGLEDGER_ASSIGN_OR_RETURN(Projection p, Project());
@@ -795,54 +829,11 @@ struct Applier::Impl {
     return report;
   }
 
-  // Waits while a session of the interrupted attempt still runs
-  // `statement` on the target; kLedgerBusy, saying what to do, when it is
-  // still running after the lock timeout.
-  ::migledger::Status WaitForOrphanedStatement(const Migration& m,
-                                               const SqlStatement& statement,
-                                               int index) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + options.lock_timeout;
-    bool told = false;
-    for (;;) {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto orphans,
-                                 driver->OrphanedStatements(statement.text));
-      if (orphans.empty()) return ::migledger::Status::Ok();
-      const auto& o = orphans.front();
-      if (std::chrono::steady_clock::now() >= deadline) {
-        return LedgerBusy(
-            "statement " + std::to_string(index + 1) + " of " + m.version +
-            " is still running on " + driver->identity().redacted_uri +
-            " for the interrupted attempt (server session " + o.backend_pid +
-            ", since " + o.since +
-            "): apply again once it has finished, or end it with SELECT "
-            "pg_cancel_backend(" +
-            o.backend_pid + ") and apply again");
-      }
-      if (!told) {
-        spdlog::info(
-            "waiting for statement {} of {}, still running for the "
-            "interrupted attempt (server session {})",
-            index + 1, m.version, o.backend_pid);
-        told = true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-
   StatusOr<StepReport> RunNoTx(const Migration& m, const MigrationFile& f,
                                v1::Direction dir, const std::string& attempt,
                                const std::vector<SqlStatement>& statements,
                                bool resuming, int resume_at, int64_t t0,
                                StepReport report) {
-    // The statement we resume at may still be running: a PostgreSQL server
-    // goes on with it after the killed applier's connection died. It does
-    // this step's work, so wait for it (up to the lock timeout) instead of
-    // running the statement a second time beside it.
-    if (resuming && resume_at < static_cast<int>(statements.size())) {
-      MIGLEDGER_RETURN_IF_ERROR(WaitForOrphanedStatement(
-          m, statements[static_cast<size_t>(resume_at)], resume_at));
-    }
     // Before resuming, drop the debris a killed CREATE INDEX CONCURRENTLY
     // leaves (an invalid index) if the statement we resume at builds it.
     // Only when resuming: we hold the target's lock, so an invalid index of
@@ -1127,6 +1118,7 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   impl->driver = std::move(driver).value();
   if (mode == AccessMode::kWrite) {
     MIGLEDGER_RETURN_IF_ERROR(impl->driver->Lock(options.lock_timeout));
+    MIGLEDGER_RETURN_IF_ERROR(impl->WaitForEarlierSessions());
     MIGLEDGER_RETURN_IF_ERROR(impl->driver->EnsureSchema());
     impl->target_has_schema = true;
     MIGLEDGER_RETURN_IF_ERROR(impl->SyncMirror());

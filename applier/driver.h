@@ -153,16 +153,18 @@ class Driver {
   // names of invalid indexes (PostgreSQL: pg_index.indisvalid = false) in
   // the search path; SQLite has none.
   virtual StatusOr<std::vector<std::string>> InvalidIndexes() = 0;
-  // Sessions of an earlier, killed applier still running `statement` on
-  // this database: a PostgreSQL server goes on with a statement after its
-  // client died (it notices only when it sends the result). SQLite: none.
-  struct OrphanedStatement {
+  // Sessions of another migledger process on this database that are not
+  // idle, this process's own excepted. While this one holds the target's
+  // lock they can only be those of a killed applier: a PostgreSQL server
+  // goes on with a statement (even a COMMIT) after its client died and
+  // notices only when it sends the result. SQLite: none (a killed process
+  // takes its statement with it).
+  struct EarlierSession {
     std::string backend_pid;
-    std::string since;  // when the statement started (RFC 3339)
+    std::string since;  // when its current statement started (RFC 3339)
   };
-  virtual StatusOr<std::vector<OrphanedStatement>> OrphanedStatements(
-      const std::string& statement) {
-    return std::vector<OrphanedStatement>{};
+  virtual StatusOr<std::vector<EarlierSession>> EarlierApplierSessions() {
+    return std::vector<EarlierSession>{};
   }
   // True when `error` says that what the statement creates (a table, an
   // index, a column, an enum value...) already exists.

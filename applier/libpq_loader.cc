@@ -24,6 +24,7 @@ constexpr const char* kLibpqSoname = "libpq.so.5";
 // Every libpq function the drivers call: X(return type, name, (parameters),
 // (arguments)).
 #define MIGLEDGER_LIBPQ_FUNCTIONS(X)                                           \
+  X(int, PQbackendPID, (const PGconn* conn), (conn))                           \
   X(void, PQclear, (PGresult * res), (res))                                    \
   X(char*, PQcmdStatus, (PGresult * res), (res))                               \
   X(char*, PQcmdTuples, (PGresult * res), (res))                               \

@@ -889,24 +889,21 @@ class PostgresDriver final : public Driver {
     return names;
   }
 
-  // The server shows the statement a session runs (cut to
-  // track_activity_query_size bytes, at a character boundary): an earlier
-  // migledger's session still running it is one whose text starts the
-  // statement.
-  StatusOr<std::vector<OrphanedStatement>> OrphanedStatements(
-      const std::string& statement) override {
+  StatusOr<std::vector<EarlierSession>> EarlierApplierSessions() override {
+    const std::string lock_pid =
+        std::to_string(lock_conn_ != nullptr ? PQbackendPID(lock_conn_) : 0);
     auto res = Run(
-        "looking for sessions still running an interrupted statement",
+        "looking for sessions of an earlier migledger",
         "SELECT pid::text, pg_catalog.to_char(query_start AT TIME ZONE 'UTC', "
         "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
         "FROM pg_catalog.pg_stat_activity "
         "WHERE datname = pg_catalog.current_database() "
-        "AND pid <> pg_catalog.pg_backend_pid() "
         "AND application_name = 'migledger' AND state <> 'idle' "
-        "AND query <> '' AND pg_catalog.starts_with($1, query) ORDER BY 1",
-        {Param{statement}}, false, Code::kTargetUnavailable);
+        "AND pid <> pg_catalog.pg_backend_pid() AND pid <> $1::integer "
+        "ORDER BY query_start, pid",
+        {Param{lock_pid}}, false, Code::kTargetUnavailable);
     if (!res.ok()) return res.status();
-    std::vector<OrphanedStatement> out;
+    std::vector<EarlierSession> out;
     for (int i = 0; i < PQntuples(res->get()); ++i) {
       out.push_back(
           {PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});

@@ -27,6 +27,9 @@
 //                             waits for the orphaned build and takes its
 //                             index, stops clearly while it still runs, or
 //                             drops the invalid index it left and rebuilds
+//   KilledDuringCommitTest    PostgreSQL: a runner killed while the server
+//                             runs its COMMIT; the next apply waits for
+//                             that session and finds the step committed
 //   UnacknowledgedStatementTest killed after a no-tx statement ran, before
 //                             its acknowledgement: the resume finds what it
 //                             created and goes on
@@ -1696,9 +1699,7 @@ TEST_P(KilledConcurrentIndexTest, NextApplyWaitsForTheOrphanedBuild) {
   RunResult again = RunMigledger({"apply", "-v", "--lock-timeout", "60s"},
                                  project, target->env());
   ASSERT_EQ(0, again.exit_code) << Describe(again);
-  EXPECT_NE(again.err.find("waiting for statement " +
-                           std::to_string(index_statement + 1) + " of " + V(2)),
-            std::string::npos)
+  EXPECT_NE(again.err.find("waiting for server session"), std::string::npos)
       << Describe(again);
   EXPECT_NE(again.err.find("already applied by the interrupted attempt"),
             std::string::npos)
@@ -1752,6 +1753,73 @@ TEST_P(KilledConcurrentIndexTest, StillRunningOrphanStopsTheResumeClearly) {
       RunMigledger({"apply", "--lock-timeout", "30s"}, project, target->env());
   ASSERT_EQ(0, again.exit_code) << Describe(again);
   ExpectIndexBuiltAndStepApplied(index_statement);
+  ExpectVerifiesAndValidates(project, *target);
+}
+
+// The runner dies while the server runs its step's COMMIT (slowed here by
+// a deferred trigger; a synchronous standby can do the same): the server
+// finishes the commit without it. The next apply must wait for that
+// session before it looks at the target, then find the step committed,
+// not take it for rolled back and run it again.
+TEST(KilledDuringCommitTest, NextApplyWaitsAndFindsTheStepCommitted) {
+  if (!PgFromEnv()) GTEST_SKIP() << "PGTEST_URI is not set";
+  TempDir dir;
+  auto target = TestTarget::Create(TargetKind::kPostgres, dir.path());
+  ASSERT_TRUE(target);
+  const std::string project = dir.path();
+  WriteConfig(project, target->url(), "");
+  WriteMigrations(
+      project,
+      {{V(1), "slow_commit",
+        "CREATE TABLE slow_commit (id integer);\n"
+        "CREATE FUNCTION sleep_at_commit() RETURNS trigger LANGUAGE plpgsql "
+        "AS $fn$\n"
+        "BEGIN\n"
+        "  PERFORM pg_sleep(coalesce(nullif(current_setting("
+        "'mltest.commit_sleep', true), ''), '0')::float8);\n"
+        "  RETURN NULL;\n"
+        "END\n"
+        "$fn$;\n"
+        "CREATE CONSTRAINT TRIGGER slow_commit_trigger AFTER INSERT ON "
+        "slow_commit DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE "
+        "FUNCTION sleep_at_commit();\n"
+        "INSERT INTO slow_commit VALUES (1);\n",
+        ""}});
+  auto env = target->env();
+  env["PGOPTIONS"] = "-c mltest.commit_sleep=2";
+  pid_t pid = StartMigledger({"apply"}, project, env);
+  ASSERT_GT(pid, 0);
+  std::vector<std::string> committing;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline && committing.empty()) {
+    committing = target->Query(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND "
+        "application_name = 'migledger' AND datname = current_database()");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_EQ(committing.size(), 1u) << "the COMMIT was never seen running";
+  ASSERT_TRUE(WIFSIGNALED(status)) << "apply ended before it was killed";
+
+  RunResult again = RunMigledger({"apply", "-v", "--lock-timeout", "30s"},
+                                 project, target->env());
+  ASSERT_EQ(0, again.exit_code) << Describe(again);
+  EXPECT_NE(again.err.find("waiting for server session " + committing[0]),
+            std::string::npos)
+      << Describe(again);
+  EXPECT_EQ(target->Query("SELECT count(*) FROM slow_commit"),
+            std::vector<std::string>{"1"});
+  EXPECT_EQ(target->Query("SELECT version FROM migledger.applied"),
+            std::vector<std::string>{V(1)});
+  LedgerSummary s = ReadSummary(project);
+  ExpectOneTerminalPerAttempt(s);
+  ExpectEachAppliedOnceInLedger(s, {V(1)});
+  for (const auto& e : s.events) {
+    EXPECT_NE(e.type, "step_recovered") << "the committed step was recovered";
+  }
   ExpectVerifiesAndValidates(project, *target);
 }
 
