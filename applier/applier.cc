@@ -514,9 +514,9 @@ struct Applier::Impl {
             "a session of a killed migledger is still running a statement on " +
             driver->identity().redacted_uri + " (server session " +
             s.backend_pid + ", since " + s.since +
-            "): apply again once it has finished, or end it with SELECT "
-            "pg_cancel_backend(" +
-            s.backend_pid + ") and apply again");
+            "): run the command again once it has finished, or end it "
+            "first with SELECT pg_cancel_backend(" +
+            s.backend_pid + ")");
       }
       if (!told) {
         spdlog::info(
