@@ -1063,14 +1063,14 @@ class PostgresDriver final : public Driver {
   // standard_conforming_strings says.
   static std::string ByteaLiteral(const std::string& bytes) {
     static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(bytes.size() * 2 + 16);
-    out += "E'\\\\x";
+    static constexpr std::string_view kOpen = "E'\\\\x", kClose = "'::bytea";
+    std::string out(kOpen.size() + bytes.size() * 2 + kClose.size(), '\0');
+    char* p = std::copy(kOpen.begin(), kOpen.end(), out.data());
     for (unsigned char c : bytes) {
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
+      *p++ = kHex[c >> 4];
+      *p++ = kHex[c & 15];
     }
-    out += "'::bytea";
+    std::copy(kClose.begin(), kClose.end(), p);
     return out;
   }
 
