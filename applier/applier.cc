@@ -864,11 +864,13 @@ struct Applier::Impl {
       auto st = driver->Exec(statements[i].text, &err);
       // The statement we resume at may have completed in the interrupted
       // attempt after all, just before its acknowledgement was written (or
-      // in its orphaned server session): what it creates is there.
+      // in its orphaned server session): what it creates is there, or what
+      // it drops is gone.
       std::string found_applied;
       if (!st.ok() && resuming && static_cast<int>(i) == resume_at &&
-          st.code() == Code::kMigrationFailed && driver->AlreadyExists(err) &&
-          !driver->InTransaction()) {
+          st.code() == Code::kMigrationFailed && !driver->InTransaction() &&
+          (driver->AlreadyExists(err) || (IsDropStatement(statements[i].text) &&
+                                          driver->DoesNotExist(err)))) {
         found_applied = err.message;
         spdlog::warn(
             "statement {} of {} was already applied by the interrupted "

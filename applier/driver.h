@@ -169,6 +169,8 @@ class Driver {
   // True when `error` says that what the statement creates (a table, an
   // index, a column, an enum value...) already exists.
   virtual bool AlreadyExists(const SqlError& error) const = 0;
+  // True when `error` says that the object a DROP names does not exist.
+  virtual bool DoesNotExist(const SqlError& error) const = 0;
 };
 
 struct DriverOptions {

@@ -922,6 +922,17 @@ class PostgresDriver final : public Driver {
     return false;
   }
 
+  bool DoesNotExist(const SqlError& error) const override {
+    // undefined_table (also a view or a sequence), _object (an index, a
+    // type), _function; invalid_schema_name, invalid_catalog_name
+    static const char* const kUndefined[] = {"42P01", "42704", "42883", "3F000",
+                                             "3D000"};
+    for (const char* code : kUndefined) {
+      if (error.sqlstate == code) return true;
+    }
+    return false;
+  }
+
  private:
   const std::string& Target() const { return identity_.redacted_uri; }
 

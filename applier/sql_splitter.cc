@@ -567,4 +567,9 @@ bool IsTransactionControl(std::string_view statement) {
   return false;
 }
 
+bool IsDropStatement(std::string_view statement) {
+  size_t pos = 0;
+  return WordIs(NextWord(statement, &pos), "drop");
+}
+
 }  // namespace migledger

@@ -42,4 +42,8 @@ int LineOfOffset(std::string_view text, size_t offset);
 // trigger body is not a statement of its own, so it never reaches here.
 bool IsTransactionControl(std::string_view statement);
 
+// True when the statement is a DROP of some object (DROP TABLE, DROP INDEX
+// CONCURRENTLY...). Same rules as IsTransactionControl.
+bool IsDropStatement(std::string_view statement);
+
 }  // namespace migledger

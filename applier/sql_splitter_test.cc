@@ -889,4 +889,20 @@ TEST(IsTransactionControl, HandlesArbitraryBytes) {
 }
 
 }  // namespace
+// ---------------------------------------------------------------------------
+// IsDropStatement.
+
+TEST(IsDropStatement, RecognisesDropsOnly) {
+  for (const char* sql :
+       {"DROP TABLE a;", "drop index concurrently a_id;", "DROP\nVIEW v;",
+        "  DROP SCHEMA s CASCADE;", "Drop Type mood;"}) {
+    EXPECT_TRUE(IsDropStatement(sql)) << sql;
+  }
+  for (const char* sql :
+       {"ALTER TABLE a DROP COLUMN b;", "DROPS;", "SELECT 'DROP TABLE a';",
+        "-- DROP TABLE a\n", "", "CREATE TABLE drop_me (x int);"}) {
+    EXPECT_FALSE(IsDropStatement(sql)) << sql;
+  }
+}
+
 }  // namespace migledger

@@ -304,6 +304,13 @@ class SqliteDriver final : public Driver {
             error.message.rfind("duplicate column name:", 0) == 0);
   }
 
+  // "no such table: t", "no such index: i", "no such view: v", "no such
+  // trigger: x".
+  bool DoesNotExist(const SqlError& error) const override {
+    return (error.native_code & 0xff) == SQLITE_ERROR &&
+           error.message.rfind("no such ", 0) == 0;
+  }
+
  private:
   static std::string NewId() {
     std::random_device rd;

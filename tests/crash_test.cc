@@ -33,6 +33,7 @@
 //   UnacknowledgedStatementTest killed after a no-tx statement ran, before
 //                             its acknowledgement: the resume finds what it
 //                             created and goes on
+//   UnacknowledgedDropTest    the same for the DROPs of a no-tx down file
 //
 // PostgreSQL cases run when PGTEST_URI (and PGTEST_PASSWORD) are set, e.g.
 // under scripts/pg-throwaway run -- ...; each case gets a fresh database.
@@ -1340,6 +1341,64 @@ TEST_P(UnacknowledgedStatementTest, ResumeFindsWhatItCreatedAndGoesOn) {
       << log.out;
   ExpectVerifiesAndValidates(project, *target);
 }
+
+// The same for a no-transaction down file: what the resumed DROP names is
+// gone already ("no such index", "does not exist"), so it is found applied.
+class UnacknowledgedDropTest : public ::testing::TestWithParam<TargetKind> {};
+
+TEST_P(UnacknowledgedDropTest, DownResumeFindsWhatItDroppedAndGoesOn) {
+  if (!CrashPointsEnabled())
+    GTEST_SKIP() << "built without MIGLEDGER_CRASH_POINTS";
+  if (GetParam() == TargetKind::kPostgres && !PgFromEnv())
+    GTEST_SKIP() << "PGTEST_URI not set";
+  for (int statement : {1, 2}) {
+    SCOPED_TRACE("killed after DROP statement " + std::to_string(statement));
+    TempDir dir;
+    auto target = TestTarget::Create(GetParam(), dir.path());
+    ASSERT_TRUE(target);
+    const std::string project = dir.path();
+    MakeProject(project, target->url());
+    WriteMigrations(project, {{V(1), "indexed",
+                               "CREATE TABLE a (id INTEGER);\n"
+                               "CREATE INDEX a_id ON a (id);\n",
+                               "-- migledger:no-transaction\n"
+                               "DROP INDEX a_id;\n"
+                               "DROP TABLE a;\n"}});
+    ASSERT_EQ(0, RunMigledger({"apply"}, project, target->env()).exit_code);
+    auto env = target->env();
+    env["MIGLEDGER_CRASH_AT"] =
+        CrashSpec("apply.between_statements_no_tx", statement);
+    RunResult killed = RunMigledger({"down", "--steps", "1"}, project, env);
+    ASSERT_EQ(SIGKILL, killed.signal) << Describe(killed);
+
+    RunResult again =
+        RunMigledger({"down", "--steps", "1"}, project, target->env());
+    ASSERT_EQ(0, again.exit_code) << Describe(again);
+    EXPECT_NE(again.err.find("statement " + std::to_string(statement) +
+                             " of 0001 was already applied"),
+              std::string::npos)
+        << Describe(again);
+    EXPECT_EQ(target->Query(GetParam() == TargetKind::kSqlite
+                                ? "SELECT count(*) FROM sqlite_master "
+                                  "WHERE name IN ('a', 'a_id')"
+                                : "SELECT count(*) FROM pg_class "
+                                  "WHERE relname IN ('a', 'a_id')"),
+              std::vector<std::string>{"0"});
+    RunResult status = RunMigledger({"status"}, project, target->env());
+    EXPECT_NE(status.out.find("0 applied, 1 pending"), std::string::npos)
+        << Describe(status);
+    LedgerSummary s = ReadSummary(project);
+    ExpectOneTerminalPerAttempt(s);
+    ExpectVerifiesAndValidates(project, *target);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, UnacknowledgedDropTest,
+                         ::testing::Values(TargetKind::kSqlite,
+                                           TargetKind::kPostgres),
+                         [](const ::testing::TestParamInfo<TargetKind>& i) {
+                           return std::string(KindName(i.param));
+                         });
 
 INSTANTIATE_TEST_SUITE_P(
     Targets, UnacknowledgedStatementTest,
