@@ -519,7 +519,7 @@ struct Applier::Impl {
             s.backend_pid + ")");
       }
       if (!told) {
-        spdlog::info(
+        spdlog::warn(
             "waiting for server session {} of a killed migledger, still "
             "running a statement since {}",
             s.backend_pid, s.since);
