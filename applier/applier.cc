@@ -495,40 +495,6 @@ struct Applier::Impl {
     return nullptr;
   }
 
-  // Waits, up to the lock timeout, until no session of a killed applier
-  // is still working on the target (Driver::EarlierApplierSessions): its
-  // statement may yet commit a step, or finish the index a no-transaction
-  // step builds, so neither reconciliation nor this run may look at the
-  // target before it ends. kLedgerBusy, saying what to do, when it does not.
-  ::migledger::Status WaitForEarlierSessions() {
-    const auto deadline =
-        std::chrono::steady_clock::now() + options.lock_timeout;
-    bool told = false;
-    for (;;) {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto sessions,
-                                 driver->EarlierApplierSessions());
-      if (sessions.empty()) return ::migledger::Status::Ok();
-      const auto& s = sessions.front();
-      if (std::chrono::steady_clock::now() >= deadline) {
-        return LedgerBusy(
-            "a session of a killed migledger is still running a statement on " +
-            driver->identity().redacted_uri + " (server session " +
-            s.backend_pid + ", since " + s.since +
-            "): run the command again once it has finished, or end it "
-            "first with SELECT pg_cancel_backend(" +
-            s.backend_pid + ")");
-      }
-      if (!told) {
-        spdlog::warn(
-            "waiting for server session {} of a killed migledger, still "
-            "running a statement since {}",
-            s.backend_pid, s.since);
-        told = true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-
   // ---- reconciliation -------------------------------------------------------
   ::migledger::Status Reconcile(RunReport* report) {
     MIGLEDGER_ASSIGN_OR_RETURN(Projection p, Project());
@@ -869,8 +835,7 @@ struct Applier::Impl {
       std::string found_applied;
       if (!st.ok() && resuming && static_cast<int>(i) == resume_at &&
           st.code() == Code::kMigrationFailed && !driver->InTransaction() &&
-          (driver->AlreadyExists(err) || (IsDropStatement(statements[i].text) &&
-                                          driver->DoesNotExist(err)))) {
+          driver->ErrorShowsDone(err, statements[i].text)) {
         found_applied = err.message;
         spdlog::warn(
             "statement {} of {} was already applied by the interrupted "
@@ -1120,7 +1085,6 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   impl->driver = std::move(driver).value();
   if (mode == AccessMode::kWrite) {
     MIGLEDGER_RETURN_IF_ERROR(impl->driver->Lock(options.lock_timeout));
-    MIGLEDGER_RETURN_IF_ERROR(impl->WaitForEarlierSessions());
     MIGLEDGER_RETURN_IF_ERROR(impl->driver->EnsureSchema());
     impl->target_has_schema = true;
     MIGLEDGER_RETURN_IF_ERROR(impl->SyncMirror());

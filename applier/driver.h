@@ -92,8 +92,12 @@ class Driver {
 
   // Takes the exclusive applier lock for this target, waiting up to
   // `timeout`. PostgreSQL: advisory lock on a separate session, freed by the
-  // server when the process dies. SQLite: a write lock on a lock file next to
-  // the database. Returns kLedgerBusy naming the target on timeout.
+  // server when the process dies; then, within the same timeout, waits until
+  // no session of a killed migledger still runs a statement on the database
+  // (the server goes on with it, even a COMMIT, after its client died).
+  // SQLite: a write lock on a lock file next to the database (a killed
+  // process takes its statement with it). Returns kLedgerBusy naming the
+  // target, or the session to wait for, on timeout.
   virtual Status Lock(std::chrono::milliseconds timeout) = 0;
   virtual void Unlock() = 0;
   // A hint that Lock() follows soon: a driver may start connecting its lock
@@ -153,24 +157,11 @@ class Driver {
   // names of invalid indexes (PostgreSQL: pg_index.indisvalid = false) in
   // the search path; SQLite has none.
   virtual StatusOr<std::vector<std::string>> InvalidIndexes() = 0;
-  // Sessions of another migledger process on this database that are not
-  // idle, this process's own excepted. While this one holds the target's
-  // lock they can only be those of a killed applier: a PostgreSQL server
-  // goes on with a statement (even a COMMIT) after its client died and
-  // notices only when it sends the result. SQLite: none (a killed process
-  // takes its statement with it).
-  struct EarlierSession {
-    std::string backend_pid;
-    std::string since;  // when its current statement started (RFC 3339)
-  };
-  virtual StatusOr<std::vector<EarlierSession>> EarlierApplierSessions() {
-    return std::vector<EarlierSession>{};
-  }
-  // True when `error` says that what the statement creates (a table, an
-  // index, a column, an enum value...) already exists.
-  virtual bool AlreadyExists(const SqlError& error) const = 0;
-  // True when `error` says that the object a DROP names does not exist.
-  virtual bool DoesNotExist(const SqlError& error) const = 0;
+  // True when `error`, from running `statement` again on resume, shows the
+  // statement's work already done: what it creates (a table, an index, a
+  // column, an enum value...) exists, or what its DROP names is gone.
+  virtual bool ErrorShowsDone(const SqlError& error,
+                              std::string_view statement) const = 0;
 };
 
 struct DriverOptions {

@@ -1,6 +1,7 @@
 #include "applier/postgres_driver.h"
 
 #include <libpq-fe.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
@@ -451,7 +452,9 @@ class PostgresDriver final : public Driver {
       }
       if (std::strcmp(PQgetvalue(res.get(), 0, 0), "t") == 0) {
         lock_held_ = true;
-        return Status::Ok();
+        Status st = WaitForEarlierSessions(deadline);
+        if (!st.ok()) Unlock();
+        return st;
       }
       auto now = std::chrono::steady_clock::now();
       if (now >= deadline) break;
@@ -462,6 +465,48 @@ class PostgresDriver final : public Driver {
     return LedgerBusy("another migledger process holds the lock on target " +
                       Target() + "; gave up after " +
                       std::to_string(timeout.count()) + " ms");
+  }
+
+  // Holding the lock, waits until deadline for sessions of another
+  // migledger on this database that are not idle: only a killed applier's
+  // can be, and its statement may yet commit a step or finish an index.
+  Status WaitForEarlierSessions(
+      std::chrono::steady_clock::time_point deadline) {
+    const std::string lock_pid = std::to_string(PQbackendPID(lock_conn_));
+    bool told = false;
+    for (;;) {
+      auto res =
+          Run("looking for sessions of a killed migledger",
+              "SELECT pid::text, pg_catalog.to_char(query_start AT TIME ZONE "
+              "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+              "FROM pg_catalog.pg_stat_activity "
+              "WHERE datname = pg_catalog.current_database() "
+              "AND application_name = 'migledger' AND state <> 'idle' "
+              "AND pid <> pg_catalog.pg_backend_pid() AND pid <> $1::integer "
+              "ORDER BY query_start, pid LIMIT 1",
+              {Param{lock_pid}}, false, Code::kTargetUnavailable);
+      if (!res.ok()) return res.status();
+      if (PQntuples(res->get()) == 0) return Status::Ok();
+      const std::string pid = PQgetvalue(res->get(), 0, 0);
+      const std::string since = PQgetvalue(res->get(), 0, 1);
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return LedgerBusy(
+            "a session of a killed migledger is still running a statement "
+            "on " +
+            Target() + " (server session " + pid + ", since " + since +
+            "): run the command again once it has finished, or end it first "
+            "with SELECT pg_cancel_backend(" +
+            pid + ")");
+      }
+      if (!told) {
+        spdlog::warn(
+            "waiting for server session {} of a killed migledger, still "
+            "running a statement since {}",
+            pid, since);
+        told = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
 
   void Unlock() override {
@@ -889,48 +934,18 @@ class PostgresDriver final : public Driver {
     return names;
   }
 
-  StatusOr<std::vector<EarlierSession>> EarlierApplierSessions() override {
-    const std::string lock_pid =
-        std::to_string(lock_conn_ != nullptr ? PQbackendPID(lock_conn_) : 0);
-    auto res = Run(
-        "looking for sessions of an earlier migledger",
-        "SELECT pid::text, pg_catalog.to_char(query_start AT TIME ZONE 'UTC', "
-        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
-        "FROM pg_catalog.pg_stat_activity "
-        "WHERE datname = pg_catalog.current_database() "
-        "AND application_name = 'migledger' AND state <> 'idle' "
-        "AND pid <> pg_catalog.pg_backend_pid() AND pid <> $1::integer "
-        "ORDER BY query_start, pid",
-        {Param{lock_pid}}, false, Code::kTargetUnavailable);
-    if (!res.ok()) return res.status();
-    std::vector<EarlierSession> out;
-    for (int i = 0; i < PQntuples(res->get()); ++i) {
-      out.push_back(
-          {PQgetvalue(res->get(), i, 0), PQgetvalue(res->get(), i, 1)});
-    }
-    return out;
-  }
-
-  bool AlreadyExists(const SqlError& error) const override {
+  bool ErrorShowsDone(const SqlError& error,
+                      std::string_view statement) const override {
     // duplicate_column, _database, _function, _schema, _table (also an
-    // index or a sequence), _object (a type, a constraint, an enum value)
-    static const char* const kDuplicate[] = {"42701", "42P04", "42723",
-                                             "42P06", "42P07", "42710"};
-    for (const char* code : kDuplicate) {
-      if (error.sqlstate == code) return true;
-    }
-    return false;
-  }
-
-  bool DoesNotExist(const SqlError& error) const override {
-    // undefined_table (also a view or a sequence), _object (an index, a
-    // type), _function; invalid_schema_name, invalid_catalog_name
-    static const char* const kUndefined[] = {"42P01", "42704", "42883", "3F000",
-                                             "3D000"};
-    for (const char* code : kUndefined) {
-      if (error.sqlstate == code) return true;
-    }
-    return false;
+    // index or a sequence), _object (a type, a constraint, an enum value);
+    // for a DROP: undefined_table (also a view or a sequence), _object (an
+    // index, a type), _function, invalid_schema_name, invalid_catalog_name
+    static const std::vector<std::string_view> kExists = {
+        "42701", "42P04", "42723", "42P06", "42P07", "42710"};
+    static const std::vector<std::string_view> kGone = {
+        "42P01", "42704", "42883", "3F000", "3D000"};
+    const auto& codes = IsDropStatement(statement) ? kGone : kExists;
+    return std::find(codes.begin(), codes.end(), error.sqlstate) != codes.end();
   }
 
  private:

@@ -297,18 +297,15 @@ class SqliteDriver final : public Driver {
   }
 
   // SQLite has no codes for these: "table t already exists", "index i
-  // already exists", "duplicate column name: c".
-  bool AlreadyExists(const SqlError& error) const override {
-    return (error.native_code & 0xff) == SQLITE_ERROR &&
-           (error.message.find(" already exists") != std::string::npos ||
-            error.message.rfind("duplicate column name:", 0) == 0);
-  }
-
-  // "no such table: t", "no such index: i", "no such view: v", "no such
-  // trigger: x".
-  bool DoesNotExist(const SqlError& error) const override {
-    return (error.native_code & 0xff) == SQLITE_ERROR &&
-           error.message.rfind("no such ", 0) == 0;
+  // already exists", "duplicate column name: c"; for a DROP "no such table:
+  // t", "no such index: i", "no such view: v", "no such trigger: x".
+  bool ErrorShowsDone(const SqlError& error,
+                      std::string_view statement) const override {
+    if ((error.native_code & 0xff) != SQLITE_ERROR) return false;
+    if (IsDropStatement(statement))
+      return error.message.rfind("no such ", 0) == 0;
+    return error.message.find(" already exists") != std::string::npos ||
+           error.message.rfind("duplicate column name:", 0) == 0;
   }
 
  private:
