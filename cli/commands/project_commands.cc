@@ -1,11 +1,11 @@
 // init and new: create a project and its migration files.
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
-
-#include <sys/stat.h>
 
 #include "cli/command.h"
 #include "common/file_modes.h"
@@ -18,7 +18,8 @@ namespace {
 
 Status WriteNewFile(const fs::path& path, const std::string& content) {
   std::error_code ec;
-  if (fs::exists(path, ec)) return InvalidInput(path.string() + " already exists");
+  if (fs::exists(path, ec))
+    return InvalidInput(path.string() + " already exists");
   std::ofstream out(path, std::ios::binary);
   out << content;
   out.close();
@@ -29,16 +30,19 @@ Status WriteNewFile(const fs::path& path, const std::string& content) {
 }
 
 void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
-  auto* cmd = app->add_subcommand("init", "Create migledger.toml, migrations/ and the ledger");
+  auto* cmd = app->add_subcommand(
+      "init", "Create migledger.toml, migrations/ and the ledger");
   auto target = std::make_shared<std::string>("sqlite:app.db");
-  cmd->add_option("--target", *target, "Default target URI (sqlite:PATH or postgres://...)")
+  cmd->add_option("--target", *target,
+                  "Default target URI (sqlite:PATH or postgres://...)")
       ->capture_default_str();
   cmd->callback([=] {
     *selected = [=]() -> Status {
       fs::path root(g->project_dir);
       std::error_code ec;
       fs::create_directories(root, ec);
-      if (ec) return IoError("cannot create " + root.string() + ": " + ec.message());
+      if (ec)
+        return IoError("cannot create " + root.string() + ": " + ec.message());
       fs::path config = root / kConfigFileName;
       if (!fs::exists(config, ec)) {
         std::string url = *target;
@@ -49,25 +53,31 @@ void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
             "default_target = \"dev\"\n"
             "lock_timeout_ms = 10000\n\n"
             "[targets.dev]\n";
-        if (url.find(":@") != std::string::npos || url.find("password") != std::string::npos) {
-          return InvalidInput("do not put passwords in migledger.toml; use url_env or .pgpass");
+        if (url.find(":@") != std::string::npos ||
+            url.find("password") != std::string::npos) {
+          return InvalidInput(
+              "do not put passwords in migledger.toml; use url_env or .pgpass");
         }
         text += "url = \"" + url + "\"\n";
         MIGLEDGER_RETURN_IF_ERROR(WriteNewFile(config, text));
         std::printf("created %s\n", config.string().c_str());
       }
       bool found = false;
-      MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c, LoadProjectConfig(root.string(), &found));
+      MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c,
+                                 LoadProjectConfig(root.string(), &found));
       if (!fs::exists(c.migrations_dir, ec)) {
         fs::create_directories(c.migrations_dir, ec);
-        if (ec) return IoError("cannot create " + c.migrations_dir + ": " + ec.message());
+        if (ec)
+          return IoError("cannot create " + c.migrations_dir + ": " +
+                         ec.message());
         ::chmod(c.migrations_dir.c_str(), 0777 & ~OriginalUmask());
         std::printf("created %s/\n", c.migrations_dir.c_str());
       }
       LedgerOptions lo;
       lo.create_if_missing = true;
       MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, Ledger::Open(c.ledger_dir, lo));
-      std::printf("ledger %s (id %s)\n", c.ledger_dir.c_str(), ledger->ledger_id().c_str());
+      std::printf("ledger %s (id %s)\n", c.ledger_dir.c_str(),
+                  ledger->ledger_id().c_str());
       return Status::Ok();
     };
   });
@@ -93,21 +103,28 @@ std::string Timestamp(std::time_t t) {
 }
 
 void SetupNew(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
-  auto* cmd = app->add_subcommand("new", "Create the next <version>_<slug>.up.sql / .down.sql");
+  auto* cmd = app->add_subcommand(
+      "new", "Create the next <version>_<slug>.up.sql / .down.sql");
   auto slug = std::make_shared<std::string>();
   auto no_tx = std::make_shared<bool>(false);
-  cmd->add_option("slug", *slug, "Short name: letters, digits, _ and -")->required();
-  cmd->add_flag("--no-transaction", *no_tx, "Add the -- migledger:no-transaction directive");
+  cmd->add_option("slug", *slug, "Short name: letters, digits, _ and -")
+      ->required();
+  cmd->add_flag("--no-transaction", *no_tx,
+                "Add the -- migledger:no-transaction directive");
   cmd->callback([=] {
     *selected = [=]() -> Status {
       for (char c : *slug) {
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') {
-          return InvalidInput("slug \"" + *slug + "\": use letters, digits, _ and -");
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' &&
+            c != '-') {
+          return InvalidInput("slug \"" + *slug +
+                              "\": use letters, digits, _ and -");
         }
       }
       bool found = false;
-      MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c, LoadProjectConfig(g->project_dir, &found));
-      MIGLEDGER_ASSIGN_OR_RETURN(auto migrations, LoadMigrations(c.migrations_dir));
+      MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c,
+                                 LoadProjectConfig(g->project_dir, &found));
+      MIGLEDGER_ASSIGN_OR_RETURN(auto migrations,
+                                 LoadMigrations(c.migrations_dir));
       // Sequential numbering when the project already uses short numbers
       // (0001_...), otherwise a UTC timestamp (merges well across branches).
       std::string version;
@@ -115,22 +132,27 @@ void SetupNew(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         version = NextNumber(migrations.back().version);
       } else {
         version = Timestamp(NowMicros() / 1000000);
-        if (!migrations.empty() && CompareVersions(version, migrations.back().version) <= 0) {
+        if (!migrations.empty() &&
+            CompareVersions(version, migrations.back().version) <= 0) {
           // Several in one second, or a clock behind the newest file: the
           // second after the newest, still a timestamp when it is one.
           const std::string& last = migrations.back().version;
           std::tm tm{};
-          const char* end = last.size() == 14 ? strptime(last.c_str(), "%Y%m%d%H%M%S", &tm)
-                                              : nullptr;
-          version = end != nullptr && *end == '\0' ? Timestamp(timegm(&tm) + 1) : NextNumber(last);
+          const char* end = last.size() == 14
+                                ? strptime(last.c_str(), "%Y%m%d%H%M%S", &tm)
+                                : nullptr;
+          version = end != nullptr && *end == '\0' ? Timestamp(timegm(&tm) + 1)
+                                                   : NextNumber(last);
         }
       }
       fs::path dir(c.migrations_dir);
       fs::path up = dir / (version + "_" + *slug + ".up.sql");
       fs::path down = dir / (version + "_" + *slug + ".down.sql");
       std::string header = *no_tx ? "-- migledger:no-transaction\n" : "";
-      MIGLEDGER_RETURN_IF_ERROR(WriteNewFile(up, header + "-- " + *slug + ": up\n"));
-      MIGLEDGER_RETURN_IF_ERROR(WriteNewFile(down, header + "-- " + *slug + ": down\n"));
+      MIGLEDGER_RETURN_IF_ERROR(
+          WriteNewFile(up, header + "-- " + *slug + ": up\n"));
+      MIGLEDGER_RETURN_IF_ERROR(
+          WriteNewFile(down, header + "-- " + *slug + ": down\n"));
       std::printf("%s\n%s\n", up.string().c_str(), down.string().c_str());
       return Status::Ok();
     };
