@@ -8,6 +8,7 @@
 #include "applier/fleet.h"
 #include "cli/command.h"
 #include "cli/format.h"
+#include "common/keep_until_exit.h"
 #include "common/sha256.h"
 
 namespace migledger {
@@ -146,6 +147,9 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       std::printf("\n");
       for (const auto& d : s.drift)
         std::printf("drift: %s\n", d.details.c_str());
+      KeepUntilExit(std::move(applier));
+      KeepUntilExit(std::make_unique<StatusReport>(std::move(s)));
+      KeepUntilExit(std::make_unique<decltype(rows)>(std::move(rows)));
       return Status::Ok();
     };
   });
@@ -189,6 +193,7 @@ void SetupPlan(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       PrintTable(stdout, {"VERSION", "NAME", "DIRECTION", "MODE", "SHA256"},
                  rows);
       std::printf("%zu migration(s) to apply\n", plan.size());
+      KeepUntilExit(std::move(applier));
       return Status::Ok();
     };
   });
@@ -252,6 +257,7 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
             std::printf("nothing to apply\n");
             std::fflush(stdout);
             (*view)->SaveUnsavedProjection();
+            KeepUntilExit(std::move(view).value());
             return Status::Ok();
           }
           // Neither the files nor the target connection twice.
