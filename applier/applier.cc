@@ -91,6 +91,17 @@ StatusOr<std::vector<SqlStatement>> CheckedStatements(const MigrationFile& f,
 
 }  // namespace
 
+// The target as the helper thread of Applier::Open left it: opened and, for
+// a read-only view, first read.
+struct OpenedTarget {
+  explicit OpenedTarget(StatusOr<std::unique_ptr<Driver>> opened)
+      : driver(std::move(opened)) {}
+  StatusOr<std::unique_ptr<Driver>> driver;
+  std::optional<StatusOr<bool>> has_schema;
+  std::optional<uint64_t> mirror_head;
+  std::optional<std::vector<MarkerRow>> markers;
+};
+
 struct Applier::Impl {
   ApplierOptions options;
   AccessMode mode;
@@ -106,6 +117,11 @@ struct Applier::Impl {
   // Read mode: the size of the target's mirror as CatchUpForReading read it
   // when it pulled nothing (NothingToApply need not ask the target again).
   std::optional<uint64_t> mirror_size_seen;
+  // Read mode: the first look at the target, taken on the helper thread that
+  // opened it (the mirror's head, then the markers: the order the main path
+  // reads them in), each used once.
+  std::optional<uint64_t> prefetched_mirror_head;
+  std::optional<std::vector<MarkerRow>> prefetched_markers;
   int pulled = 0;
 
   // ---- events ------------------------------------------------------------
@@ -329,7 +345,13 @@ struct Applier::Impl {
     if (!target_has_schema || driver->identity().database_id.empty()) {
       return ::migledger::Status::Ok();
     }
-    MIGLEDGER_ASSIGN_OR_RETURN(uint64_t remote, driver->MirrorHead());
+    uint64_t remote = 0;
+    if (prefetched_mirror_head) {
+      remote = *prefetched_mirror_head;
+      prefetched_mirror_head.reset();
+    } else {
+      MIGLEDGER_ASSIGN_OR_RETURN(remote, driver->MirrorHead());
+    }
     uint64_t local = ledger ? ledger->TargetHead(TargetKey()).size : 0;
     if (remote <= local) {
       mirror_size_seen = remote;
@@ -485,6 +507,11 @@ struct Applier::Impl {
 
   StatusOr<std::vector<MarkerRow>> Markers() {
     if (!driver || !target_has_schema) return std::vector<MarkerRow>{};
+    if (prefetched_markers) {
+      std::vector<MarkerRow> rows = std::move(*prefetched_markers);
+      prefetched_markers.reset();
+      return rows;
+    }
     return driver->ReadMarkers();
   }
 
@@ -1033,16 +1060,28 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   // schema at the first query): done on a helper thread while the files are
   // read and the ledger opens. A SQLite target that apply may create is
   // opened after both, as before: a bad project must not create the file.
-  std::future<StatusOr<std::unique_ptr<Driver>>> connecting;
+  // A read-only view also takes its first look at the target there.
+  std::future<OpenedTarget> connecting;
   if (!opened_driver && (mode == AccessMode::kRead ||
                          impl->target_uri.rfind("sqlite:", 0) != 0)) {
     connecting = std::async(
         std::launch::async,
-        [uri = impl->target_uri, write = mode == AccessMode::kWrite]()
-            -> StatusOr<std::unique_ptr<Driver>> {
-          auto driver = OpenDriver(uri, write);
-          if (driver.ok() && write) (*driver)->BeginLock();
-          return driver;
+        [uri = impl->target_uri, write = mode == AccessMode::kWrite] {
+          OpenedTarget t(OpenDriver(uri, write));
+          if (!t.driver.ok()) return t;
+          Driver& d = **t.driver;
+          if (write) {
+            d.BeginLock();
+          } else {
+            t.has_schema = d.HasSchema();
+            if (t.has_schema->ok() && **t.has_schema &&
+                !d.identity().database_id.empty()) {
+              if (auto head = d.MirrorHead(); head.ok()) t.mirror_head = *head;
+              if (auto rows = d.ReadMarkers(); rows.ok())
+                t.markers = std::move(rows).value();
+            }
+          }
+          return t;
         });
   }
   if (options.loaded_migrations) {
@@ -1067,12 +1106,12 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   } else {
     impl->ledger = std::move(ledger).value();
   }
-  auto driver =
-      opened_driver
-          ? StatusOr<std::unique_ptr<Driver>>(std::move(opened_driver))
-      : connecting.valid()
-          ? connecting.get()
-          : OpenDriver(impl->target_uri, mode == AccessMode::kWrite);
+  OpenedTarget opened =
+      opened_driver        ? OpenedTarget(std::move(opened_driver))
+      : connecting.valid() ? connecting.get()
+                           : OpenedTarget(OpenDriver(
+                                 impl->target_uri, mode == AccessMode::kWrite));
+  auto& driver = opened.driver;
   if (!driver.ok()) {
     if (mode == AccessMode::kRead &&
         driver.status().code() == Code::kTargetUnavailable &&
@@ -1090,7 +1129,10 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
     MIGLEDGER_RETURN_IF_ERROR(impl->SyncMirror());
   } else {
     MIGLEDGER_ASSIGN_OR_RETURN(impl->target_has_schema,
-                               impl->driver->HasSchema());
+                               opened.has_schema ? std::move(*opened.has_schema)
+                                                 : impl->driver->HasSchema());
+    impl->prefetched_mirror_head = opened.mirror_head;
+    impl->prefetched_markers = std::move(opened.markers);
     MIGLEDGER_RETURN_IF_ERROR(impl->CatchUpForReading());
   }
   return std::unique_ptr<Applier>(new Applier(std::move(impl)));
