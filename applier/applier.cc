@@ -822,6 +822,43 @@ struct Applier::Impl {
     return report;
   }
 
+  // Ends the transaction a no-transaction file opened, in place of the
+  // file's plain COMMIT, with `acks` (the statements inside it and the COMMIT
+  // itself) written to the target's mirror in that same transaction: they
+  // are durable exactly when what they acknowledge is. Appended locally
+  // right after; a crash in between is healed by the next run pulling them
+  // back from the mirror.
+  ::migledger::Status CommitFileTransaction(std::vector<v1::Event>* acks) {
+    auto abandon = [&](::migledger::Status st) {
+      (void)driver->Rollback();
+      return st;
+    };
+    if (auto st = DrainQueue(); !st.ok()) return abandon(st);
+    std::vector<PreparedEvent> prepared;
+    for (v1::Event& e : *acks) {
+      auto p = prepared.empty()
+                   ? ledger->Prepare(&e)
+                   : ledger->PrepareAfter(
+                         &e, ChainHead{prepared.back().target_sequence,
+                                       prepared.back().target_chain_head});
+      if (!p.ok()) return abandon(p.status());
+      prepared.push_back(std::move(p).value());
+    }
+    auto rows = Outbox();
+    if (!rows.ok()) return abandon(rows.status());
+    for (const PreparedEvent& p : prepared) {
+      rows->push_back({p.target_sequence, p.bytes,
+                       std::string(AsBytes(p.leaf_hash)),
+                       std::string(AsBytes(p.target_chain_head))});
+    }
+    MIGLEDGER_RETURN_IF_ERROR(driver->CommitWithMirrorRows(*rows));
+    mirror_head = prepared.back().target_sequence;
+    CrashPoint("apply.after_commit");
+    MIGLEDGER_RETURN_IF_ERROR(ledger->AppendAll(prepared, true).status());
+    acks->clear();
+    return ::migledger::Status::Ok();
+  }
+
   StatusOr<StepReport> RunNoTx(const Migration& m, const MigrationFile& f,
                                v1::Direction dir, const std::string& attempt,
                                const std::vector<SqlStatement>& statements,
@@ -850,10 +887,40 @@ struct Applier::Impl {
     }
     // Each acknowledged statement reaches the mirror before the next one
     // runs, so any runner sharing the target resumes where this one stopped.
+    // Statements between a BEGIN the file issues itself and the end of that
+    // transaction are undone if the process dies before it ends: they are
+    // acknowledged together when it ends, never one by one (a resume then
+    // starts again at the BEGIN instead of skipping what was rolled back).
+    std::vector<v1::Event> block_acks;
+    size_t acked_upto = static_cast<size_t>(resume_at);  // durable acks
+    auto ack = [&](size_t i, int64_t s0, const std::string& found_applied) {
+      v1::Event e = NewEvent();
+      auto* sa = e.mutable_statement_applied();
+      sa->set_version(m.version);
+      sa->set_attempt_id(attempt);
+      sa->set_statement_index(static_cast<int>(i));
+      sa->set_statement_sha256(Sha256Hex(statements[i].text));
+      sa->set_duration_micros(MonoMicros() - s0);
+      sa->set_direction(dir);
+      sa->set_found_applied(found_applied);
+      return e;
+    };
     for (size_t i = static_cast<size_t>(resume_at); i < statements.size();
          ++i) {
       const int64_t s0 = MonoMicros();
       SqlError err;
+      if (driver->InTransaction() && IsPlainCommit(statements[i].text)) {
+        // The file's COMMIT: the block's acknowledgements go into the
+        // mirror inside the transaction they acknowledge.
+        block_acks.push_back(ack(i, s0, ""));
+        if (auto st = CommitFileTransaction(&block_acks); !st.ok()) {
+          err.message = st.message();
+          return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i],
+                      err, st, acked_upto == 0, MonoMicros() - t0);
+        }
+        acked_upto = i + 1;
+        continue;
+      }
       auto st = driver->Exec(statements[i].text, &err);
       // The statement we resume at may have completed in the interrupted
       // attempt after all, just before its acknowledgement was written (or
@@ -871,26 +938,36 @@ struct Applier::Impl {
         st = ::migledger::Status::Ok();
       }
       if (!st.ok()) {
+        // A transaction the file opened dies with the step.
+        if (driver->InTransaction()) (void)driver->Rollback();
         return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i],
-                    err, st, i == 0, MonoMicros() - t0);
+                    err, st, acked_upto == 0, MonoMicros() - t0);
       }
       CrashPoint("apply.between_statements_no_tx");
-      v1::Event e = NewEvent();
-      auto* sa = e.mutable_statement_applied();
-      sa->set_version(m.version);
-      sa->set_attempt_id(attempt);
-      sa->set_statement_index(static_cast<int>(i));
-      sa->set_statement_sha256(Sha256Hex(statements[i].text));
-      sa->set_duration_micros(MonoMicros() - s0);
-      sa->set_direction(dir);
-      sa->set_found_applied(found_applied);
-      // Synced: a resumed step must never run an acknowledged statement again.
-      MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
-      // Not inside a transaction the file opened itself (BEGIN; ...;
-      // COMMIT; run one by one): the mirror's own transaction would nest.
-      // The next flush after the file's COMMIT carries these rows.
-      if (!driver->InTransaction()) MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
+      block_acks.push_back(ack(i, s0, found_applied));
+      if (driver->InTransaction()) continue;  // inside the file's transaction
+      // Synced: a resumed step must never run an acknowledged statement
+      // again (a block the file ended with ROLLBACK, or with a COMMIT that
+      // is more than a plain one, is acknowledged here, after it ended).
+      for (v1::Event& e : block_acks) {
+        MIGLEDGER_RETURN_IF_ERROR(
+            Record(&e, &e == &block_acks.back()).status());
+      }
+      block_acks.clear();
+      acked_upto = i + 1;
+      MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
       CrashPoint("apply.after_statement_event_no_tx");
+    }
+    if (driver->InTransaction()) {
+      (void)driver->Rollback();
+      SqlError err;
+      err.message =
+          "the migration ends inside a transaction it opened itself (BEGIN "
+          "without COMMIT); nothing of that transaction was kept: end it with "
+          "COMMIT";
+      return Fail(m, f, dir, attempt, static_cast<int>(statements.size()) - 1,
+                  &statements.back(), err, MigrationFailed(err.message),
+                  acked_upto == 0, MonoMicros() - t0);
     }
     // All statements ran: marker row (or its removal) and the outcome event
     // in one small transaction.

@@ -567,6 +567,29 @@ bool IsTransactionControl(std::string_view statement) {
   return false;
 }
 
+bool IsPlainCommit(std::string_view statement) {
+  size_t pos = 0;
+  const std::string_view first = NextWord(statement, &pos);
+  if (!WordIs(first, "commit") && !WordIs(first, "end")) return false;
+  std::string_view next = NextWord(statement, &pos);
+  if (WordIs(next, "work") || WordIs(next, "transaction")) {
+    next = NextWord(statement, &pos);
+  }
+  if (WordIs(next, "and")) {
+    if (!WordIs(NextWord(statement, &pos), "no") ||
+        !WordIs(NextWord(statement, &pos), "chain")) {
+      return false;
+    }
+    next = NextWord(statement, &pos);
+  }
+  if (!next.empty()) return false;
+  pos = SkipSpaceAndComments(statement, pos);
+  if (pos < statement.size() && statement[pos] == ';') {
+    pos = SkipSpaceAndComments(statement, pos + 1);
+  }
+  return pos >= statement.size();
+}
+
 bool IsDropStatement(std::string_view statement) {
   size_t pos = 0;
   return WordIs(NextWord(statement, &pos), "drop");

@@ -42,6 +42,11 @@ int LineOfOffset(std::string_view text, size_t offset);
 // trigger body is not a statement of its own, so it never reaches here.
 bool IsTransactionControl(std::string_view statement);
 
+// True when the statement ends the open transaction by committing it and
+// does nothing else: COMMIT or END [WORK | TRANSACTION] [AND NO CHAIN] (not
+// COMMIT AND CHAIN, COMMIT PREPARED). Same rules as IsTransactionControl.
+bool IsPlainCommit(std::string_view statement);
+
 // True when the statement is a DROP of some object (DROP TABLE, DROP INDEX
 // CONCURRENTLY...). Same rules as IsTransactionControl.
 bool IsDropStatement(std::string_view statement);

@@ -905,4 +905,18 @@ TEST(IsDropStatement, RecognisesDropsOnly) {
   }
 }
 
+TEST(IsPlainCommit, RecognisesCommitsThatOnlyCommit) {
+  for (const char* sql :
+       {"COMMIT", "commit;", "COMMIT WORK", "COMMIT TRANSACTION;", "END",
+        "end transaction", "COMMIT AND NO CHAIN", "/* done */ COMMIT -- now\n",
+        "  Commit ;  "}) {
+    EXPECT_TRUE(IsPlainCommit(sql)) << sql;
+  }
+  for (const char* sql : {"COMMIT AND CHAIN", "COMMIT PREPARED 'x'", "ROLLBACK",
+                          "BEGIN", "END IF", "COMMIT; SELECT 1", "committed",
+                          "-- COMMIT\n", "", "SELECT 'COMMIT'"}) {
+    EXPECT_FALSE(IsPlainCommit(sql)) << sql;
+  }
+}
+
 }  // namespace migledger

@@ -1393,6 +1393,111 @@ TEST_P(UnacknowledgedDropTest, DownResumeFindsWhatItDroppedAndGoesOn) {
   }
 }
 
+// A no-transaction file that opens its own transaction (BEGIN; ...; COMMIT;
+// run one by one). What runs inside it is undone when the process dies
+// before its COMMIT, so those statements are acknowledged only with the
+// COMMIT, in the target's mirror inside that very transaction.
+class FileTransactionTest : public ::testing::TestWithParam<TargetKind> {
+ protected:
+  void SetUp() override {
+    if (!CrashPointsEnabled())
+      GTEST_SKIP() << "built without MIGLEDGER_CRASH_POINTS";
+    if (GetParam() == TargetKind::kPostgres && !PgFromEnv())
+      GTEST_SKIP() << "PGTEST_URI not set";
+    target_ = TestTarget::Create(GetParam(), dir_.path());
+    ASSERT_TRUE(target_);
+    MakeProject(project(), target_->url());
+  }
+
+  const std::string& project() const { return dir_.path(); }
+
+  // Statement 1 runs alone, 2-5 are the file's transaction, 6 runs alone.
+  void WriteBlockMigration() {
+    WriteMigrations(project(), {{V(1), "block",
+                                 "-- migledger:no-transaction\n"
+                                 "CREATE TABLE before_block (id INTEGER);\n"
+                                 "BEGIN;\n"
+                                 "CREATE TABLE in_block (id INTEGER);\n"
+                                 "INSERT INTO in_block (id) VALUES (1);\n"
+                                 "COMMIT;\n"
+                                 "CREATE TABLE after_block (id INTEGER);\n",
+                                 ""}});
+  }
+
+  // Kills an apply at `crash`, applies again and checks that every
+  // statement took effect exactly once.
+  void KillAndFinish(const std::string& crash,
+                     const std::string& expected_recovery) {
+    WriteBlockMigration();
+    auto env = target_->env();
+    env["MIGLEDGER_CRASH_AT"] = crash;
+    RunResult killed = RunMigledger({"apply"}, project(), env);
+    ASSERT_EQ(SIGKILL, killed.signal) << Describe(killed);
+
+    RunResult again = RunMigledger({"apply"}, project(), target_->env());
+    ASSERT_EQ(0, again.exit_code) << Describe(again);
+    EXPECT_NE(again.out.find(expected_recovery), std::string::npos)
+        << Describe(again);
+    for (const char* table : {"before_block", "in_block", "after_block"}) {
+      EXPECT_EQ(target_->Query(std::string("SELECT count(*) FROM ") + table),
+                std::vector<std::string>{
+                    std::string(table) == "in_block" ? "1" : "0"})
+          << table;
+    }
+    LedgerSummary s = ReadSummary(project());
+    ExpectOneTerminalPerAttempt(s);
+    ExpectEachAppliedOnceInLedger(s, {V(1)});
+    ExpectVerifiesAndValidates(project(), *target_);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestTarget> target_;
+};
+
+TEST_P(FileTransactionTest, KilledInsideTheBlockResumesAtItsBegin) {
+  // Hit 3: CREATE TABLE in_block ran inside the file's transaction. Before
+  // the fix its acknowledgement was durable, so the resume skipped the
+  // rolled-back table and went on at the INSERT.
+  KillAndFinish(CrashSpec("apply.between_statements_no_tx", 3),
+                "1 of 6 statements acknowledged; will resume at statement 2");
+}
+
+TEST_P(FileTransactionTest, KilledAfterTheBlocksCommitDoesNotRunItAgain) {
+  // The COMMIT is durable, the local ledger has not heard of it yet: the
+  // next run learns from the mirror that the block committed.
+  KillAndFinish(CrashSpec("apply.after_commit", 1),
+                "5 of 6 statements acknowledged; will resume at statement 6");
+}
+
+TEST_P(FileTransactionTest, AFileThatLeavesItsTransactionOpenFailsClearly) {
+  WriteMigrations(project(), {{V(1), "open_block",
+                               "-- migledger:no-transaction\n"
+                               "CREATE TABLE before_block (id INTEGER);\n"
+                               "BEGIN;\n"
+                               "CREATE TABLE in_block (id INTEGER);\n",
+                               ""}});
+  RunResult r = RunMigledger({"apply"}, project(), target_->env());
+  EXPECT_EQ(3, r.exit_code) << Describe(r);
+  EXPECT_NE(r.err.find("ends inside a transaction it opened itself"),
+            std::string::npos)
+      << Describe(r);
+  EXPECT_EQ(target_->Query("SELECT count(*) FROM before_block"),
+            std::vector<std::string>{"0"});
+  const std::string in_block_exists =
+      GetParam() == TargetKind::kSqlite
+          ? "SELECT count(*) FROM sqlite_master WHERE name = 'in_block'"
+          : "SELECT count(*) FROM pg_class WHERE relname = 'in_block'";
+  EXPECT_EQ(target_->Query(in_block_exists), std::vector<std::string>{"0"});
+  ExpectVerifiesAndValidates(project(), *target_);
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, FileTransactionTest,
+                         ::testing::Values(TargetKind::kSqlite,
+                                           TargetKind::kPostgres),
+                         [](const ::testing::TestParamInfo<TargetKind>& i) {
+                           return std::string(KindName(i.param));
+                         });
+
 INSTANTIATE_TEST_SUITE_P(Targets, UnacknowledgedDropTest,
                          ::testing::Values(TargetKind::kSqlite,
                                            TargetKind::kPostgres),
