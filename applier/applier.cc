@@ -1076,6 +1076,7 @@ struct Applier::Impl {
       }
       auto step =
           RunStep(*s.migration, s.direction, resuming, resume_at, acked);
+      driver->StepDone();
       if (!step.ok()) {
         failure = step.status();
         StepReport r{

@@ -118,6 +118,14 @@ class Driver {
   // by a no-transaction migration's own BEGIN statement).
   virtual bool InTransaction() = 0;
 
+  // Called after each migration step, whatever its outcome. Settings a
+  // migration changed for the session (PostgreSQL: SET search_path, SET
+  // ROLE, statement_timeout...) must not reach the next migration, which
+  // would otherwise behave differently in one run than in two (or after a
+  // crash, in a new session): the PostgreSQL driver resets them before the
+  // work session runs anything else. SQLite: nothing (see the README).
+  virtual void StepDone() {}
+
   // Runs one statement (or, for PostgreSQL, several as one simple query) on
   // the work session. On SQL failure returns kMigrationFailed and fills
   // *error; on a lost connection returns kTargetUnavailable.

@@ -586,6 +586,7 @@ class PostgresDriver final : public Driver {
     if (ts != PQTRANS_IDLE) {
       return Internal("Begin: a transaction is already open on " + Target());
     }
+    MIGLEDGER_RETURN_IF_ERROR(ResetIfPending());
     return Simple("BEGIN");
   }
 
@@ -634,8 +635,34 @@ class PostgresDriver final : public Driver {
     return Simple("ROLLBACK");
   }
 
+  void StepDone() override { reset_pending_ = true; }
+
+  // The reset StepDone() asked for, before the session runs anything else
+  // outside a transaction (ExecStep sends it with the step instead).
+  Status ResetIfPending() {
+    if (!reset_pending_ || PQtransactionStatus(conn_) != PQTRANS_IDLE)
+      return Status::Ok();
+    reset_pending_ = false;
+    const std::string sql = SessionReset();
+    if (PQsendQuery(conn_, sql.c_str()) == 0) {
+      return LostConnection("resetting the session", nullptr);
+    }
+    Result failed = DrainResults(nullptr);
+    if (PQstatus(conn_) == CONNECTION_BAD)
+      return LostConnection("resetting the session", failed.get());
+    if (failed) return ResetFailed(failed.get());
+    return Status::Ok();
+  }
+
+  Status ResetFailed(const PGresult* res) {
+    return TargetUnavailable("cannot reset the session on " + Target() +
+                             " after a migration changed its settings: " +
+                             Scrub(PrimaryMessage(res, conn_)));
+  }
+
   Status Exec(const std::string& sql, SqlError* error) override {
     if (error != nullptr) *error = SqlError{};
+    MIGLEDGER_RETURN_IF_ERROR(ResetIfPending());
     if (PQsendQuery(conn_, sql.c_str()) == 0) {
       if (PQstatus(conn_) == CONNECTION_BAD) {
         return LostConnection("sending a statement", nullptr);
@@ -665,7 +692,13 @@ class PostgresDriver final : public Driver {
     if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
       return Internal("ExecStep: a transaction is already open on " + Target());
     }
-    std::string sql = "BEGIN;\n";
+    // After an earlier step: the session's settings reset first, in the
+    // same round trip.
+    const int reset_results = reset_pending_ ? kSessionResetResults : 0;
+    std::string sql = reset_pending_ ? SessionReset() + "\n" : std::string();
+    const int reset_end = static_cast<int>(sql.size());
+    reset_pending_ = false;
+    sql += "BEGIN;\n";
     std::vector<size_t> offsets;  // of each statement inside `sql`
     static const std::vector<SqlStatement> kNone;
     const std::vector<SqlStatement>& statements =
@@ -702,6 +735,19 @@ class PostgresDriver final : public Driver {
     }
     int done = 0;  // results before the first error: BEGIN, statements...
     Result failed = DrainResults(&done);
+    // The reset is part of the query's transaction: undone if it failed.
+    if (failed && reset_results > 0) reset_pending_ = true;
+    if (failed && done < reset_results && PQstatus(conn_) != CONNECTION_BAD) {
+      // Nothing of the step ran: the reset itself failed, or the server
+      // found a syntax error in the step before running any of the query.
+      FillSqlError(sql, failed.get(), &failure->error);
+      if (failure->error.position < reset_end) {
+        (void)Rollback();
+        return ResetFailed(failed.get());
+      }
+      done = reset_results;
+    }
+    done -= reset_results;
     const int n = static_cast<int>(statements.size());
     // done == 0: BEGIN failed; 1..n: statement done-1 failed; n+1: the marker.
     failure->statement_index = done >= 1 && done <= n ? done - 1 : -1;
@@ -974,6 +1020,24 @@ class PostgresDriver final : public Driver {
     }
   }
 
+  // What every work session runs first (one result per statement).
+  static constexpr const char* kSessionSetup =
+      "SET client_min_messages = warning; "
+      "SELECT CASE WHEN current_user = 'migledger' THEN "
+      "set_config('search_path', "
+      "coalesce(nullif(array_to_string(array_remove(string_to_array(replace("
+      "current_setting('search_path'), ' ', ''), ','), '\"$user\"'), ','), "
+      "''), "
+      "'public'), false) END;";
+  // Between migrations: every setting back to the session's defaults (those
+  // of the role, the database and the connection string), then the setup
+  // again. Five results.
+  static constexpr int kSessionResetResults = 5;
+  static std::string SessionReset() {
+    return std::string("RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; ") +
+           kSessionSetup;
+  }
+
   // A connected, set-up session, or the error line. Touches no member but
   // the (immutable) conninfo, so a helper thread may run it (BeginLock).
   struct Session {
@@ -1003,15 +1067,7 @@ class PostgresDriver final : public Driver {
     // default search_path to that schema, so the migrations' own tables
     // would land next to ours: drop "$user" from this session's path then
     // (every table of the tool is schema-qualified anyway).
-    Result res(PQexec(
-        out.conn,
-        "SET client_min_messages = warning; "
-        "SELECT CASE WHEN current_user = 'migledger' THEN "
-        "set_config('search_path', "
-        "coalesce(nullif(array_to_string(array_remove(string_to_array(replace("
-        "current_setting('search_path'), ' ', ''), ','), '\"$user\"'), ','), "
-        "''), "
-        "'public'), false) END"));
+    Result res(PQexec(out.conn, kSessionSetup));
     if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
       out.error = PrimaryMessage(res.get(), out.conn);
       out.setup_failed = true;
@@ -1124,6 +1180,7 @@ class PostgresDriver final : public Driver {
   StatusOr<Result> Run(const std::string& what, const std::string& sql,
                        const std::vector<Param>& params, bool binary_result,
                        Code sql_error_code, std::string* sqlstate = nullptr) {
+    MIGLEDGER_RETURN_IF_ERROR(ResetIfPending());
     std::vector<const char*> values(params.size());
     std::vector<int> lengths(params.size());
     std::vector<int> formats(params.size());
@@ -1273,6 +1330,7 @@ class PostgresDriver final : public Driver {
   std::future<Session> pending_lock_session_;  // from BeginLock()
   bool lock_held_ = false;
   bool server_counts_bytes_ = false;  // SQL_ASCII database
+  bool reset_pending_ = false;        // a step ran since the last reset
 };
 
 }  // namespace

@@ -245,8 +245,11 @@ class PgDatabasePool : public ::testing::Environment {
                            "DO $$ BEGIN EXECUTE format('ALTER ROLE %I IN "
                            "DATABASE %I RESET ALL', current_user, "
                            "current_database()); END $$;\n"
-                           "DROP SCHEMA IF EXISTS migledger CASCADE;\n"
-                           "DROP SCHEMA IF EXISTS public CASCADE;\n"
+                           "DO $$ DECLARE s name; BEGIN FOR s IN SELECT "
+                           "nspname FROM pg_namespace WHERE nspname NOT LIKE "
+                           "'pg\\_%' AND nspname <> 'information_schema' LOOP "
+                           "EXECUTE format('DROP SCHEMA %I CASCADE', s); END "
+                           "LOOP; END $$;\n"
                            "CREATE SCHEMA public;\n");
     if (r.exit_code == 0) free_.push_back(name);
   }
@@ -1499,6 +1502,47 @@ TEST(CliPostgresSchemaTest, MigrationTablesStayOutOfTheBookkeepingSchema) {
                          "WHERE table_schema = 'migledger' AND table_name "
                          "NOT IN ('applied', 'events')"),
             Rows{"0"});
+}
+
+// What a migration SETs for the session (search_path, a timeout, the role)
+// ends with it: the next migration of the same run sees the session's
+// defaults, as it would in a run of its own or after a crash, so the schema
+// never depends on how the migrations were grouped into runs.
+TEST(CliPostgresSchemaTest, SessionSettingsOfAMigrationEndWithIt) {
+  if (!HavePostgres()) GTEST_SKIP() << "PGTEST_URI is not set";
+  for (bool one_run : {true, false}) {
+    SCOPED_TRACE(one_run ? "all in one run" : "one run per migration");
+    TempDir dir;
+    Target target("postgres", dir.path());
+    ASSERT_TRUE(target.ok()) << target.setup_error();
+    MakeProject(dir.path(), target.url());
+    WriteFile(dir / "migrations/0001_app.up.sql",
+              "CREATE SCHEMA app;\n"
+              "SET search_path TO app;\n"
+              "SET statement_timeout = '17s';\n");
+    WriteFile(dir / "migrations/0002_b.up.sql",
+              "CREATE TABLE b (timeout text DEFAULT "
+              "current_setting('statement_timeout'));\n"
+              "INSERT INTO b DEFAULT VALUES;\n");
+    WriteFile(dir / "migrations/0003_c.up.sql",
+              "-- migledger:no-transaction\n"
+              "CREATE TABLE c (id INTEGER);\n");
+    if (one_run) {
+      RunResult r = RunMigledger({"apply"}, dir.path(), target.env());
+      ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    } else {
+      for (const char* to : {"0001", "0002", "0003"}) {
+        RunResult r =
+            RunMigledger({"apply", "--to", to}, dir.path(), target.env());
+        ASSERT_EQ(r.exit_code, 0) << Describe(r);
+      }
+    }
+    EXPECT_EQ(target.Query("SELECT table_schema || '.' || table_name FROM "
+                           "information_schema.tables WHERE table_name IN "
+                           "('b', 'c') ORDER BY 1"),
+              (Rows{"public.b", "public.c"}));
+    EXPECT_EQ(target.Query("SELECT timeout FROM public.b"), Rows{"0"});
+  }
 }
 
 // ---- secrets (PostgreSQL) -------------------------------------------------
