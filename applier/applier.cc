@@ -1383,9 +1383,7 @@ Status Applier::Baseline(const std::string& version,
                          const std::string& reason) {
   auto& d = *impl_;
   if (reason.empty()) return InvalidInput("baseline needs --reason");
-  if (!d.FindMigration(version))
-    return InvalidInput("--version " + version +
-                        ": no migration has that version");
+  if (!d.FindMigration(version)) return NoSuchVersion("--version", version);
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
   std::set<std::string> marked;
   for (const auto& m : markers) marked.insert(CanonicalVersion(m.version));
@@ -1433,9 +1431,7 @@ Status Applier::AcceptChecksum(const std::string& version,
   auto& d = *impl_;
   if (reason.empty()) return InvalidInput("accept-checksum needs --reason");
   const Migration* m = d.FindMigration(version);
-  if (!m)
-    return InvalidInput("--version " + version +
-                        ": no migration has that version");
+  if (!m) return NoSuchVersion("--version", version);
   MIGLEDGER_ASSIGN_OR_RETURN(Projection p, d.Project());
   auto h = p.versions.find(CanonicalVersion(version));
   if (h == p.versions.end() || !h->second.applied) {

@@ -303,6 +303,15 @@ void CheckTarget(const std::vector<Migration>& migrations,
   }
 }
 
+Status NoSuchVersion(const std::string& flag, const std::string& version) {
+  if (!IsValidVersion(version)) {
+    return InvalidInput(flag + " " + version +
+                        ": not a version (versions are digits, as in the "
+                        "migration file names)");
+  }
+  return InvalidInput(flag + " " + version + ": no migration has that version");
+}
+
 StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
                                        const std::vector<MarkerRow>& markers,
                                        const std::string& to) {
@@ -312,7 +321,7 @@ StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
                                   [&](const Migration& m) {
                                     return CompareVersions(m.version, to) == 0;
                                   })) {
-    return InvalidInput("--to " + to + ": no migration has that version");
+    return NoSuchVersion("--to", to);
   }
   std::vector<StepPlan> plan;
   for (const auto& m : migrations) {
@@ -333,7 +342,7 @@ StatusOr<std::vector<StepPlan>> PlanDown(
                    [&](const Migration& m) {
                      return CompareVersions(m.version, to) == 0;
                    })) {
-    return InvalidInput("--to " + to + ": no migration has that version");
+    return NoSuchVersion("--to", to);
   }
   std::vector<StepPlan> plan;
   for (auto it = migrations.rbegin(); it != migrations.rend(); ++it) {

@@ -111,6 +111,10 @@ struct StepPlan {
   v1::Direction direction = v1::DIRECTION_UP;
 };
 
+// The error for a version flag (--to, --version) that names no migration
+// file: "not a version" when it is not digits at all.
+Status NoSuchVersion(const std::string& flag, const std::string& version);
+
 // Versions on disk without a marker row, in order, up to and including
 // `to` (all when empty). Returns kInvalidInput when `to` names no file.
 StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,

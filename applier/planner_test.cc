@@ -287,6 +287,20 @@ TEST(PlanTest, UpPlansUnmarkedVersionsInOrderUpToTarget) {
   EXPECT_FALSE(PlanUp(files, {}, "7").ok());
 }
 
+TEST(PlanTest, UnknownTargetVersionSaysWhetherItIsAVersionAtAll) {
+  std::vector<Migration> files = {Mig("1", "a"), Mig("2", "b")};
+  auto missing = PlanUp(files, {}, "7");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().message(),
+            "--to 7: no migration has that version");
+  auto word = PlanDown(files, {}, "abc", 0);
+  ASSERT_FALSE(word.ok());
+  EXPECT_EQ(word.status().code(), Code::kInvalidInput);
+  EXPECT_EQ(word.status().message(),
+            "--to abc: not a version (versions are digits, as in the "
+            "migration file names)");
+}
+
 TEST(PlanTest, DownPlansNewestFirstByStepsOrTarget) {
   std::vector<Migration> files = {Mig("1", "a"), Mig("2", "b"), Mig("3", "c")};
   std::vector<MarkerRow> all = {
