@@ -131,6 +131,32 @@ StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g) {
   return ledger;
 }
 
+namespace {
+
+// "migledger --target prod plan": an option of the command given before
+// it. CLI11 only says the arguments were not expected; say where they go.
+std::string MisplacedOptionHint(CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> before;  // options seen before the command
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    for (CLI::App* command : app.get_subcommands({})) {
+      if (!command->check_name(arg)) continue;
+      for (const std::string& option : before) {
+        if (app.get_option_no_throw(option) == nullptr &&
+            command->get_option_no_throw(option) != nullptr) {
+          return option + " is an option of the command: put it after " +
+                 "the command name (migledger " + arg + " " + option + " ...)";
+        }
+      }
+      return "";
+    }
+    if (arg.rfind("--", 0) == 0) before.push_back(arg.substr(0, arg.find('=')));
+  }
+  return "";
+}
+
+}  // namespace
+
 int RunCli(int argc, char** argv) {
   MakeNewFilesPrivate();  // the ledger and exports are 0600 (dir 0700)
   auto logger = spdlog::stderr_color_mt("migledger");
@@ -175,7 +201,9 @@ int RunCli(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
+    const std::string hint = MisplacedOptionHint(app, argc, argv);
+    std::fprintf(stderr, "error: %s (see --help)\n",
+                 hint.empty() ? e.what() : hint.c_str());
     return kExitBadInput;
   }
   if (g.quiet) {

@@ -520,6 +520,27 @@ TEST(CliNewTest, NewRejectsBadSlug) {
   EXPECT_TRUE(fs::is_empty(dir / "migrations"));
 }
 
+// An option of a command given before the command's name: the error says
+// where it goes; unknown options keep CLI11's message.
+TEST(CliUsageTest, CommandOptionBeforeTheCommandSaysWhereItGoes) {
+  TempDir dir;
+  MakeProject(dir.path());
+  RunResult r = RunMigledger({"--target", "prod", "plan"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err,
+                       "--target is an option of the command: put it after the "
+                       "command name (migledger plan --target ...)"))
+      << r.err;
+  RunResult eq = RunMigledger({"--lock-timeout=5s", "apply"}, dir.path());
+  EXPECT_EQ(eq.exit_code, 2) << Describe(eq);
+  EXPECT_TRUE(Contains(eq.err, "(migledger apply --lock-timeout ...)"))
+      << eq.err;
+  RunResult unknown = RunMigledger({"--bogus", "plan"}, dir.path());
+  EXPECT_EQ(unknown.exit_code, 2) << Describe(unknown);
+  EXPECT_TRUE(Contains(unknown.err, "not expected: --bogus")) << unknown.err;
+}
+
 // ---- apply, status, audit log (both drivers) ------------------------------
 
 TEST_P(CoreScenarioTest, ApplyThreeMigrationsRecordsEverything) {
