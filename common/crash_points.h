@@ -21,6 +21,8 @@ inline constexpr const char* kCrashPoints[] = {
     "apply.after_statement",     // after each statement of a step
     "apply.before_commit",       // statements and marker row done
     "apply.after_commit",        // committed, outcome event not yet written
+                                 // (also a no-tx file's own COMMIT, its
+                                 // acknowledgements not yet appended)
     "apply.after_outcome",       // StepApplied/StepReverted appended
     "apply.between_statements_no_tx",  // no-tx step: statement done, event not
                                        // yet
