@@ -89,6 +89,12 @@ StatusOr<std::vector<SqlStatement>> CheckedStatements(const MigrationFile& f,
   return statements;
 }
 
+// The mirror row of an event prepared for the ledger.
+MirrorRow MirrorRowOf(const PreparedEvent& p) {
+  return {p.target_sequence, p.bytes, std::string(AsBytes(p.leaf_hash)),
+          std::string(AsBytes(p.target_chain_head))};
+}
+
 }  // namespace
 
 // The target as the helper thread of Applier::Open left it: opened and, for
@@ -167,9 +173,7 @@ struct Applier::Impl {
   void AddToOutbox(const PreparedEvent& p) {
     if (outbox && p.target_sequence > mirror_head &&
         p.target_key == TargetKey()) {
-      outbox->push_back({p.target_sequence, p.bytes,
-                         std::string(AsBytes(p.leaf_hash)),
-                         std::string(AsBytes(p.target_chain_head))});
+      outbox->push_back(MirrorRowOf(p));
     }
   }
 
@@ -798,9 +802,7 @@ struct Applier::Impl {
     st = rows_or.status();
     if (st.ok()) {
       auto rows = std::move(rows_or).value();
-      rows.push_back({prepared.target_sequence, prepared.bytes,
-                      std::string(AsBytes(prepared.leaf_hash)),
-                      std::string(AsBytes(prepared.target_chain_head))});
+      rows.push_back(MirrorRowOf(prepared));
       CrashPoint("apply.before_commit");
       st = driver->CommitWithMirrorRows(rows);
     } else {
@@ -847,9 +849,7 @@ struct Applier::Impl {
     auto rows = Outbox();
     if (!rows.ok()) return abandon(rows.status());
     for (const PreparedEvent& p : prepared) {
-      rows->push_back({p.target_sequence, p.bytes,
-                       std::string(AsBytes(p.leaf_hash)),
-                       std::string(AsBytes(p.target_chain_head))});
+      rows->push_back(MirrorRowOf(p));
     }
     MIGLEDGER_RETURN_IF_ERROR(driver->CommitWithMirrorRows(*rows));
     mirror_head = prepared.back().target_sequence;
@@ -989,9 +989,7 @@ struct Applier::Impl {
     MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared,
                                ledger->Prepare(&outcome));
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, Outbox());
-    rows.push_back({prepared.target_sequence, prepared.bytes,
-                    std::string(AsBytes(prepared.leaf_hash)),
-                    std::string(AsBytes(prepared.target_chain_head))});
+    rows.push_back(MirrorRowOf(prepared));
     StepBatch batch;  // no statements: only the marker row
     if (dir == v1::DIRECTION_UP) {
       batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt,
@@ -1410,9 +1408,7 @@ Status Applier::Baseline(const std::string& version,
   }
   if (st.ok()) {
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, d.Outbox());
-    rows.push_back({prepared.target_sequence, prepared.bytes,
-                    std::string(AsBytes(prepared.leaf_hash)),
-                    std::string(AsBytes(prepared.target_chain_head))});
+    rows.push_back(MirrorRowOf(prepared));
     st = d.driver->InsertMirrorRows(rows);
   }
   if (st.ok()) st = d.driver->Commit();

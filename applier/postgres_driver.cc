@@ -643,21 +643,16 @@ class PostgresDriver final : public Driver {
     if (!reset_pending_ || PQtransactionStatus(conn_) != PQTRANS_IDLE)
       return Status::Ok();
     reset_pending_ = false;
-    const std::string sql = SessionReset();
-    if (PQsendQuery(conn_, sql.c_str()) == 0) {
-      return LostConnection("resetting the session", nullptr);
-    }
-    Result failed = DrainResults(nullptr);
-    if (PQstatus(conn_) == CONNECTION_BAD)
-      return LostConnection("resetting the session", failed.get());
-    if (failed) return ResetFailed(failed.get());
-    return Status::Ok();
+    SqlError error;
+    Status st = Exec(SessionReset(), &error);
+    return st.code() == Code::kMigrationFailed ? ResetFailed(error.message)
+                                               : st;
   }
 
-  Status ResetFailed(const PGresult* res) {
-    return TargetUnavailable("cannot reset the session on " + Target() +
-                             " after a migration changed its settings: " +
-                             Scrub(PrimaryMessage(res, conn_)));
+  Status ResetFailed(const std::string& message) {
+    return TargetUnavailable(
+        "cannot reset the session on " + Target() +
+        " after a migration changed its settings: " + message);
   }
 
   Status Exec(const std::string& sql, SqlError* error) override {
@@ -743,7 +738,7 @@ class PostgresDriver final : public Driver {
       FillSqlError(sql, failed.get(), &failure->error);
       if (failure->error.position < reset_end) {
         (void)Rollback();
-        return ResetFailed(failed.get());
+        return ResetFailed(failure->error.message);
       }
       done = reset_results;
     }

@@ -12,8 +12,10 @@ namespace migledger {
 // whole SQLite schema, the ledger's projection, every migration file) took a
 // tenth of `status` with 10,000 migrations. Only for objects whose
 // destructors release memory, descriptors and read locks: nothing that must
-// reach a disk or a server. The list stays reachable, so leak checkers do not
-// report what it holds.
+// reach a disk or a server (an unclosed SQLite connection to a database in
+// WAL mode leaves its -wal file for the next connection, as a killed reader
+// would; a PostgreSQL session ends when its socket closes). The list stays
+// reachable, so leak checkers do not report what it holds.
 template <typename T>
 void KeepUntilExit(std::unique_ptr<T> object) {
   static auto* kept = new std::vector<std::shared_ptr<void>>();

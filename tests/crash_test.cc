@@ -1284,6 +1284,14 @@ TEST_P(ConcurrencyTest, TwoLedgersOnOneTargetNeverApplyTwice) {
 }
 
 // The ledger verifies, and files, ledger and target agree.
+// The jsonl lines of the ledger's events of one type (`audit log --type`).
+std::string EventsOfType(const std::string& project, const std::string& type) {
+  RunResult r = RunMigledger(
+      {"audit", "log", "--format", "jsonl", "--type", type}, project);
+  EXPECT_EQ(0, r.exit_code) << Describe(r);
+  return r.out;
+}
+
 void ExpectVerifiesAndValidates(const std::string& project,
                                 const TestTarget& target) {
   RunResult verify = RunMigledger({"audit", "verify"}, project);
@@ -1838,12 +1846,10 @@ TEST_P(KilledConcurrentIndexTest, NextApplyDropsTheInvalidIndexAndRebuildsIt) {
   const LogEvent* finished = s.Terminal(attempts[1]->attempt_id);
   ASSERT_NE(finished, nullptr);
   EXPECT_EQ(finished->type, "step_applied");
-  RunResult recovered = RunMigledger(
-      {"audit", "log", "--format", "jsonl", "--type", "step_recovered"},
-      project);
-  EXPECT_NE(recovered.out.find("invalid index public.big_slow_idx found"),
+  const std::string recovered = EventsOfType(project, "step_recovered");
+  EXPECT_NE(recovered.find("invalid index public.big_slow_idx found"),
             std::string::npos)
-      << recovered.out;
+      << recovered;
   ExpectVerifiesAndValidates(project, *target);
 }
 
@@ -1871,14 +1877,12 @@ TEST_P(KilledConcurrentIndexTest, NextApplyWaitsForTheOrphanedBuild) {
   EXPECT_EQ(again.err.find("dropping invalid index"), std::string::npos)
       << Describe(again);
   ExpectIndexBuiltAndStepApplied(index_statement);
-  RunResult statements = RunMigledger(
-      {"audit", "log", "--format", "jsonl", "--type", "statement_applied"},
-      project);
-  EXPECT_NE(statements.out.find(
+  const std::string statements = EventsOfType(project, "statement_applied");
+  EXPECT_NE(statements.find(
                 "\"found_applied\":\"relation \\\"big_slow_idx\\\" already "
                 "exists\""),
             std::string::npos)
-      << statements.out;
+      << statements;
   ExpectVerifiesAndValidates(project, *target);
 }
 
