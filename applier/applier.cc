@@ -1116,16 +1116,23 @@ const std::vector<Migration>& Applier::migrations() const {
   return impl_->migrations;
 }
 
+std::vector<Migration> Applier::ReleaseMigrations() {
+  return std::move(impl_->migrations);
+}
+
 std::unique_ptr<Driver> Applier::ReleaseDriver() {
   return std::move(impl_->driver);
 }
 
 StatusOr<std::unique_ptr<Applier>> Applier::Open(
-    const ApplierOptions& options, AccessMode mode,
+    ApplierOptions options, AccessMode mode,
     std::unique_ptr<Driver> opened_driver) {
   // The lock session's connection can be made while the ledger opens.
   if (opened_driver && mode == AccessMode::kWrite) opened_driver->BeginLock();
   auto impl = std::make_unique<Impl>();
+  std::optional<std::vector<Migration>> loaded =
+      std::move(options.loaded_migrations);
+  options.loaded_migrations.reset();
   impl->options = options;
   impl->mode = mode;
   MIGLEDGER_ASSIGN_OR_RETURN(
@@ -1160,27 +1167,44 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
           return t;
         });
   }
-  if (options.loaded_migrations) {
-    impl->migrations = *options.loaded_migrations;
+  LedgerOptions lo;
+  lo.read_only = mode == AccessMode::kRead;
+  lo.lock_timeout = options.lock_timeout;
+  // An existing ledger opens on a helper thread while the files are read
+  // (RocksDB's first open is start-up work and, for a writer, a few
+  // fsyncs). A new one is created only after the files proved sound, so a
+  // bad project leaves no ledger behind.
+  std::future<StatusOr<std::unique_ptr<Ledger>>> opening;
+  if (!options.shared_ledger) {
+    opening =
+        std::async(std::launch::async, [dir = options.config.ledger_dir, lo] {
+          return Ledger::Open(dir, lo);
+        });
+  }
+  if (loaded) {
+    impl->migrations = std::move(*loaded);
   } else {
     MIGLEDGER_ASSIGN_OR_RETURN(impl->migrations,
                                LoadMigrations(options.config.migrations_dir));
   }
-  LedgerOptions lo;
-  lo.read_only = mode == AccessMode::kRead;
-  lo.create_if_missing = mode == AccessMode::kWrite;
-  lo.lock_timeout = options.lock_timeout;
   if (options.shared_ledger) {
     impl->ledger = options.shared_ledger;
-  } else if (auto ledger = Ledger::Open(options.config.ledger_dir, lo);
-             !ledger.ok() && mode == AccessMode::kRead &&
-             ledger.status().code() == Code::kNotFound) {
-    // No ledger yet: read an empty one so status still works.
-    impl->ledger = nullptr;
-  } else if (!ledger.ok()) {
-    return ledger.status();
   } else {
-    impl->ledger = std::move(ledger).value();
+    auto ledger = opening.get();
+    if (!ledger.ok() && ledger.status().code() == Code::kNotFound &&
+        mode == AccessMode::kWrite) {
+      lo.create_if_missing = true;
+      ledger = Ledger::Open(options.config.ledger_dir, lo);
+    }
+    if (!ledger.ok() && mode == AccessMode::kRead &&
+        ledger.status().code() == Code::kNotFound) {
+      // No ledger yet: read an empty one so status still works.
+      impl->ledger = nullptr;
+    } else if (!ledger.ok()) {
+      return ledger.status();
+    } else {
+      impl->ledger = std::move(ledger).value();
+    }
   }
   OpenedTarget opened =
       opened_driver        ? OpenedTarget(std::move(opened_driver))

@@ -90,7 +90,7 @@ class Applier {
   // read-only view of the same command opened (see ReleaseDriver): reusing it
   // saves a connection.
   static StatusOr<std::unique_ptr<Applier>> Open(
-      const ApplierOptions& options, AccessMode mode,
+      ApplierOptions options, AccessMode mode,
       std::unique_ptr<Driver> opened_driver = nullptr);
   ~Applier();
 
@@ -129,8 +129,10 @@ class Applier {
 
   Ledger* ledger();
   const std::vector<Migration>& migrations() const;
-  // Hands the target connection over (for Open's opened_driver); the applier
-  // must not be used afterwards. Null when the target was not opened.
+  // Hand the loaded files and the target connection over (for Open's
+  // loaded_migrations and opened_driver); the applier must not be used
+  // afterwards. The driver is null when the target was not opened.
+  std::vector<Migration> ReleaseMigrations();
   std::unique_ptr<Driver> ReleaseDriver();
 
  private:

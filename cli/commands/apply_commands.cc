@@ -247,10 +247,13 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       }
       std::optional<std::vector<Migration>> migrations;
       std::unique_ptr<Driver> driver;
+      MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions options,
+                                 MakeApplierOptions(*g));
+      options.reason = *reason;
       {
         // Fast path: most applies in CI find nothing to do; decide that from
         // a read-only view and skip the ledger's write lock and fsyncs.
-        auto view = OpenApplier(*g, AccessMode::kRead, *reason);
+        auto view = Applier::Open(options, AccessMode::kRead);
         if (view.ok()) {
           auto nothing = (*view)->NothingToApply(*to);
           if (nothing.ok() && *nothing) {
@@ -261,13 +264,14 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
             return Status::Ok();
           }
           // Neither the files nor the target connection twice.
-          migrations = (*view)->migrations();
+          migrations = (*view)->ReleaseMigrations();
           driver = (*view)->ReleaseDriver();
         }
       }
+      options.loaded_migrations = std::move(migrations);
       MIGLEDGER_ASSIGN_OR_RETURN(
-          auto applier, OpenApplier(*g, AccessMode::kWrite, *reason,
-                                    std::move(migrations), std::move(driver)));
+          auto applier, Applier::Open(std::move(options), AccessMode::kWrite,
+                                      std::move(driver)));
       MIGLEDGER_ASSIGN_OR_RETURN(RunReport report, applier->Apply(*to));
       PrintRunReport(report, "nothing to apply");
       return report.failure;
