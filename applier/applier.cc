@@ -1009,9 +1009,24 @@ struct Applier::Impl {
     return report;
   }
 
+  // The down files, which Open lists without reading: read (and checked)
+  // by the commands that may run or check one.
+  ::migledger::Status ReadDownFiles() {
+    for (Migration& m : migrations) {
+      if (m.has_down) MIGLEDGER_RETURN_IF_ERROR(ReadMigrationFile(&m.down));
+    }
+    return ::migledger::Status::Ok();
+  }
+
   StatusOr<RunReport> RunPlan(const std::vector<StepPlan>& plan,
                               const std::string& command, RunReport report) {
     if (plan.empty()) return report;
+    for (const auto& s : plan) {
+      if (s.direction == v1::DIRECTION_DOWN) {
+        MIGLEDGER_RETURN_IF_ERROR(ReadDownFiles());
+        break;
+      }
+    }
     // Every file of the plan must be sound before the first step runs.
     for (const auto& s : plan) {
       const MigrationFile& f = s.direction == v1::DIRECTION_DOWN
@@ -1185,7 +1200,8 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
     impl->migrations = std::move(*loaded);
   } else {
     MIGLEDGER_ASSIGN_OR_RETURN(impl->migrations,
-                               LoadMigrations(options.config.migrations_dir));
+                               LoadMigrations(options.config.migrations_dir,
+                                              /*read_down_files=*/false));
   }
   if (options.shared_ledger) {
     impl->ledger = options.shared_ledger;
@@ -1369,6 +1385,7 @@ StatusOr<RunReport> Applier::Down(const std::string& to, int steps) {
   RunReport report;
   report.run_id = impl_->run_id;
   report.pulled_events = impl_->pulled;
+  MIGLEDGER_RETURN_IF_ERROR(impl_->ReadDownFiles());
   MIGLEDGER_RETURN_IF_ERROR(impl_->Prepare(&report));
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanDown(to, steps));
   return impl_->RunPlan(plan, "down", std::move(report));
@@ -1390,6 +1407,7 @@ StatusOr<RunReport> Applier::Recover() {
 }
 
 StatusOr<std::vector<DriftItem>> Applier::Validate() {
+  MIGLEDGER_RETURN_IF_ERROR(impl_->ReadDownFiles());
   SqlDialect dialect =
       impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
   for (const auto& m : impl_->migrations) {

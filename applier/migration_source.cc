@@ -170,9 +170,30 @@ Status ReadWholeFile(int dir_fd, const char* name, const std::string& path,
   return Status::Ok();
 }
 
+// The checks and derived fields of a file's bytes (f->sql).
+Status CheckContent(MigrationFile* f) {
+  if (size_t bad = FirstInvalidUtf8(f->sql); bad != std::string::npos) {
+    return InvalidInput(f->path + ": not valid UTF-8 (byte offset " +
+                        std::to_string(bad) + ")");
+  }
+  f->checksum = Sha256Hex(f->sql);
+  f->loaded = true;
+  return Status::Ok();
+}
+
 }  // namespace
 
-StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
+Status ReadMigrationFile(MigrationFile* file) {
+  if (file->loaded) return Status::Ok();
+  MIGLEDGER_RETURN_IF_ERROR(
+      ReadWholeFile(AT_FDCWD, file->path.c_str(), file->path, &file->sql));
+  MIGLEDGER_RETURN_IF_ERROR(CheckContent(file));
+  const std::string dir = fs::path(file->path).parent_path().string();
+  return ParseDirectives(file->sql, file).WithContext(dir);
+}
+
+StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
+                                                bool read_down_files) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return InvalidInput("migrations directory " + dir +
@@ -248,14 +269,14 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir) {
             real.string() + ")");
       }
     }
-    MIGLEDGER_RETURN_IF_ERROR(
-        ReadWholeFile(::dirfd(d), name.c_str(), f.path, &f.sql));
-    if (size_t bad = FirstInvalidUtf8(f.sql); bad != std::string::npos) {
-      return InvalidInput(f.path + ": not valid UTF-8 (byte offset " +
-                          std::to_string(bad) + ")");
+    if (up || read_down_files) {
+      MIGLEDGER_RETURN_IF_ERROR(
+          ReadWholeFile(::dirfd(d), name.c_str(), f.path, &f.sql));
+      MIGLEDGER_RETURN_IF_ERROR(CheckContent(&f));
+      MIGLEDGER_RETURN_IF_ERROR(ParseDirectives(f.sql, &f).WithContext(dir));
+    } else {
+      f.loaded = false;
     }
-    f.checksum = Sha256Hex(f.sql);
-    MIGLEDGER_RETURN_IF_ERROR(ParseDirectives(f.sql, &f).WithContext(dir));
     std::string key = CanonicalVersion(version);
     if (!up) {
       downs.emplace_back(version + "\n" + slug, std::move(f));

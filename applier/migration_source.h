@@ -23,6 +23,10 @@ struct MigrationFile {
   std::string checksum;  // hex SHA-256 of the bytes
   bool no_transaction = false;
   std::vector<std::string> requires_versions;
+  // False for a down file listed but not read yet (LoadMigrations with
+  // read_down_files = false): sql, checksum and the directives are empty
+  // until ReadMigrationFile fills them in.
+  bool loaded = true;
 };
 
 struct Migration {
@@ -44,8 +48,15 @@ bool IsValidVersion(const std::string& version);
 // in ".sql" are ignored; ".sql" files with another name shape, duplicate
 // versions, a down file without its up, unreadable files, non-UTF-8 files,
 // symlinks that leave `dir` and unknown directives are kInvalidInput errors
-// naming the file.
-StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir);
+// naming the file. With read_down_files = false the down files are only
+// listed (names, pairing and symlinks checked; `loaded` false): the commands
+// that never run one (status, plan, apply) skip half of a project's reads.
+StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
+                                                bool read_down_files = true);
+
+// Reads a file LoadMigrations listed without reading (a no-op for one it
+// read), with the checks LoadMigrations makes of a file's content.
+Status ReadMigrationFile(MigrationFile* file);
 
 // Parses the leading-comment directives of one file's text into `file`.
 Status ParseDirectives(const std::string& text, MigrationFile* file);

@@ -55,23 +55,60 @@ TEST_F(MigrationSourceTest, UpAndDownArePairedAndChecksummed) {
   EXPECT_EQ((*m)[0].down.sql, "DROP TABLE users;");
 }
 
+TEST_F(MigrationSourceTest, DownFilesCanBeListedAndReadLater) {
+  Write("1_users.up.sql", "CREATE TABLE users(id int);");
+  Write("1_users.down.sql", "-- migledger:no-transaction\nDROP TABLE users;");
+  Write("2_bad.up.sql", "SELECT 2;");
+  Write("2_bad.down.sql", "SELECT '\xff';");  // not UTF-8
+  auto listed = LoadMigrations(dir_, /*read_down_files=*/false);
+  ASSERT_TRUE(listed.ok()) << listed.status().message();
+  ASSERT_EQ(listed->size(), 2u);
+  MigrationFile& down = (*listed)[0].down;
+  EXPECT_TRUE((*listed)[0].has_down);
+  EXPECT_TRUE((*listed)[0].up.loaded);
+  EXPECT_FALSE(down.loaded);
+  EXPECT_TRUE(down.sql.empty());
+  EXPECT_EQ(down.path, dir_ + "/1_users.down.sql");
+
+  ASSERT_TRUE(ReadMigrationFile(&down).ok());
+  EXPECT_TRUE(down.loaded);
+  EXPECT_EQ(down.sql, "-- migledger:no-transaction\nDROP TABLE users;");
+  EXPECT_EQ(down.checksum, Sha256Hex(down.sql));
+  EXPECT_TRUE(down.no_transaction);
+  EXPECT_TRUE(ReadMigrationFile(&down).ok());  // read once
+
+  // Content errors of a listed file come when it is read, as LoadMigrations
+  // reports them when it reads everything.
+  Status bad = ReadMigrationFile(&(*listed)[1].down);
+  EXPECT_EQ(bad.code(), Code::kInvalidInput);
+  EXPECT_NE(bad.message().find("2_bad.down.sql: not valid UTF-8"),
+            std::string::npos)
+      << bad.message();
+  auto all = LoadMigrations(dir_);
+  ASSERT_FALSE(all.ok());
+  EXPECT_EQ(all.status().message(), bad.message());
+}
+
 TEST_F(MigrationSourceTest, DuplicateVersionsAcrossWidthsAreRejected) {
   Write("1_a.up.sql", "SELECT 1;");
   Write("001_b.up.sql", "SELECT 1;");
   auto m = LoadMigrations(dir_);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), Code::kInvalidInput);
-  EXPECT_NE(m.status().message().find("duplicate migration version"), std::string::npos);
+  EXPECT_NE(m.status().message().find("duplicate migration version"),
+            std::string::npos);
 }
 
 TEST_F(MigrationSourceTest, MalformedNamesAreRejectedWithTheFileName) {
-  for (const char* name : {"abc.up.sql", "1.up.sql", "1_x.sql", "1_a b.up.sql", "x1_a.up.sql"}) {
+  for (const char* name :
+       {"abc.up.sql", "1.up.sql", "1_x.sql", "1_a b.up.sql", "x1_a.up.sql"}) {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     Write(name, "SELECT 1;");
     auto m = LoadMigrations(dir_);
     ASSERT_FALSE(m.ok()) << name;
-    EXPECT_NE(m.status().message().find(name), std::string::npos) << m.status().message();
+    EXPECT_NE(m.status().message().find(name), std::string::npos)
+        << m.status().message();
   }
 }
 
@@ -79,12 +116,14 @@ TEST_F(MigrationSourceTest, DownWithoutUpIsRejected) {
   Write("3_orphan.down.sql", "SELECT 1;");
   auto m = LoadMigrations(dir_);
   ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.status().message().find("without its up file"), std::string::npos);
+  EXPECT_NE(m.status().message().find("without its up file"),
+            std::string::npos);
 }
 
 TEST_F(MigrationSourceTest, DirectivesAreParsedFromTheLeadingComments) {
   Write("1_idx.up.sql",
-        "-- a comment\n-- migledger:no-transaction\n--   migledger:requires 0\n\nCREATE INDEX x;\n"
+        "-- a comment\n-- migledger:no-transaction\n--   migledger:requires "
+        "0\n\nCREATE INDEX x;\n"
         "-- migledger:not-a-directive-after-sql\n");
   auto m = LoadMigrations(dir_);
   ASSERT_TRUE(m.ok()) << m.status().message();
@@ -97,7 +136,8 @@ TEST_F(MigrationSourceTest, UnknownDirectiveIsAnErrorNamingFileAndLine) {
   Write("1_x.up.sql", "\n-- migledger:no-transactoin\nSELECT 1;");
   auto m = LoadMigrations(dir_);
   ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.status().message().find("1_x.up.sql:2"), std::string::npos) << m.status().message();
+  EXPECT_NE(m.status().message().find("1_x.up.sql:2"), std::string::npos)
+      << m.status().message();
   EXPECT_NE(m.status().message().find("unknown directive"), std::string::npos);
 }
 
@@ -116,7 +156,8 @@ TEST_F(MigrationSourceTest, SymlinkLeavingTheDirectoryIsRejected) {
   auto m = LoadMigrations(dir_);
   fs::remove_all(outside);
   ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.status().message().find("outside the migrations directory"), std::string::npos);
+  EXPECT_NE(m.status().message().find("outside the migrations directory"),
+            std::string::npos);
 }
 
 TEST_F(MigrationSourceTest, MissingDirectoryIsAClearError) {

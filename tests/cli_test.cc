@@ -1389,6 +1389,44 @@ TEST_F(CliBadInputTest, DownFileWithoutUpIsBadInput) {
   ExpectApplyFails(2, "0002_b.down.sql");
 }
 
+// Down files are read by the commands that may run or check one (down,
+// validate); status, plan and apply only list them, so a broken down file
+// does not stop an apply, and does stop the down before it changes anything.
+TEST_F(CliBadInputTest, BrokenDownFileStopsDownAndValidateOnly) {
+  WriteFile(dir_ / "migrations/0001_a.down.sql",
+            "-- migledger:foo\nDROP TABLE a;\n");
+  RunResult status = Run({"status"});
+  EXPECT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "1 applied, 0 pending")) << status.out;
+
+  RunResult down = Run({"down", "--steps", "1"});
+  EXPECT_EQ(down.exit_code, 2) << Describe(down);
+  ExpectOneErrorLine(down);
+  EXPECT_TRUE(Contains(down.err, "0001_a.down.sql")) << down.err;
+  EXPECT_TRUE(Contains(down.err, "migledger:foo")) << down.err;
+  ExpectUntouched();
+
+  RunResult validate = Run({"validate"});
+  EXPECT_EQ(validate.exit_code, 2) << Describe(validate);
+  EXPECT_TRUE(Contains(validate.err, "0001_a.down.sql")) << validate.err;
+
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\n");
+  RunResult apply = Run({"apply"});
+  EXPECT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_EQ(SqliteQuery(dir_ / "app.db",
+                        "SELECT version FROM migledger_applied ORDER BY 1"),
+            (Rows{"0001", "0002"}));
+
+  WriteFile(dir_ / "migrations/0001_a.down.sql", "DROP TABLE a;\n");
+  WriteFile(dir_ / "migrations/0002_b.down.sql", "DROP TABLE b;\n");
+  RunResult fixed = Run({"down", "--steps", "2"});
+  EXPECT_EQ(fixed.exit_code, 0) << Describe(fixed);
+  EXPECT_EQ(
+      SqliteQuery(dir_ / "app.db", "SELECT count(*) FROM migledger_applied"),
+      Rows{"0"});
+}
+
 TEST_F(CliBadInputTest, UnknownDirectiveIsBadInput) {
   WriteFile(dir_ / "migrations/0002_b.up.sql",
             "-- migledger:foo\nCREATE TABLE b (id INTEGER);\n");
