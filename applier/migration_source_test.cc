@@ -89,6 +89,40 @@ TEST_F(MigrationSourceTest, DownFilesCanBeListedAndReadLater) {
   EXPECT_EQ(all.status().message(), bad.message());
 }
 
+// A large project's files are read on two threads: everything is read, in
+// version order, and a bad file in either half is reported.
+TEST_F(MigrationSourceTest, LargeProjectsReadCompletelyOnTwoThreads) {
+  constexpr int kCount = 1500;  // over the two-thread threshold
+  auto sql = [](int i) {
+    return "CREATE TABLE t" + std::to_string(i) + " (id INTEGER);\n";
+  };
+  for (int i = 1; i <= kCount; ++i) {
+    Write(std::to_string(i) + "_t.up.sql", sql(i));
+    if (i % 2 == 0) Write(std::to_string(i) + "_t.down.sql", "SELECT 1;");
+  }
+  auto m = LoadMigrations(dir_);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  ASSERT_EQ(m->size(), static_cast<size_t>(kCount));
+  for (int i = 1; i <= kCount; ++i) {
+    const Migration& x = (*m)[i - 1];
+    ASSERT_EQ(x.version, std::to_string(i));
+    ASSERT_EQ(x.up.sql, sql(i));
+    ASSERT_EQ(x.up.checksum, Sha256Hex(sql(i)));
+    ASSERT_EQ(x.has_down, i % 2 == 0);
+    if (x.has_down) ASSERT_EQ(x.down.sql, "SELECT 1;");
+  }
+  for (int bad : {3, kCount - 3}) {
+    Write(std::to_string(bad) + "_t.up.sql", "SELECT '\xff';");
+    auto broken = LoadMigrations(dir_);
+    ASSERT_FALSE(broken.ok());
+    EXPECT_NE(broken.status().message().find("/" + std::to_string(bad) +
+                                             "_t.up.sql: not valid UTF-8"),
+              std::string::npos)
+        << broken.status().message();
+    Write(std::to_string(bad) + "_t.up.sql", sql(bad));
+  }
+}
+
 TEST_F(MigrationSourceTest, DuplicateVersionsAcrossWidthsAreRejected) {
   Write("1_a.up.sql", "SELECT 1;");
   Write("001_b.up.sql", "SELECT 1;");
