@@ -687,9 +687,14 @@ struct Applier::Impl {
   // `resuming`: an earlier attempt of this no-transaction step stopped
   // unfinished (possibly before any statement was acknowledged); this one
   // continues at statement `resume_at`.
-  StatusOr<StepReport> RunStep(const Migration& m, v1::Direction dir,
-                               bool resuming, int resume_at,
-                               const std::vector<std::string>& acked_hashes) {
+  // `finishing`, for the plan's last step: a transactional step that commits
+  // also commits the run's RunFinished (succeeded, `steps_done` steps) to the
+  // mirror in its transaction and leaves it prepared there, for RunPlan to
+  // append locally; the run then needs no mirror transaction of its own.
+  StatusOr<StepReport> RunStep(
+      const Migration& m, v1::Direction dir, bool resuming, int resume_at,
+      const std::vector<std::string>& acked_hashes,
+      std::optional<PreparedEvent>* finishing = nullptr, int steps_done = 0) {
     const MigrationFile& f = dir == v1::DIRECTION_DOWN ? m.down : m.up;
     StepReport report{m.version, m.slug, dir, "", 0, ""};
     MIGLEDGER_ASSIGN_OR_RETURN(auto statements,
@@ -798,11 +803,24 @@ struct Applier::Impl {
       (void)driver->Rollback();
       return st;
     }
+    std::optional<PreparedEvent> finished;
+    if (finishing) {
+      v1::Event fin = RunFinishedEvent(::migledger::Status::Ok(), steps_done);
+      auto p = ledger->PrepareAfter(
+          &fin,
+          ChainHead{prepared.target_sequence, prepared.target_chain_head});
+      if (!p.ok()) {
+        (void)driver->Rollback();
+        return p.status();
+      }
+      finished = std::move(p).value();
+    }
     auto rows_or = Outbox();
     st = rows_or.status();
     if (st.ok()) {
       auto rows = std::move(rows_or).value();
       rows.push_back(MirrorRowOf(prepared));
+      if (finished) rows.push_back(MirrorRowOf(*finished));
       CrashPoint("apply.before_commit");
       st = driver->CommitWithMirrorRows(rows);
     } else {
@@ -814,7 +832,9 @@ struct Applier::Impl {
       return Fail(m, f, dir, attempt, -1, nullptr, err, st, true,
                   MonoMicros() - t0);
     }
-    mirror_head = prepared.target_sequence;
+    mirror_head =
+        finished ? finished->target_sequence : prepared.target_sequence;
+    if (finishing) *finishing = std::move(finished);
     CrashPoint("apply.after_commit");
     // Appended while the next step starts (or by the next Record).
     MIGLEDGER_RETURN_IF_ERROR(Enqueue(std::move(prepared)));
@@ -822,6 +842,16 @@ struct Applier::Impl {
     report.outcome = dir == v1::DIRECTION_UP ? "applied" : "reverted";
     report.duration_micros = MonoMicros() - t0;  // COMMIT included
     return report;
+  }
+
+  v1::Event RunFinishedEvent(const ::migledger::Status& failure,
+                             int steps_done) {
+    v1::Event e = NewEvent();
+    auto* rf = e.mutable_run_finished();
+    rf->set_outcome(failure.ok() ? v1::OUTCOME_SUCCEEDED : v1::OUTCOME_FAILED);
+    rf->set_message(failure.message());
+    rf->set_steps_done(steps_done);
+    return e;
   }
 
   // Ends the transaction a no-transaction file opened, in place of the
@@ -1073,7 +1103,9 @@ struct Applier::Impl {
       }
     } stop_writer{this};
     ::migledger::Status failure;
+    std::optional<PreparedEvent> finished;  // see RunStep's `finishing`
     for (const auto& s : plan) {
+      const bool last = &s == &plan.back();
       bool resuming = false;
       int resume_at = 0;
       std::vector<std::string> acked;
@@ -1087,8 +1119,9 @@ struct Applier::Impl {
         acked = prog->second.statement_hashes;
         resume_at = static_cast<int>(acked.size());
       }
-      auto step =
-          RunStep(*s.migration, s.direction, resuming, resume_at, acked);
+      auto step = RunStep(*s.migration, s.direction, resuming, resume_at, acked,
+                          last ? &finished : nullptr,
+                          static_cast<int>(report.steps.size()) + 1);
       driver->StepDone();
       if (!step.ok()) {
         failure = step.status();
@@ -1101,14 +1134,17 @@ struct Applier::Impl {
       report.steps.push_back(*step);
     }
     CrashPoint("apply.before_run_finished");
-    v1::Event fin = NewEvent();
-    auto* rf = fin.mutable_run_finished();
-    rf->set_outcome(failure.ok() ? v1::OUTCOME_SUCCEEDED : v1::OUTCOME_FAILED);
-    rf->set_message(failure.message());
-    rf->set_steps_done(static_cast<int>(report.steps.size()) -
-                       (failure.ok() ? 0 : 1));
     // Terminal: durable before the command reports anything.
-    MIGLEDGER_RETURN_IF_ERROR(Record(&fin, true).status());
+    if (finished && failure.ok()) {
+      // Already in the mirror, committed with the last step.
+      MIGLEDGER_RETURN_IF_ERROR(DrainQueue());
+      MIGLEDGER_RETURN_IF_ERROR(ledger->Append(*finished, true).status());
+    } else {
+      v1::Event fin =
+          RunFinishedEvent(failure, static_cast<int>(report.steps.size()) -
+                                        (failure.ok() ? 0 : 1));
+      MIGLEDGER_RETURN_IF_ERROR(Record(&fin, true).status());
+    }
     if (report.steps.size() >= kSnapshotAfterSteps) (void)ProjectView();
     auto flushed = FlushMirror();
     if (!flushed.ok()) {
