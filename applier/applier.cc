@@ -1224,12 +1224,16 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   // An existing ledger opens on a helper thread while the files are read
   // (RocksDB's first open is start-up work and, for a writer, a few
   // fsyncs). A new one is created only after the files proved sound, so a
-  // bad project leaves no ledger behind.
+  // bad project leaves no ledger behind; and the helper tries the writer's
+  // lock once, so a bad project is reported at once, not after the lock
+  // timeout: the wait for a busy ledger comes after the files.
   std::future<StatusOr<std::unique_ptr<Ledger>>> opening;
   if (!options.shared_ledger) {
+    LedgerOptions once = lo;
+    once.lock_timeout = std::chrono::milliseconds(0);
     opening =
-        std::async(std::launch::async, [dir = options.config.ledger_dir, lo] {
-          return Ledger::Open(dir, lo);
+        std::async(std::launch::async, [dir = options.config.ledger_dir, once] {
+          return Ledger::Open(dir, once);
         });
   }
   if (loaded) {
@@ -1243,9 +1247,10 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
     impl->ledger = options.shared_ledger;
   } else {
     auto ledger = opening.get();
-    if (!ledger.ok() && ledger.status().code() == Code::kNotFound &&
-        mode == AccessMode::kWrite) {
-      lo.create_if_missing = true;
+    if (!ledger.ok() && mode == AccessMode::kWrite &&
+        (ledger.status().code() == Code::kNotFound ||
+         ledger.status().code() == Code::kLedgerBusy)) {
+      lo.create_if_missing = ledger.status().code() == Code::kNotFound;
       ledger = Ledger::Open(options.config.ledger_dir, lo);
     }
     if (!ledger.ok() && mode == AccessMode::kRead &&

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -1471,6 +1472,30 @@ TEST_F(CliBadInputTest, LedgerHeldByAnotherProcessIsBusy) {
   ExpectUntouched();
   RunResult r = Run({"apply", "--lock-timeout", "200ms"});
   EXPECT_EQ(r.exit_code, 0) << Describe(r);
+}
+
+// A bad project is reported at once, also while another process holds the
+// ledger: the wait for the ledger's lock comes after the files are read.
+TEST_F(CliBadInputTest, BadFileWithABusyLedgerIsReportedWithoutWaiting) {
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\n");
+  WriteFile(dir_ / "migrations/002_c.up.sql", "CREATE TABLE c (id INTEGER);\n");
+  LedgerOptions lo;
+  auto held = Ledger::Open(dir_ / ".migledger", lo);
+  ASSERT_TRUE(held.ok()) << held.status().message();
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"apply", "--lock-timeout", "60s"},
+        std::vector<std::string>{"down", "--steps", "1", "--lock-timeout",
+                                 "60s"}}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    RunResult r = Run(args);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "duplicate migration version")) << r.err;
+    // Far below the 60 s it would have waited for the lock.
+    EXPECT_LT(waited, std::chrono::seconds(30)) << args[0];
+  }
 }
 
 TEST_F(CliBadInputTest, BadLockTimeoutIsBadInput) {
