@@ -1051,12 +1051,6 @@ struct Applier::Impl {
   StatusOr<RunReport> RunPlan(const std::vector<StepPlan>& plan,
                               const std::string& command, RunReport report) {
     if (plan.empty()) return report;
-    for (const auto& s : plan) {
-      if (s.direction == v1::DIRECTION_DOWN) {
-        MIGLEDGER_RETURN_IF_ERROR(ReadDownFiles());
-        break;
-      }
-    }
     // Every file of the plan must be sound before the first step runs.
     for (const auto& s : plan) {
       const MigrationFile& f = s.direction == v1::DIRECTION_DOWN
@@ -1135,7 +1129,7 @@ struct Applier::Impl {
     }
     CrashPoint("apply.before_run_finished");
     // Terminal: durable before the command reports anything.
-    if (finished && failure.ok()) {
+    if (finished) {
       // Already in the mirror, committed with the last step.
       MIGLEDGER_RETURN_IF_ERROR(DrainQueue());
       MIGLEDGER_RETURN_IF_ERROR(ledger->Append(*finished, true).status());
@@ -1163,10 +1157,6 @@ Applier::~Applier() {
 }
 
 Ledger* Applier::ledger() { return impl_->ledger.get(); }
-const std::vector<Migration>& Applier::migrations() const {
-  return impl_->migrations;
-}
-
 std::vector<Migration> Applier::ReleaseMigrations() {
   return std::move(impl_->migrations);
 }

@@ -128,7 +128,6 @@ class Applier {
   StatusOr<std::string> ExportPlanSql(const std::string& to);
 
   Ledger* ledger();
-  const std::vector<Migration>& migrations() const;
   // Hand the loaded files and the target connection over (for Open's
   // loaded_migrations and opened_driver); the applier must not be used
   // afterwards. The driver is null when the target was not opened.

@@ -175,13 +175,18 @@ Status ReadWholeFile(int dir_fd, const char* name, const std::string& path,
   return Status::Ok();
 }
 
-// The checks and derived fields of a file's bytes (f->sql).
-Status CheckContent(MigrationFile* f) {
+// Reads `name` in `dir_fd` into f->sql and fills in what is derived from
+// the bytes (checksum, directives), with their checks; `dir` names the
+// migrations directory in errors.
+Status ReadAndCheck(int dir_fd, const char* name, const std::string& dir,
+                    MigrationFile* f) {
+  MIGLEDGER_RETURN_IF_ERROR(ReadWholeFile(dir_fd, name, f->path, &f->sql));
   if (size_t bad = FirstInvalidUtf8(f->sql); bad != std::string::npos) {
     return InvalidInput(f->path + ": not valid UTF-8 (byte offset " +
                         std::to_string(bad) + ")");
   }
   f->checksum = Sha256Hex(f->sql);
+  MIGLEDGER_RETURN_IF_ERROR(ParseDirectives(f->sql, f).WithContext(dir));
   f->loaded = true;
   return Status::Ok();
 }
@@ -190,11 +195,8 @@ Status CheckContent(MigrationFile* f) {
 
 Status ReadMigrationFile(MigrationFile* file) {
   if (file->loaded) return Status::Ok();
-  MIGLEDGER_RETURN_IF_ERROR(
-      ReadWholeFile(AT_FDCWD, file->path.c_str(), file->path, &file->sql));
-  MIGLEDGER_RETURN_IF_ERROR(CheckContent(file));
-  const std::string dir = fs::path(file->path).parent_path().string();
-  return ParseDirectives(file->sql, file).WithContext(dir);
+  return ReadAndCheck(AT_FDCWD, file->path.c_str(),
+                      fs::path(file->path).parent_path().string(), file);
 }
 
 StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
@@ -221,6 +223,7 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
   struct Listed {
     std::string version, slug;
     bool up = false;
+    bool read = false;  // its content is read (every up file)
     MigrationFile f;
   };
   std::vector<Listed> listed;
@@ -278,7 +281,8 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
       }
     }
     f.file = std::move(name);
-    f.loaded = l.up || read_down_files;
+    l.read = l.up || read_down_files;
+    f.loaded = false;
     listed.push_back(std::move(l));
   }
 
@@ -290,11 +294,9 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
   auto read_range = [&](size_t from, size_t to) -> Status {
     for (size_t i = from; i < to; ++i) {
       MigrationFile& f = listed[i].f;
-      if (!f.loaded) continue;
-      MIGLEDGER_RETURN_IF_ERROR(
-          ReadWholeFile(dir_fd, f.file.c_str(), f.path, &f.sql));
-      MIGLEDGER_RETURN_IF_ERROR(CheckContent(&f));
-      MIGLEDGER_RETURN_IF_ERROR(ParseDirectives(f.sql, &f).WithContext(dir));
+      if (listed[i].read)
+        MIGLEDGER_RETURN_IF_ERROR(
+            ReadAndCheck(dir_fd, f.file.c_str(), dir, &f));
     }
     return Status::Ok();
   };

@@ -25,14 +25,12 @@ void AddTargetFlags(CLI::App* cmd, GlobalOptions* g, bool locks) {
   }
 }
 
-StatusOr<std::unique_ptr<Applier>> OpenApplier(
-    const GlobalOptions& g, AccessMode mode, const std::string& reason = "",
-    std::optional<std::vector<Migration>> loaded_migrations = std::nullopt,
-    std::unique_ptr<Driver> opened_driver = nullptr) {
+StatusOr<std::unique_ptr<Applier>> OpenApplier(const GlobalOptions& g,
+                                               AccessMode mode,
+                                               const std::string& reason = "") {
   MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions o, MakeApplierOptions(g));
   o.reason = reason;
-  o.loaded_migrations = std::move(loaded_migrations);
-  return Applier::Open(o, mode, std::move(opened_driver));
+  return Applier::Open(std::move(o), mode);
 }
 
 std::string JsonString(const std::string& s) {
@@ -245,7 +243,6 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
                    rows);
         return report.failure;
       }
-      std::optional<std::vector<Migration>> migrations;
       std::unique_ptr<Driver> driver;
       MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions options,
                                  MakeApplierOptions(*g));
@@ -264,11 +261,10 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
             return Status::Ok();
           }
           // Neither the files nor the target connection twice.
-          migrations = (*view)->ReleaseMigrations();
+          options.loaded_migrations = (*view)->ReleaseMigrations();
           driver = (*view)->ReleaseDriver();
         }
       }
-      options.loaded_migrations = std::move(migrations);
       MIGLEDGER_ASSIGN_OR_RETURN(
           auto applier, Applier::Open(std::move(options), AccessMode::kWrite,
                                       std::move(driver)));
