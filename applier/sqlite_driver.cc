@@ -91,10 +91,12 @@ class SqliteDriver final : public Driver {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    KeepJournal();
     return Status::Ok();
   }
 
   void Unlock() override {
+    RestoreJournal();
     if (lock_fd_ >= 0) {
       ::flock(lock_fd_, LOCK_UN);
       ::close(lock_fd_);
@@ -333,6 +335,45 @@ class SqliteDriver final : public Driver {
     return Status::Ok();
   }
 
+  // While this process holds the target's lock, its transactions keep the
+  // rollback journal file from one commit to the next (journal_mode=PERSIST:
+  // at commit the journal's header is zeroed and synced instead of the file
+  // being deleted, and created again by the next transaction). The same
+  // durability (synchronous stays as it is) without a file created and
+  // deleted, and their directory updates, per transaction: measured with
+  // sqlite3 and the apply bench's 200 migrations, 0.82x the time of the
+  // default DELETE mode; migledger's apply went from 1.09x to 0.94x that
+  // floor in the same rounds. A rollback journal mode belongs to the
+  // connection, never to the file, so other connections keep theirs; a
+  // database in WAL (or any other) mode is left alone.
+  void KeepJournal() {
+    if (JournalMode(nullptr) == "delete" &&
+        JournalMode("persist") == "persist") {
+      kept_journal_ = true;
+    }
+  }
+
+  // Back to DELETE, which removes the kept journal file, unless a migration
+  // chose a journal mode of its own (PRAGMA journal_mode=WAL...).
+  void RestoreJournal() {
+    if (!kept_journal_) return;
+    kept_journal_ = false;
+    if (sqlite3_get_autocommit(db_) && JournalMode(nullptr) == "persist") {
+      (void)JournalMode("delete");
+    }
+  }
+
+  // PRAGMA journal_mode, read or (with `mode`) set: the mode in effect
+  // after it, "" on error.
+  std::string JournalMode(const char* mode) {
+    std::string sql = "PRAGMA journal_mode";
+    if (mode != nullptr) sql += std::string("=") + mode;
+    Stmt s(db_, sql.c_str());
+    if (!s.ok() || sqlite3_step(s.get()) != SQLITE_ROW) return "";
+    const unsigned char* text = sqlite3_column_text(s.get(), 0);
+    return text ? reinterpret_cast<const char*>(text) : "";
+  }
+
   Status Simple(const char* sql, const char* what) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -358,6 +399,7 @@ class SqliteDriver final : public Driver {
   std::string path_;
   TargetIdentity identity_;
   int lock_fd_ = -1;
+  bool kept_journal_ = false;  // KeepJournal() switched the journal mode
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 // scripts/pg-throwaway), on PostgreSQL too: each PostgreSQL test gets an
 // empty database of its own, made with psql (see PgDatabasePool).
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -1027,6 +1028,87 @@ TEST_P(CoreScenarioTest, ProjectionSnapshotIsUsedOnlyForItsOwnChain) {
 
 // An apply of 2048 steps or more replays its own events at its end, so the
 // first `status` after it starts from a snapshot.
+// The apply's own connection keeps the rollback journal between its
+// transactions (journal_mode=PERSIST, applier/sqlite_driver.cc) and goes
+// back to the default at the end: no journal file left, nothing about the
+// database changed for its other users.
+void WriteThreeTables(const TempDir& dir) {
+  for (int i = 1; i <= 3; ++i) {
+    WriteFile(dir / ("migrations/000" + std::to_string(i) + "_t" +
+                     std::to_string(i) + ".up.sql"),
+              "CREATE TABLE t" + std::to_string(i) + " (id INTEGER);\n");
+  }
+}
+
+TEST(CliSqliteJournalTest, ApplyLeavesTheDefaultJournalModeAndNoJournal) {
+  TempDir dir;
+  MakeProject(dir.path());
+  WriteThreeTables(dir);
+  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_FALSE(fs::exists(dir / "app.db-journal"));
+  EXPECT_EQ(SqliteQuery(dir / "app.db", "PRAGMA journal_mode"),
+            std::vector<std::string>{"delete"});
+  EXPECT_EQ(
+      SqliteQuery(dir / "app.db", "SELECT count(*) FROM migledger_applied"),
+      std::vector<std::string>{"3"});
+}
+
+TEST(CliSqliteJournalTest, KilledBetweenStepsLeavesAnInactiveJournal) {
+  TempDir dir;
+  MakeProject(dir.path());
+  WriteThreeTables(dir);
+  // Killed after the first step's commit: the kept journal is still there,
+  // its header zeroed, so nothing is rolled back.
+  RunResult killed =
+      RunMigledger({"apply", "-q"}, dir.path(),
+                   {{"MIGLEDGER_CRASH_AT", "apply.after_outcome:1"}});
+  ASSERT_EQ(killed.signal, SIGKILL) << Describe(killed);
+  EXPECT_TRUE(fs::exists(dir / "app.db-journal"));
+  EXPECT_EQ(
+      SqliteQuery(dir / "app.db", "SELECT version FROM migledger_applied"),
+      std::vector<std::string>{"0001"});
+  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_FALSE(fs::exists(dir / "app.db-journal"));
+  EXPECT_EQ(
+      SqliteQuery(dir / "app.db", "SELECT count(*) FROM migledger_applied"),
+      std::vector<std::string>{"3"});
+  RunResult verify = RunMigledger({"audit", "verify"}, dir.path());
+  EXPECT_EQ(verify.exit_code, 0) << Describe(verify);
+}
+
+TEST(CliSqliteJournalTest, WalDatabaseStaysInWal) {
+  TempDir dir;
+  MakeProject(dir.path());
+  WriteThreeTables(dir);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "app.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(
+      sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr),
+      SQLITE_OK);
+  sqlite3_close(db);
+  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_EQ(SqliteQuery(dir / "app.db", "PRAGMA journal_mode"),
+            std::vector<std::string>{"wal"});
+}
+
+TEST(CliSqliteJournalTest, AMigrationsOwnJournalModeIsKept) {
+  TempDir dir;
+  MakeProject(dir.path());
+  WriteThreeTables(dir);
+  WriteFile(dir / "migrations/0004_wal.up.sql",
+            "-- migledger:no-transaction\nPRAGMA journal_mode=WAL;\n");
+  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_EQ(SqliteQuery(dir / "app.db", "PRAGMA journal_mode"),
+            std::vector<std::string>{"wal"});
+  EXPECT_EQ(
+      SqliteQuery(dir / "app.db", "SELECT count(*) FROM migledger_applied"),
+      std::vector<std::string>{"4"});
+}
+
 TEST(CliSnapshotTest, LongApplyLeavesAProjectionSnapshot) {
   TempDir dir;
   MakeProject(dir.path());
