@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "applier/sqlite_journal_vfs.h"
 #include "common/file_modes.h"
 #include "common/sha256.h"
 
@@ -422,7 +423,8 @@ StatusOr<std::unique_ptr<Driver>> OpenSqliteDriver(const std::string& path,
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
               (create_if_missing ? SQLITE_OPEN_CREATE : 0);
   bool existed = std::filesystem::exists(path, ec);
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  // The VFS that lets a kept journal skip its directory sync (KeepJournal).
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, KeptJournalVfs());
   if (rc == SQLITE_OK && !existed) {
     // A database the tool creates is the application's, not the tool's:
     // give it the mode the user's umask would have given it.
