@@ -378,9 +378,11 @@ class PostgresDriver final : public Driver {
   Status Init() {
     identity_.kind = "postgres";
     identity_.redacted_uri = RedactConninfo(conninfo_).text;
-    auto conn = Connect();
+    std::string search_path;
+    auto conn = Connect(&search_path);
     if (!conn.ok()) return conn.status();
     conn_ = *conn;
+    MakeSessionReset(search_path);
 
     const char* encoding = PQparameterStatus(conn_, "server_encoding");
     server_counts_bytes_ =
@@ -644,7 +646,7 @@ class PostgresDriver final : public Driver {
       return Status::Ok();
     reset_pending_ = false;
     SqlError error;
-    Status st = Exec(SessionReset(), &error);
+    Status st = Exec(session_reset_, &error);
     return st.code() == Code::kMigrationFailed ? ResetFailed(error.message)
                                                : st;
   }
@@ -689,8 +691,8 @@ class PostgresDriver final : public Driver {
     }
     // After an earlier step: the session's settings reset first, in the
     // same round trip.
-    const int reset_results = reset_pending_ ? kSessionResetResults : 0;
-    std::string sql = reset_pending_ ? SessionReset() + "\n" : std::string();
+    const int reset_results = reset_pending_ ? session_reset_results_ : 0;
+    std::string sql = reset_pending_ ? session_reset_ + "\n" : std::string();
     const int reset_end = static_cast<int>(sql.size());
     reset_pending_ = false;
     sql += "BEGIN;\n";
@@ -1025,12 +1027,21 @@ class PostgresDriver final : public Driver {
       "''), "
       "'public'), false) END;";
   // Between migrations: every setting back to the session's defaults (those
-  // of the role, the database and the connection string), then the setup
-  // again. Five results.
-  static constexpr int kSessionResetResults = 5;
-  static std::string SessionReset() {
-    return std::string("RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; ") +
-           kSessionSetup;
+  // of the role, the database and the connection string), then what the
+  // setup changed, as constants: the search_path the setup chose when it
+  // dropped "$user" (Session::search_path), computed once per connection
+  // rather than before every migration (that expression, planned and run
+  // each time, was most of the reset's cost on the server).
+  void MakeSessionReset(const std::string& search_path) {
+    session_reset_ =
+        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; "
+        "SET client_min_messages = warning;";
+    session_reset_results_ = 4;
+    if (!search_path.empty()) {
+      session_reset_ += " SELECT pg_catalog.set_config('search_path', " +
+                        Literal(search_path) + ", false);";
+      ++session_reset_results_;
+    }
   }
 
   // A connected, set-up session, or the error line. Touches no member but
@@ -1039,6 +1050,7 @@ class PostgresDriver final : public Driver {
     PGconn* conn = nullptr;
     std::string error;  // unscrubbed: Scrub() it on the owning thread
     bool setup_failed = false;
+    std::string search_path;  // set by the setup ("" when it kept the default)
   };
   static Session ConnectSession(const std::string& conninfo) {
     Session out;
@@ -1066,11 +1078,17 @@ class PostgresDriver final : public Driver {
     if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
       out.error = PrimaryMessage(res.get(), out.conn);
       out.setup_failed = true;
+    } else if (PQntuples(res.get()) == 1 && !PQgetisnull(res.get(), 0, 0)) {
+      out.search_path = PQgetvalue(res.get(), 0, 0);
     }
     return out;
   }
 
-  StatusOr<PGconn*> Connect() { return Adopt(ConnectSession(conninfo_)); }
+  StatusOr<PGconn*> Connect(std::string* search_path = nullptr) {
+    Session session = ConnectSession(conninfo_);
+    if (search_path != nullptr) *search_path = session.search_path;
+    return Adopt(std::move(session));
+  }
 
   // Turns a session from ConnectSession into a connection or the error,
   // learning its password for redaction either way.
@@ -1326,6 +1344,8 @@ class PostgresDriver final : public Driver {
   bool lock_held_ = false;
   bool server_counts_bytes_ = false;  // SQL_ASCII database
   bool reset_pending_ = false;        // a step ran since the last reset
+  std::string session_reset_;  // MakeSessionReset(): SQL, and its results
+  int session_reset_results_ = 0;
 };
 
 }  // namespace
