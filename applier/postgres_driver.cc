@@ -382,7 +382,7 @@ class PostgresDriver final : public Driver {
     auto conn = Connect(&search_path);
     if (!conn.ok()) return conn.status();
     conn_ = *conn;
-    MakeSessionReset(search_path);
+    MakeSessionSetupReset(search_path);
 
     const char* encoding = PQparameterStatus(conn_, "server_encoding");
     server_counts_bytes_ =
@@ -646,7 +646,8 @@ class PostgresDriver final : public Driver {
       return Status::Ok();
     reset_pending_ = false;
     SqlError error;
-    Status st = Exec(session_reset_, &error);
+    int results = 0;
+    Status st = Exec(SessionReset(&results), &error);
     return st.code() == Code::kMigrationFailed ? ResetFailed(error.message)
                                                : st;
   }
@@ -691,8 +692,9 @@ class PostgresDriver final : public Driver {
     }
     // After an earlier step: the session's settings reset first, in the
     // same round trip.
-    const int reset_results = reset_pending_ ? session_reset_results_ : 0;
-    std::string sql = reset_pending_ ? session_reset_ + "\n" : std::string();
+    int reset_results = 0;
+    std::string sql =
+        reset_pending_ ? SessionReset(&reset_results) + "\n" : std::string();
     const int reset_end = static_cast<int>(sql.size());
     reset_pending_ = false;
     sql += "BEGIN;\n";
@@ -1031,17 +1033,73 @@ class PostgresDriver final : public Driver {
   // setup changed, as constants: the search_path the setup chose when it
   // dropped "$user" (Session::search_path), computed once per connection
   // rather than before every migration (that expression, planned and run
-  // each time, was most of the reset's cost on the server).
-  void MakeSessionReset(const std::string& search_path) {
-    session_reset_ =
-        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; "
-        "SET client_min_messages = warning;";
-    session_reset_results_ = 4;
-    if (!search_path.empty()) {
-      session_reset_ += " SELECT pg_catalog.set_config('search_path', " +
-                        Literal(search_path) + ", false);";
-      ++session_reset_results_;
+  // each time, was most of the reset's cost on the server). RESET SESSION
+  // AUTHORIZATION is sent only when the server reported (ParameterStatus) a
+  // session_authorization other than the connection's own; RESET ROLE and
+  // RESET ALL always.
+  void MakeSessionSetupReset(const std::string& search_path) {
+    const char* auth = PQparameterStatus(conn_, "session_authorization");
+    session_authorization_ = auth != nullptr ? auth : "";
+    search_path_reset_.clear();
+    if (search_path.empty()) return;
+    search_path_reset_ = PlainSearchPath(search_path)
+                             ? " SET search_path = " + search_path + ";"
+                             : " SELECT pg_catalog.set_config('search_path', " +
+                                   Literal(search_path) + ", false);";
+  }
+
+  // The reset to send now, and the number of results it returns.
+  std::string SessionReset(int* results) const {
+    std::string sql;
+    *results = 3;
+    const char* auth = PQparameterStatus(conn_, "session_authorization");
+    if (session_authorization_.empty() || auth == nullptr ||
+        session_authorization_ != auth) {
+      sql = "RESET SESSION AUTHORIZATION; ";
+      ++*results;
     }
+    sql += "RESET ROLE; RESET ALL; SET client_min_messages = warning;";
+    if (!search_path_reset_.empty()) {
+      sql += search_path_reset_;
+      ++*results;
+    }
+    return sql;
+  }
+
+  // True when `value` (a search_path as the server shows it) is a list of
+  // plain or double-quoted identifiers that a SET statement can take as is.
+  static bool PlainSearchPath(const std::string& value) {
+    size_t i = 0;
+    const size_t n = value.size();
+    while (i < n) {
+      while (i < n && value[i] == ' ') ++i;
+      if (i < n && value[i] == '"') {
+        for (++i;; ++i) {
+          if (i >= n) return false;
+          if (value[i] == '"') {
+            if (i + 1 < n && value[i + 1] == '"') {
+              ++i;
+              continue;
+            }
+            ++i;
+            break;
+          }
+        }
+      } else {
+        const size_t from = i;
+        while (i < n && (std::isalnum(static_cast<unsigned char>(value[i])) ||
+                         value[i] == '_' || value[i] == '$')) {
+          ++i;
+        }
+        if (i == from || std::isdigit(static_cast<unsigned char>(value[from])))
+          return false;
+      }
+      while (i < n && value[i] == ' ') ++i;
+      if (i == n) return true;
+      if (value[i] != ',') return false;
+      ++i;
+    }
+    return false;
   }
 
   // A connected, set-up session, or the error line. Touches no member but
@@ -1344,8 +1402,10 @@ class PostgresDriver final : public Driver {
   bool lock_held_ = false;
   bool server_counts_bytes_ = false;  // SQL_ASCII database
   bool reset_pending_ = false;        // a step ran since the last reset
-  std::string session_reset_;  // MakeSessionReset(): SQL, and its results
-  int session_reset_results_ = 0;
+  // MakeSessionSetupReset(): the connection's session_authorization and
+  // the reset's search_path statement ("" for none).
+  std::string session_authorization_;
+  std::string search_path_reset_;
 };
 
 }  // namespace

@@ -1711,6 +1711,35 @@ TEST(CliPostgresSchemaTest, SessionSettingsOfAMigrationEndWithIt) {
   }
 }
 
+// SET SESSION AUTHORIZATION (to another superuser: the step's marker row
+// is written as that role) in one migration ends with it too (the reset
+// sends RESET SESSION AUTHORIZATION when the server reports the change).
+TEST(CliPostgresSchemaTest, SessionAuthorizationOfAMigrationEndsWithIt) {
+  if (!HavePostgres()) GTEST_SKIP() << "PGTEST_URI is not set";
+  TempDir dir;
+  Target target("postgres", dir.path());
+  ASSERT_TRUE(target.ok()) << target.setup_error();
+  MakeProject(dir.path(), target.url());
+  // Roles belong to the whole server: a name of this test's own.
+  const std::string role = "migledger_other_" + std::to_string(::getpid()) +
+                           "_" +
+                           std::to_string(std::random_device{}() % 100000);
+  WriteFile(dir / "migrations/0001_other.up.sql",
+            "CREATE ROLE " + role +
+                " SUPERUSER NOLOGIN;\n"
+                "SET SESSION AUTHORIZATION " +
+                role + ";\n");
+  WriteFile(dir / "migrations/0002_t.up.sql", "CREATE TABLE t (id integer);\n");
+  RunResult r = RunMigledger({"apply"}, dir.path(), target.env());
+  EXPECT_EQ(r.exit_code, 0) << Describe(r);
+  const std::vector<std::string> owner = target.Query(
+      "SELECT tableowner FROM pg_catalog.pg_tables WHERE "
+      "schemaname = 'public' AND tablename = 't'");
+  const std::vector<std::string> login = target.Query("SELECT session_user");
+  EXPECT_EQ(owner, login);
+  EXPECT_EQ(target.Exec("DROP TABLE IF EXISTS t; DROP ROLE " + role), "");
+}
+
 // ---- secrets (PostgreSQL) -------------------------------------------------
 
 // A PostgreSQL project whose URL carries the password
