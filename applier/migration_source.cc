@@ -10,7 +10,6 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
-#include <map>
 #include <string_view>
 
 #include "common/sha256.h"
@@ -70,29 +69,34 @@ std::string Trim(std::string s) {
   return s.substr(b, e - b + 1);
 }
 
-// Parses "<version>_<slug>.<up|down>.sql".
-bool ParseName(const std::string& name, std::string* version, std::string* slug,
-               bool* up) {
-  const std::string ext = ".sql";
-  if (name.size() <= ext.size() || name.compare(name.size() - 4, 4, ext)) {
+// Parses "<version>_<slug>.<up|down>.sql"; `version` and `slug` point into
+// `name`.
+bool ParseName(std::string_view name, std::string_view* version,
+               std::string_view* slug, bool* up) {
+  constexpr std::string_view kExt = ".sql", kUp = ".up", kDown = ".down";
+  if (name.size() <= kExt.size() || name.substr(name.size() - 4) != kExt) {
     return false;
   }
-  std::string stem = name.substr(0, name.size() - 4);
-  if (stem.size() > 3 && stem.compare(stem.size() - 3, 3, ".up") == 0) {
+  std::string_view stem = name.substr(0, name.size() - kExt.size());
+  if (stem.size() > kUp.size() && stem.substr(stem.size() - 3) == kUp) {
     *up = true;
-    stem.resize(stem.size() - 3);
-  } else if (stem.size() > 5 &&
-             stem.compare(stem.size() - 5, 5, ".down") == 0) {
+    stem.remove_suffix(kUp.size());
+  } else if (stem.size() > kDown.size() &&
+             stem.substr(stem.size() - 5) == kDown) {
     *up = false;
-    stem.resize(stem.size() - 5);
+    stem.remove_suffix(kDown.size());
   } else {
     return false;
   }
   size_t us = stem.find('_');
-  if (us == std::string::npos || us == 0 || us + 1 >= stem.size()) return false;
+  if (us == std::string_view::npos || us == 0 || us + 1 >= stem.size())
+    return false;
   *version = stem.substr(0, us);
   *slug = stem.substr(us + 1);
-  if (!IsValidVersion(*version)) return false;
+  if (!std::all_of(version->begin(), version->end(),
+                   [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
   return std::all_of(slug->begin(), slug->end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
   });
@@ -211,24 +215,22 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
   if (ec)
     return IoError("cannot read migrations directory " + dir + ": " +
                    ec.message());
-  // Canonical version -> migration, in CompareVersions order (shorter
-  // canonical versions first, then by digits): the result needs no sort.
-  struct ByCanonicalVersion {
-    bool operator()(const std::string& a, const std::string& b) const {
-      if (a.size() != b.size()) return a.size() < b.size();
-      return a < b;
+  // 1. List: names and symlinks, on the directory's order. Names are parsed
+  // in place (a project can hold thousands of files, and every command
+  // lists them all).
+  struct Entry {
+    std::string name;
+    size_t version_size = 0, slug_size = 0;  // name: version _ slug .up.sql
+    bool up = false;
+    std::string_view version() const {
+      return std::string_view(name).substr(0, version_size);
+    }
+    std::string_view slug() const {
+      return std::string_view(name).substr(version_size + 1, slug_size);
     }
   };
-  // 1. List: names, symlinks (on the directory's order).
-  struct Listed {
-    std::string version, slug;
-    bool up = false;
-    bool read = false;  // its content is read (every up file)
-    MigrationFile f;
-  };
-  std::vector<Listed> listed;
-  // readdir and openat rather than std::filesystem: a project can hold
-  // thousands of files, and every command reads them all.
+  std::vector<Entry> entries;
+  // readdir and openat rather than std::filesystem, for the same reason.
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) {
     return IoError("cannot read migrations directory " + dir + ": " +
@@ -249,112 +251,132 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
       }
       break;
     }
-    std::string name = entry->d_name;
-    if (name.size() < 4 || name.compare(name.size() - 4, 4, ".sql") != 0)
-      continue;
-    Listed l;
-    if (!ParseName(name, &l.version, &l.slug, &l.up)) {
+    std::string_view raw(entry->d_name);
+    if (raw.size() < 4 || raw.substr(raw.size() - 4) != ".sql") continue;
+    Entry e;
+    e.name = std::string(raw);
+    std::string_view version, slug;
+    if (!ParseName(e.name, &version, &slug, &e.up)) {
       return InvalidInput(
-          dir + "/" + name +
+          dir + "/" + e.name +
           ": file name must look like <version>_<slug>.up.sql or "
           "<version>_<slug>.down.sql (version: digits; slug: "
           "letters, digits, _ and -)");
     }
-    MigrationFile& f = l.f;
-    f.path = prefix + name;
+    e.version_size = version.size();
+    e.slug_size = slug.size();
     bool symlink = entry->d_type == DT_LNK;
     if (entry->d_type == DT_UNKNOWN) {
       struct stat st {};
-      symlink =
-          ::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-          S_ISLNK(st.st_mode);
+      symlink = ::fstatat(::dirfd(d), e.name.c_str(), &st,
+                          AT_SYMLINK_NOFOLLOW) == 0 &&
+                S_ISLNK(st.st_mode);
     }
     if (symlink) {
-      fs::path real = fs::canonical(f.path, ec);
+      const std::string path = prefix + e.name;
+      fs::path real = fs::canonical(path, ec);
       if (ec)
-        return IoError(f.path + ": cannot resolve symlink: " + ec.message());
+        return IoError(path + ": cannot resolve symlink: " + ec.message());
       auto rel = real.lexically_relative(root);
       if (rel.empty() || *rel.begin() == "..") {
         return InvalidInput(
-            f.path + ": symlink points outside the migrations directory (" +
+            path + ": symlink points outside the migrations directory (" +
             real.string() + ")");
       }
     }
-    f.file = std::move(name);
-    l.read = l.up || read_down_files;
-    f.loaded = false;
-    listed.push_back(std::move(l));
+    entries.push_back(std::move(e));
   }
 
-  // 2. Read and check the contents. A large project's files are read on two
-  // threads (opening and reading a file is mostly system time, and a status
-  // of 10,000 migrations is mostly this); the first failing file in listing
-  // order is the one reported.
+  // 2. Pair the up and down files: sorted by version (CompareVersions order:
+  // shorter canonical versions first, then by digits), each version's up
+  // file before its down file, so a migration's files are neighbours.
+  auto canonical = [](std::string_view v) {
+    const size_t i = v.find_first_not_of('0');
+    return i == std::string_view::npos ? std::string_view("0") : v.substr(i);
+  };
+  std::sort(entries.begin(), entries.end(),
+            [&](const Entry& a, const Entry& b) {
+              const std::string_view ca = canonical(a.version()),
+                                     cb = canonical(b.version());
+              if (ca.size() != cb.size()) return ca.size() < cb.size();
+              if (int c = ca.compare(cb); c != 0) return c < 0;
+              if (a.up != b.up) return a.up;
+              return a.name < b.name;
+            });
+  std::vector<Migration> out;
+  out.reserve(static_cast<size_t>(std::count_if(
+      entries.begin(), entries.end(), [](const Entry& e) { return e.up; })));
+  auto file_of = [&](Entry& e) {
+    MigrationFile f;
+    f.path = prefix + e.name;
+    f.loaded = false;
+    f.file = std::move(e.name);
+    return f;
+  };
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Entry& e = entries[i];
+    const bool same_as_last =
+        !out.empty() && canonical(out.back().version) == canonical(e.version());
+    if (e.up) {
+      if (same_as_last) {
+        return InvalidInput("duplicate migration version " +
+                            std::string(e.version()) + ": " +
+                            out.back().up.path + " and " + prefix + e.name);
+      }
+      Migration& m = out.emplace_back();
+      m.version = std::string(e.version());
+      m.slug = std::string(e.slug());
+      m.up = file_of(e);
+      continue;
+    }
+    const std::string version(e.version()), slug(e.slug());
+    if (!same_as_last) {
+      return InvalidInput(prefix + e.name +
+                          ": down migration without its up file (" + version +
+                          "_" + slug + ".up.sql)");
+    }
+    Migration& m = out.back();
+    if (m.version != version || m.slug != slug) {
+      return InvalidInput(prefix + e.name + ": does not match its up file " +
+                          m.up.path);
+    }
+    if (m.has_down) {
+      return InvalidInput("duplicate down migration for version " + version);
+    }
+    m.has_down = true;
+    m.down = file_of(e);
+  }
+
+  // 3. Read and check the contents, in place. A large project's files are
+  // read on two threads (opening and reading a file is mostly system time,
+  // and a status of 10,000 migrations is mostly this); the first failing
+  // file in version order is the one reported.
+  std::vector<MigrationFile*> to_read;
+  to_read.reserve(entries.size());
+  for (Migration& m : out) {
+    to_read.push_back(&m.up);
+    if (m.has_down && read_down_files) to_read.push_back(&m.down);
+  }
   const int dir_fd = ::dirfd(d);
   auto read_range = [&](size_t from, size_t to) -> Status {
     for (size_t i = from; i < to; ++i) {
-      MigrationFile& f = listed[i].f;
-      if (listed[i].read)
-        MIGLEDGER_RETURN_IF_ERROR(
-            ReadAndCheck(dir_fd, f.file.c_str(), dir, &f));
+      MigrationFile& f = *to_read[i];
+      MIGLEDGER_RETURN_IF_ERROR(ReadAndCheck(dir_fd, f.file.c_str(), dir, &f));
     }
     return Status::Ok();
   };
   constexpr size_t kFilesPerThread = 512;
-  if (listed.size() < 2 * kFilesPerThread) {
-    MIGLEDGER_RETURN_IF_ERROR(read_range(0, listed.size()));
+  if (to_read.size() < 2 * kFilesPerThread) {
+    MIGLEDGER_RETURN_IF_ERROR(read_range(0, to_read.size()));
   } else {
-    const size_t half = listed.size() / 2;
+    const size_t half = to_read.size() / 2;
     auto second =
-        std::async(std::launch::async, read_range, half, listed.size());
+        std::async(std::launch::async, read_range, half, to_read.size());
     Status first = read_range(0, half);
     Status rest = second.get();
     MIGLEDGER_RETURN_IF_ERROR(first);
     MIGLEDGER_RETURN_IF_ERROR(rest);
   }
-
-  // 3. Pair the up and down files, in version order.
-  std::map<std::string, Migration, ByCanonicalVersion> by_version;
-  std::vector<std::pair<std::string, MigrationFile>> downs;
-  for (Listed& l : listed) {
-    MigrationFile& f = l.f;
-    const std::string& version = l.version;
-    const std::string& slug = l.slug;
-    std::string key = CanonicalVersion(version);
-    if (!l.up) {
-      downs.emplace_back(version + "\n" + slug, std::move(f));
-      continue;
-    }
-    auto [pos, inserted] = by_version.try_emplace(key);
-    if (!inserted) {
-      return InvalidInput("duplicate migration version " + version + ": " +
-                          pos->second.up.path + " and " + f.path);
-    }
-    pos->second.version = version;
-    pos->second.slug = slug;
-    pos->second.up = std::move(f);
-  }
-  for (auto& [vs, f] : downs) {
-    std::string version = vs.substr(0, vs.find('\n'));
-    std::string slug = vs.substr(vs.find('\n') + 1);
-    auto pos = by_version.find(CanonicalVersion(version));
-    if (pos == by_version.end()) {
-      return InvalidInput(f.path + ": down migration without its up file (" +
-                          version + "_" + slug + ".up.sql)");
-    }
-    if (pos->second.version != version || pos->second.slug != slug) {
-      return InvalidInput(f.path + ": does not match its up file " +
-                          pos->second.up.path);
-    }
-    if (pos->second.has_down) {
-      return InvalidInput("duplicate down migration for version " + version);
-    }
-    pos->second.has_down = true;
-    pos->second.down = std::move(f);
-  }
-  std::vector<Migration> out;
-  out.reserve(by_version.size());
-  for (auto& [k, m] : by_version) out.push_back(std::move(m));
   return out;
 }
 
