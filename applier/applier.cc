@@ -1303,24 +1303,27 @@ StatusOr<StatusReport> Applier::Status() {
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
   std::vector<OutOfBandStep> oob;
   CheckTarget(d.migrations, p, markers, &report.drift, &oob);
-  std::unordered_map<std::string, const MarkerRow*> marked;
+  // Canonical version -> index in `markers`; `on_disk`: which markers have
+  // a file.
+  std::unordered_map<std::string, size_t> marked;
   marked.reserve(markers.size());
-  for (const auto& m : markers) marked[CanonicalVersion(m.version)] = &m;
-  std::unordered_set<std::string> on_disk;
-  on_disk.reserve(d.migrations.size());
+  for (size_t i = 0; i < markers.size(); ++i)
+    marked[CanonicalVersion(markers[i].version)] = i;
+  std::vector<char> on_disk(markers.size(), 0);
   report.rows.reserve(d.migrations.size());
   for (const auto& m : d.migrations) {
     std::string key = CanonicalVersion(m.version);
-    on_disk.insert(key);
     StatusRow row{m.version, m.slug, "pending", "", ""};
     auto it = marked.find(key);
     auto h = p.versions.find(key);
     if (it != marked.end()) {
+      on_disk[it->second] = 1;
+      const MarkerRow* marker = &markers[it->second];
       row.state = "applied";
-      row.applied_at = it->second->applied_at;
+      row.applied_at = marker->applied_at;
       if (h == p.versions.end() || !h->second.applied)
         row.note = "not in ledger";
-      if (it->second->checksum != m.up.checksum &&
+      if (marker->checksum != m.up.checksum &&
           (h == p.versions.end() || h->second.checksum != m.up.checksum)) {
         row.note = "checksum changed";
       }
@@ -1332,8 +1335,9 @@ StatusOr<StatusReport> Applier::Status() {
       row.note += row.note.empty() ? "no-transaction" : ", no-transaction";
     report.rows.push_back(std::move(row));
   }
-  for (const auto& m : markers) {
-    if (!on_disk.count(CanonicalVersion(m.version))) {
+  for (size_t i = 0; i < markers.size(); ++i) {
+    if (!on_disk[i]) {
+      const MarkerRow& m = markers[i];
       report.rows.push_back({m.version, "", "missing file", m.applied_at, ""});
     }
   }

@@ -75,17 +75,20 @@ std::optional<ProjectionBuilder> ProjectionBuilder::Restore(
   at->target_chain = s.target_chain();
   b.p_.events = s.events();
   b.p_.last_event_micros = s.last_event_micros();
-  for (const auto& v : s.versions()) {
+  // The strings are moved out of the parsed message (their buffers are
+  // the heap's, whatever owns the message): a snapshot of 10,000 versions
+  // is 40,000 strings.
+  for (auto& v : *s.mutable_versions()) {
     VersionHistory h;
-    h.version = v.version();
+    h.version = std::move(*v.mutable_version());
     h.applied = v.applied();
-    h.checksum = v.checksum();
-    h.applied_at = v.applied_at();
-    h.last_error = v.last_error();
+    h.checksum = std::move(*v.mutable_checksum());
+    h.applied_at = std::move(*v.mutable_applied_at());
+    h.last_error = std::move(*v.mutable_last_error());
     h.accepted_checksums.assign(v.accepted_checksums().begin(),
                                 v.accepted_checksums().end());
-    b.p_.versions.emplace_hint(b.p_.versions.end(), v.canonical(),
-                               std::move(h));
+    b.p_.versions.emplace_hint(b.p_.versions.end(),
+                               std::move(*v.mutable_canonical()), std::move(h));
   }
   for (const auto& o : s.open_attempts()) {
     OpenAttempt a;

@@ -1040,18 +1040,25 @@ void WriteThreeTables(const TempDir& dir) {
   }
 }
 
+// Applies the project, then checks the journal mode a new connection to
+// its database gets, and the number of marker rows.
+void ApplyThenExpect(const TempDir& dir, const char* mode,
+                     const char* markers) {
+  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_EQ(SqliteQuery(dir / "app.db", "PRAGMA journal_mode"),
+            std::vector<std::string>{mode});
+  EXPECT_EQ(
+      SqliteQuery(dir / "app.db", "SELECT count(*) FROM migledger_applied"),
+      std::vector<std::string>{markers});
+}
+
 TEST(CliSqliteJournalTest, ApplyLeavesTheDefaultJournalModeAndNoJournal) {
   TempDir dir;
   MakeProject(dir.path());
   WriteThreeTables(dir);
-  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
-  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  ApplyThenExpect(dir, "delete", "3");
   EXPECT_FALSE(fs::exists(dir / "app.db-journal"));
-  EXPECT_EQ(SqliteQuery(dir / "app.db", "PRAGMA journal_mode"),
-            std::vector<std::string>{"delete"});
-  EXPECT_EQ(
-      SqliteQuery(dir / "app.db", "SELECT count(*) FROM migledger_applied"),
-      std::vector<std::string>{"3"});
 }
 
 TEST(CliSqliteJournalTest, KilledBetweenStepsLeavesAnInactiveJournal) {
@@ -1068,12 +1075,8 @@ TEST(CliSqliteJournalTest, KilledBetweenStepsLeavesAnInactiveJournal) {
   EXPECT_EQ(
       SqliteQuery(dir / "app.db", "SELECT version FROM migledger_applied"),
       std::vector<std::string>{"0001"});
-  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
-  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  ApplyThenExpect(dir, "delete", "3");
   EXPECT_FALSE(fs::exists(dir / "app.db-journal"));
-  EXPECT_EQ(
-      SqliteQuery(dir / "app.db", "SELECT count(*) FROM migledger_applied"),
-      std::vector<std::string>{"3"});
   RunResult verify = RunMigledger({"audit", "verify"}, dir.path());
   EXPECT_EQ(verify.exit_code, 0) << Describe(verify);
 }
@@ -1088,10 +1091,7 @@ TEST(CliSqliteJournalTest, WalDatabaseStaysInWal) {
       sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr),
       SQLITE_OK);
   sqlite3_close(db);
-  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
-  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
-  EXPECT_EQ(SqliteQuery(dir / "app.db", "PRAGMA journal_mode"),
-            std::vector<std::string>{"wal"});
+  ApplyThenExpect(dir, "wal", "3");
 }
 
 TEST(CliSqliteJournalTest, AMigrationsOwnJournalModeIsKept) {
@@ -1100,13 +1100,7 @@ TEST(CliSqliteJournalTest, AMigrationsOwnJournalModeIsKept) {
   WriteThreeTables(dir);
   WriteFile(dir / "migrations/0004_wal.up.sql",
             "-- migledger:no-transaction\nPRAGMA journal_mode=WAL;\n");
-  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
-  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
-  EXPECT_EQ(SqliteQuery(dir / "app.db", "PRAGMA journal_mode"),
-            std::vector<std::string>{"wal"});
-  EXPECT_EQ(
-      SqliteQuery(dir / "app.db", "SELECT count(*) FROM migledger_applied"),
-      std::vector<std::string>{"4"});
+  ApplyThenExpect(dir, "wal", "4");
 }
 
 TEST(CliSnapshotTest, LongApplyLeavesAProjectionSnapshot) {
