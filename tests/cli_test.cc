@@ -1103,6 +1103,26 @@ TEST(CliSqliteJournalTest, AMigrationsOwnJournalModeIsKept) {
   ApplyThenExpect(dir, "wal", "4");
 }
 
+// An applied migration whose file was deleted: status still lists it (from
+// its marker row) and names the drift.
+TEST(CliStatusTest, AppliedMigrationWithoutItsFileIsListedAsMissing) {
+  TempDir dir;
+  MakeProject(dir.path());
+  WriteThreeTables(dir);
+  RunResult apply = RunMigledger({"apply", "-q"}, dir.path());
+  ASSERT_EQ(apply.exit_code, 0) << Describe(apply);
+  fs::remove(dir / "migrations/0002_t2.up.sql");
+  RunResult status = RunMigledger({"status"}, dir.path());
+  bool listed = false;
+  for (const std::string& line : Lines(status.out)) {
+    if (line.rfind("0002", 0) == 0) listed = Contains(line, "missing file");
+  }
+  EXPECT_TRUE(listed) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "2 applied, 0 pending")) << Describe(status);
+  RunResult validate = RunMigledger({"validate"}, dir.path());
+  EXPECT_TRUE(Contains(validate.out, "missing_file")) << Describe(validate);
+}
+
 TEST(CliSnapshotTest, LongApplyLeavesAProjectionSnapshot) {
   TempDir dir;
   MakeProject(dir.path());
