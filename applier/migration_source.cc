@@ -17,14 +17,21 @@
 namespace migledger {
 namespace fs = std::filesystem;
 
-bool IsValidVersion(const std::string& v) {
+bool IsValidVersion(std::string_view v) {
   return !v.empty() && std::all_of(v.begin(), v.end(),
                                    [](char c) { return c >= '0' && c <= '9'; });
 }
 
+namespace {
+// CanonicalVersion() without the copy.
+std::string_view CanonicalDigits(std::string_view v) {
+  const size_t i = v.find_first_not_of('0');
+  return i == std::string_view::npos ? std::string_view("0") : v.substr(i);
+}
+}  // namespace
+
 std::string CanonicalVersion(const std::string& v) {
-  size_t i = v.find_first_not_of('0');
-  return i == std::string::npos ? "0" : v.substr(i);
+  return std::string(CanonicalDigits(v));
 }
 
 int CompareVersions(const std::string& a, const std::string& b) {
@@ -93,10 +100,7 @@ bool ParseName(std::string_view name, std::string_view* version,
     return false;
   *version = stem.substr(0, us);
   *slug = stem.substr(us + 1);
-  if (!std::all_of(version->begin(), version->end(),
-                   [](char c) { return c >= '0' && c <= '9'; })) {
-    return false;
-  }
+  if (!IsValidVersion(*version)) return false;
   return std::all_of(slug->begin(), slug->end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
   });
@@ -290,14 +294,10 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
   // 2. Pair the up and down files: sorted by version (CompareVersions order:
   // shorter canonical versions first, then by digits), each version's up
   // file before its down file, so a migration's files are neighbours.
-  auto canonical = [](std::string_view v) {
-    const size_t i = v.find_first_not_of('0');
-    return i == std::string_view::npos ? std::string_view("0") : v.substr(i);
-  };
   std::sort(entries.begin(), entries.end(),
             [&](const Entry& a, const Entry& b) {
-              const std::string_view ca = canonical(a.version()),
-                                     cb = canonical(b.version());
+              const std::string_view ca = CanonicalDigits(a.version()),
+                                     cb = CanonicalDigits(b.version());
               if (ca.size() != cb.size()) return ca.size() < cb.size();
               if (int c = ca.compare(cb); c != 0) return c < 0;
               if (a.up != b.up) return a.up;
@@ -316,7 +316,8 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
   for (size_t i = 0; i < entries.size(); ++i) {
     Entry& e = entries[i];
     const bool same_as_last =
-        !out.empty() && canonical(out.back().version) == canonical(e.version());
+        !out.empty() &&
+        CanonicalDigits(out.back().version) == CanonicalDigits(e.version());
     if (e.up) {
       if (same_as_last) {
         return InvalidInput("duplicate migration version " +

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -42,7 +43,7 @@ int CompareVersions(const std::string& a, const std::string& b);
 // Canonical form of a version (leading zeros removed, "0" for all zeros).
 std::string CanonicalVersion(const std::string& version);
 // True for a non-empty string of ASCII digits.
-bool IsValidVersion(const std::string& version);
+bool IsValidVersion(std::string_view version);
 
 // Reads every migration in `dir`, sorted by version. Files that do not end
 // in ".sql" are ignored; ".sql" files with another name shape, duplicate

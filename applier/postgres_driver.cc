@@ -1042,10 +1042,8 @@ class PostgresDriver final : public Driver {
     session_authorization_ = auth != nullptr ? auth : "";
     search_path_reset_.clear();
     if (search_path.empty()) return;
-    search_path_reset_ = PlainSearchPath(search_path)
-                             ? " SET search_path = " + search_path + ";"
-                             : " SELECT pg_catalog.set_config('search_path', " +
-                                   Literal(search_path) + ", false);";
+    search_path_reset_ = " SELECT pg_catalog.set_config('search_path', " +
+                         Literal(search_path) + ", false);";
   }
 
   // The reset to send now, and the number of results it returns.
@@ -1064,42 +1062,6 @@ class PostgresDriver final : public Driver {
       ++*results;
     }
     return sql;
-  }
-
-  // True when `value` (a search_path as the server shows it) is a list of
-  // plain or double-quoted identifiers that a SET statement can take as is.
-  static bool PlainSearchPath(const std::string& value) {
-    size_t i = 0;
-    const size_t n = value.size();
-    while (i < n) {
-      while (i < n && value[i] == ' ') ++i;
-      if (i < n && value[i] == '"') {
-        for (++i;; ++i) {
-          if (i >= n) return false;
-          if (value[i] == '"') {
-            if (i + 1 < n && value[i + 1] == '"') {
-              ++i;
-              continue;
-            }
-            ++i;
-            break;
-          }
-        }
-      } else {
-        const size_t from = i;
-        while (i < n && (std::isalnum(static_cast<unsigned char>(value[i])) ||
-                         value[i] == '_' || value[i] == '$')) {
-          ++i;
-        }
-        if (i == from || std::isdigit(static_cast<unsigned char>(value[from])))
-          return false;
-      }
-      while (i < n && value[i] == ' ') ++i;
-      if (i == n) return true;
-      if (value[i] != ',') return false;
-      ++i;
-    }
-    return false;
   }
 
   // A connected, set-up session, or the error line. Touches no member but
