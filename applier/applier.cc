@@ -1303,33 +1303,30 @@ StatusOr<StatusReport> Applier::Status() {
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
   std::vector<OutOfBandStep> oob;
   CheckTarget(d.migrations, p, markers, &report.drift, &oob);
-  // Canonical version -> index in `markers`; `on_disk`: which markers have
-  // a file.
-  std::unordered_map<std::string, size_t> marked;
-  marked.reserve(markers.size());
-  for (size_t i = 0; i < markers.size(); ++i)
-    marked[CanonicalVersion(markers[i].version)] = i;
+  // Version -> index in `markers`; `on_disk`: which markers have a file.
+  ByVersion<size_t> marked(markers.size());
+  for (size_t i = 0; i < markers.size(); ++i) marked.Add(markers[i].version, i);
+  marked.Sort();
+  const ByVersion<const VersionHistory*> ledger = LedgerByVersion(p);
   std::vector<char> on_disk(markers.size(), 0);
   report.rows.reserve(d.migrations.size());
   for (const auto& m : d.migrations) {
-    std::string key = CanonicalVersion(m.version);
     StatusRow row{m.version, m.slug, "pending", "", ""};
-    auto it = marked.find(key);
-    auto h = p.versions.find(key);
-    if (it != marked.end()) {
-      on_disk[it->second] = 1;
-      const MarkerRow* marker = &markers[it->second];
+    const size_t* marker_index = marked.Find(m.version);
+    const VersionHistory* const* h = ledger.Find(m.version);
+    if (marker_index != nullptr) {
+      on_disk[*marker_index] = 1;
+      const MarkerRow* marker = &markers[*marker_index];
       row.state = "applied";
       row.applied_at = marker->applied_at;
-      if (h == p.versions.end() || !h->second.applied)
-        row.note = "not in ledger";
+      if (h == nullptr || !(*h)->applied) row.note = "not in ledger";
       if (marker->checksum != m.up.checksum &&
-          (h == p.versions.end() || h->second.checksum != m.up.checksum)) {
+          (h == nullptr || (*h)->checksum != m.up.checksum)) {
         row.note = "checksum changed";
       }
-    } else if (h != p.versions.end() && !h->second.last_error.empty()) {
+    } else if (h != nullptr && !(*h)->last_error.empty()) {
       row.state = "failed";
-      row.note = h->second.last_error;
+      row.note = (*h)->last_error;
     }
     if (m.up.no_transaction)
       row.note += row.note.empty() ? "no-transaction" : ", no-transaction";

@@ -22,20 +22,17 @@ bool IsValidVersion(std::string_view v) {
                                    [](char c) { return c >= '0' && c <= '9'; });
 }
 
-namespace {
-// CanonicalVersion() without the copy.
 std::string_view CanonicalDigits(std::string_view v) {
   const size_t i = v.find_first_not_of('0');
   return i == std::string_view::npos ? std::string_view("0") : v.substr(i);
 }
-}  // namespace
 
 std::string CanonicalVersion(const std::string& v) {
   return std::string(CanonicalDigits(v));
 }
 
 int CompareVersions(const std::string& a, const std::string& b) {
-  std::string ca = CanonicalVersion(a), cb = CanonicalVersion(b);
+  const std::string_view ca = CanonicalDigits(a), cb = CanonicalDigits(b);
   if (ca.size() != cb.size()) return ca.size() < cb.size() ? -1 : 1;
   return ca.compare(cb);
 }

@@ -42,6 +42,13 @@ struct Migration {
 int CompareVersions(const std::string& a, const std::string& b);
 // Canonical form of a version (leading zeros removed, "0" for all zeros).
 std::string CanonicalVersion(const std::string& version);
+// CanonicalVersion() without the copy: a view into `version`.
+std::string_view CanonicalDigits(std::string_view version);
+// Whether canonical version a sorts before canonical version b (numeric
+// order: the shorter first, then by digits), as CompareVersions does.
+inline bool CanonicalLess(std::string_view a, std::string_view b) {
+  return a.size() != b.size() ? a.size() < b.size() : a < b;
+}
 // True for a non-empty string of ASCII digits.
 bool IsValidVersion(std::string_view version);
 

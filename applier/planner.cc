@@ -4,8 +4,6 @@
 
 #include <algorithm>
 #include <set>
-#include <unordered_map>
-#include <unordered_set>
 
 #include "common/time_util.h"
 #include "migledger/v1/projection.pb.h"
@@ -243,27 +241,39 @@ void ProjectionBuilder::Add(const v1::Event& e) {
   }
 }
 
+ByVersion<const Migration*> FilesByVersion(
+    const std::vector<Migration>& migrations) {
+  ByVersion<const Migration*> files(migrations.size());
+  for (const auto& m : migrations) files.Add(m.version, &m);
+  files.Sort();
+  return files;
+}
+
+ByVersion<const VersionHistory*> LedgerByVersion(const Projection& projection) {
+  ByVersion<const VersionHistory*> versions(projection.versions.size());
+  for (const auto& [key, h] : projection.versions) versions.Add(key, &h);
+  versions.Sort();
+  return versions;
+}
+
 void CheckTarget(const std::vector<Migration>& migrations,
                  const Projection& projection,
                  const std::vector<MarkerRow>& markers,
                  std::vector<DriftItem>* drift,
                  std::vector<OutOfBandStep>* out_of_band) {
-  std::unordered_map<std::string, const Migration*> files;
-  files.reserve(migrations.size());
-  for (const auto& m : migrations) files[CanonicalVersion(m.version)] = &m;
-  std::unordered_set<std::string> marked;
-  marked.reserve(markers.size());
+  const ByVersion<const Migration*> files = FilesByVersion(migrations);
+  const ByVersion<const VersionHistory*> ledger = LedgerByVersion(projection);
+  ByVersion<bool> marked(markers.size());
+  for (const auto& row : markers) marked.Add(row.version, true);
+  marked.Sort();
   for (const auto& row : markers) {
-    std::string key = CanonicalVersion(row.version);
-    marked.insert(key);
-    auto h = projection.versions.find(key);
-    bool known = h != projection.versions.end() && h->second.applied;
-    auto f = files.find(key);
+    const VersionHistory* const* h = ledger.Find(row.version);
+    const bool known = h != nullptr && (*h)->applied;
+    const Migration* const* f = files.Find(row.version);
     if (!known) {
       bool offline =
           row.attempt_id.empty() || row.attempt_id.rfind("offline:", 0) == 0;
-      if (offline && f != files.end() &&
-          f->second->up.checksum == row.checksum) {
+      if (offline && f != nullptr && (*f)->up.checksum == row.checksum) {
         out_of_band->push_back(
             {row.version, row.checksum,
              "marker row written at " + row.applied_at +
@@ -278,25 +288,25 @@ void CheckTarget(const std::vector<Migration>& migrations,
                             ") that the ledger does not record as applied"});
       continue;
     }
-    if (f == files.end()) {
+    if (f == nullptr) {
       drift->push_back({row.version, "missing_file",
                         "version " + row.version +
                             " is applied but its migration file is gone"});
       continue;
     }
     const std::string& applied =
-        h->second.checksum.empty() ? row.checksum : h->second.checksum;
-    if (f->second->up.checksum != applied) {
+        (*h)->checksum.empty() ? row.checksum : (*h)->checksum;
+    if ((*f)->up.checksum != applied) {
       drift->push_back(
           {row.version, "checksum_changed",
-           f->second->up.path + " changed after it was applied (applied " +
+           (*f)->up.path + " changed after it was applied (applied " +
                applied.substr(0, 12) + ", file now " +
-               f->second->up.checksum.substr(0, 12) +
+               (*f)->up.checksum.substr(0, 12) +
                "); restore the file or run `migledger accept-checksum`"});
     }
   }
   for (const auto& [key, h] : projection.versions) {
-    if (h.applied && !marked.count(key)) {
+    if (h.applied && marked.Find(key) == nullptr) {
       drift->push_back(
           {h.version, "missing_marker",
            "the ledger records version " + h.version +

@@ -3,10 +3,13 @@
 // Pure functions over data; no I/O, so they are unit-tested directly.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "applier/driver.h"
@@ -83,6 +86,74 @@ class ProjectionBuilder {
 // builder needs to go on with the events after it (ProjectionBuilder::
 // Restore).
 std::string SnapshotOf(const Projection& p, const SnapshotPoint& at);
+
+// Values looked up by version, in whatever form the version is written
+// ("0002" finds "2"), without allocating: (canonical version, value) pairs
+// in version order, searched by bisection. For the joins of files, marker
+// rows and ledger versions over a whole project (10,000 versions: a hash
+// map's node per entry cost more than the searches). The views point into
+// the strings given to Add, which must outlive the index.
+template <typename T>
+class ByVersion {
+ public:
+  explicit ByVersion(size_t expected = 0) { entries_.reserve(expected); }
+  void Add(std::string_view version, T value) {
+    entries_.emplace_back(CanonicalDigits(version), std::move(value));
+  }
+  void Add(std::string&& temporary, T value) = delete;  // would dangle
+  // Call once after the Adds. Input in version order (files) costs one
+  // pass; input in string order (a std::map of canonical versions, rows
+  // ORDER BY version) one counting sort by length, which leaves it in
+  // version order.
+  void Sort() {
+    auto less = [](const Entry& a, const Entry& b) {
+      return CanonicalLess(a.first, b.first);
+    };
+    if (std::is_sorted(entries_.begin(), entries_.end(), less)) return;
+    size_t longest = 0;
+    for (const Entry& e : entries_) longest = std::max(longest, e.first.size());
+    std::vector<size_t> next(longest + 2, 0);  // first slot of each length
+    for (const Entry& e : entries_) ++next[e.first.size() + 1];
+    for (size_t i = 1; i < next.size(); ++i) next[i] += next[i - 1];
+    std::vector<Entry> by_length(entries_.size());
+    for (Entry& e : entries_) by_length[next[e.first.size()]++] = std::move(e);
+    entries_.swap(by_length);
+    if (!std::is_sorted(entries_.begin(), entries_.end(), less))
+      std::stable_sort(entries_.begin(), entries_.end(), less);
+  }
+  // The value added last for this version, or nullptr. Lookups in version
+  // order (a walk over the files) find their entry next to the previous
+  // one's without a search.
+  const T* Find(std::string_view version) const {
+    const std::string_view key = CanonicalDigits(version);
+    auto last_of = [&](size_t i) {  // i: an entry with `key`
+      while (i + 1 < entries_.size() && entries_[i + 1].first == key) ++i;
+      cursor_ = i + 1;
+      return &entries_[i].second;
+    };
+    for (size_t i = cursor_; i < entries_.size() && i < cursor_ + 2; ++i) {
+      if (entries_[i].first == key) return last_of(i);
+      if (CanonicalLess(key, entries_[i].first)) break;
+    }
+    auto it = std::upper_bound(entries_.begin(), entries_.end(), key,
+                               [](std::string_view k, const Entry& e) {
+                                 return CanonicalLess(k, e.first);
+                               });
+    if (it == entries_.begin() || (it - 1)->first != key) return nullptr;
+    return last_of(static_cast<size_t>(it - 1 - entries_.begin()));
+  }
+
+ private:
+  using Entry = std::pair<std::string_view, T>;
+  std::vector<Entry> entries_;
+  mutable size_t cursor_ = 0;  // just past the last entry found
+};
+
+// The files by version (Migration::version).
+ByVersion<const Migration*> FilesByVersion(
+    const std::vector<Migration>& migrations);
+// The ledger's versions by version.
+ByVersion<const VersionHistory*> LedgerByVersion(const Projection& projection);
 
 struct DriftItem {
   std::string version;

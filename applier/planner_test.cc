@@ -326,5 +326,81 @@ TEST(PlanTest, DownRefusesAStepWithoutDownFile) {
             std::string::npos);
 }
 
+TEST(ByVersionTest, FindsAVersionInAnyFormInInputOfAnyOrder) {
+  // String order (as a std::map of canonical versions or ORDER BY version
+  // gives them), version order and no order at all.
+  for (std::vector<std::string> versions :
+       {std::vector<std::string>{"1", "10", "100", "2", "20", "9"},
+        std::vector<std::string>{"1", "2", "9", "10", "20", "100"},
+        std::vector<std::string>{"20", "0009", "100", "1", "10", "002"}}) {
+    ByVersion<std::string> index(versions.size());
+    for (const auto& v : versions) index.Add(v, "v" + v);
+    index.Sort();
+    for (const auto& [query, want] :
+         std::vector<std::pair<std::string, std::string>>{{"1", "1"},
+                                                          {"01", "1"},
+                                                          {"2", "2"},
+                                                          {"9", "9"},
+                                                          {"0010", "10"},
+                                                          {"20", "20"},
+                                                          {"100", "100"}}) {
+      const std::string* found = index.Find(query);
+      ASSERT_NE(found, nullptr) << query;
+      // The value added for that version, whatever its spelling there.
+      EXPECT_EQ(CanonicalVersion(found->substr(1)), want) << query;
+    }
+    for (const char* absent : {"0", "3", "11", "99", "101", "1000"})
+      EXPECT_EQ(index.Find(absent), nullptr) << absent;
+  }
+}
+
+TEST(ByVersionTest, LookupsInAnyOrderAndTheLastAddedOfOneVersionWins) {
+  std::vector<std::string> versions;  // the index points into them
+  for (int i = 1; i <= 50; ++i) versions.push_back(std::to_string(i));
+  versions.push_back("007");  // the same version as "7", added later
+  ByVersion<int> index;
+  for (const auto& v : versions) index.Add(v, v == "007" ? 700 : std::stoi(v));
+  index.Sort();
+  for (int i : {50, 1, 2, 3, 7, 8, 49, 7, 25, 26, 24, 1}) {
+    const int* found = index.Find(std::to_string(i));
+    ASSERT_NE(found, nullptr) << i;
+    EXPECT_EQ(*found, i == 7 ? 700 : i);
+  }
+  EXPECT_EQ(index.Find("51"), nullptr);
+  EXPECT_EQ(ByVersion<int>().Find("1"), nullptr);
+}
+
+TEST(CheckTargetTest, MarkersAndFilesOfUnpaddedVersionsMatchInAnyOrder) {
+  // Unpadded versions: the target lists its marker rows in string order
+  // ("10" before "9"), the files come in version order.
+  std::vector<Migration> files;
+  std::vector<MarkerRow> markers;
+  ProjectionBuilder b;
+  for (int i = 1; i <= 12; ++i) {
+    const std::string v = std::to_string(i);
+    files.push_back(Mig(v, "c" + v));
+    b.Add(Started(v, "a" + v, "c" + v));
+    b.Add(Applied(v, "a" + v));
+  }
+  for (const char* v :
+       {"1", "10", "11", "12", "2", "3", "4", "5", "6", "7", "8", "9"}) {
+    markers.push_back({v, std::string("c") + v, std::string("a") + v, "t"});
+  }
+  std::vector<DriftItem> drift;
+  std::vector<OutOfBandStep> oob;
+  CheckTarget(files, b.projection(), markers, &drift, &oob);
+  EXPECT_TRUE(drift.empty()) << drift.front().details;
+  EXPECT_TRUE(oob.empty());
+  // One changed file and one marker gone are still found.
+  files[8].up.checksum = "changed";    // version 9
+  markers.erase(markers.begin() + 1);  // version 10
+  CheckTarget(files, b.projection(), markers, &drift, &oob);
+  ASSERT_EQ(drift.size(), 2u);
+  EXPECT_EQ(drift[0].version, "9");
+  EXPECT_EQ(drift[0].kind, "checksum_changed");
+  EXPECT_EQ(drift[1].version, "10");
+  EXPECT_EQ(drift[1].kind, "missing_marker");
+}
+
 }  // namespace
 }  // namespace migledger
