@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <future>
@@ -222,9 +223,13 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
   struct Entry {
     std::string name;
     size_t version_size = 0, slug_size = 0;  // name: version _ slug .up.sql
+    size_t zeros = 0;  // leading zeros of the version, not canonical
     bool up = false;
     std::string_view version() const {
       return std::string_view(name).substr(0, version_size);
+    }
+    std::string_view canonical() const {
+      return std::string_view(name).substr(zeros, version_size - zeros);
     }
     std::string_view slug() const {
       return std::string_view(name).substr(version_size + 1, slug_size);
@@ -266,6 +271,7 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
     }
     e.version_size = version.size();
     e.slug_size = slug.size();
+    e.zeros = version.size() - CanonicalDigits(version).size();
     bool symlink = entry->d_type == DT_LNK;
     if (entry->d_type == DT_UNKNOWN) {
       struct stat st {};
@@ -291,14 +297,40 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
   // 2. Pair the up and down files: sorted by version (CompareVersions order:
   // shorter canonical versions first, then by digits), each version's up
   // file before its down file, so a migration's files are neighbours.
-  std::sort(entries.begin(), entries.end(),
-            [&](const Entry& a, const Entry& b) {
-              const std::string_view ca = CanonicalDigits(a.version()),
-                                     cb = CanonicalDigits(b.version());
-              if (ca.size() != cb.size()) return ca.size() < cb.size();
-              if (int c = ca.compare(cb); c != 0) return c < 0;
+  // What is sorted is a small key per name, made once per name (not per
+  // comparison: 300,000 of them for 20,000 files), holding the canonical
+  // version as a number when it fits one, and the entry's index, so the
+  // sort neither parses a version nor moves a string.
+  struct SortKey {
+    uint64_t number;        // the canonical version's value when size <= 19
+    const char* canonical;  // into the entry's name (entries stay put)
+    uint32_t size;
+    uint32_t index;
+    bool up;
+  };
+  constexpr uint32_t kNumberDigits = 19;  // 10^19 - 1 < 2^64
+  std::vector<SortKey> order;
+  order.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const std::string_view c = entries[i].canonical();
+    SortKey key{0, c.data(), static_cast<uint32_t>(c.size()),
+                static_cast<uint32_t>(i), entries[i].up};
+    if (key.size <= kNumberDigits)
+      for (char digit : c) key.number = key.number * 10 + (digit - '0');
+    order.push_back(key);
+  }
+  std::sort(order.begin(), order.end(),
+            [&](const SortKey& a, const SortKey& b) {
+              if (a.size <= kNumberDigits && b.size <= kNumberDigits) {
+                if (a.number != b.number) return a.number < b.number;
+              } else if (a.size != b.size) {
+                return a.size < b.size;
+              } else if (int c = std::memcmp(a.canonical, b.canonical, a.size);
+                         c != 0) {
+                return c < 0;
+              }
               if (a.up != b.up) return a.up;
-              return a.name < b.name;
+              return entries[a.index].name < entries[b.index].name;
             });
   std::vector<Migration> out;
   out.reserve(static_cast<size_t>(std::count_if(
@@ -310,8 +342,8 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
     f.file = std::move(e.name);
     return f;
   };
-  for (size_t i = 0; i < entries.size(); ++i) {
-    Entry& e = entries[i];
+  for (const SortKey& key : order) {
+    Entry& e = entries[key.index];
     const bool same_as_last =
         !out.empty() &&
         CanonicalDigits(out.back().version) == CanonicalDigits(e.version());

@@ -40,6 +40,39 @@ TEST_F(MigrationSourceTest, VersionsSortNumericallyAtAnyWidth) {
   EXPECT_EQ((*m)[3].version, "20261125120000");
 }
 
+TEST_F(MigrationSourceTest, VersionsLongerThanAWordSortNumericallyToo) {
+  // Up to 19 digits a version is sorted as a number, past that by its
+  // digits: both orders agree, and leading zeros never count.
+  const std::vector<std::string> in_order = {
+      "0",
+      "7",
+      "9999999999999999999",       // 19 digits: the largest sorted as a number
+      "10000000000000000000",      // 20 digits
+      "000010000000000000000001",  // 20 digits after its zeros
+      "99999999999999999999",
+      "123456789012345678901234567890",
+  };
+  for (size_t i = in_order.size(); i-- > 0;) {  // written in reverse
+    Write(in_order[i] + "_m" + std::to_string(i) + ".up.sql", "SELECT 1;");
+    Write(in_order[i] + "_m" + std::to_string(i) + ".down.sql", "SELECT 2;");
+  }
+  auto m = LoadMigrations(dir_);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  ASSERT_EQ(m->size(), in_order.size());
+  for (size_t i = 0; i < in_order.size(); ++i) {
+    EXPECT_EQ((*m)[i].version, in_order[i]);
+    EXPECT_TRUE((*m)[i].has_down) << in_order[i];
+    EXPECT_EQ((*m)[i].slug, "m" + std::to_string(i));
+  }
+  // The same number at two widths past 19 digits is still one version.
+  Write("0099999999999999999999_again.up.sql", "SELECT 3;");
+  auto dup = LoadMigrations(dir_);
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.status().message().find("duplicate migration version"),
+            std::string::npos)
+      << dup.status().message();
+}
+
 TEST_F(MigrationSourceTest, UpAndDownArePairedAndChecksummed) {
   Write("1_users.up.sql", "CREATE TABLE users(id int);");
   Write("1_users.down.sql", "DROP TABLE users;");
