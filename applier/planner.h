@@ -123,7 +123,7 @@ class ByVersion {
   }
   // The value added last for this version, or nullptr. Lookups in version
   // order (a walk over the files) find their entry next to the previous
-  // one's without a search.
+  // one's without a search. Moves a cursor: one thread at a time.
   const T* Find(std::string_view version) const {
     const std::string_view key = CanonicalDigits(version);
     auto last_of = [&](size_t i) {  // i: an entry with `key`
