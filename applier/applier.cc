@@ -1301,19 +1301,17 @@ StatusOr<StatusReport> Applier::Status() {
   report.target_events = p.events;
   report.unfinished = p.open_attempts;
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
+  // One index for the drift check and the rows; `on_disk`: which markers
+  // have a file.
+  const TargetIndex index = IndexTarget(d.migrations, p, markers);
   std::vector<OutOfBandStep> oob;
-  CheckTarget(d.migrations, p, markers, &report.drift, &oob);
-  // Version -> index in `markers`; `on_disk`: which markers have a file.
-  ByVersion<size_t> marked(markers.size());
-  for (size_t i = 0; i < markers.size(); ++i) marked.Add(markers[i].version, i);
-  marked.Sort();
-  const ByVersion<const VersionHistory*> ledger = LedgerByVersion(p);
+  CheckTarget(index, p, markers, &report.drift, &oob);
   std::vector<char> on_disk(markers.size(), 0);
   report.rows.reserve(d.migrations.size());
   for (const auto& m : d.migrations) {
     StatusRow row{m.version, m.slug, "pending", "", ""};
-    const size_t* marker_index = marked.Find(m.version);
-    const VersionHistory* const* h = ledger.Find(m.version);
+    const size_t* marker_index = index.markers.Find(m.version);
+    const VersionHistory* const* h = index.ledger.Find(m.version);
     if (marker_index != nullptr) {
       on_disk[*marker_index] = 1;
       const MarkerRow* marker = &markers[*marker_index];

@@ -345,8 +345,7 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
   for (const SortKey& key : order) {
     Entry& e = entries[key.index];
     const bool same_as_last =
-        !out.empty() &&
-        CanonicalDigits(out.back().version) == CanonicalDigits(e.version());
+        !out.empty() && CanonicalDigits(out.back().version) == e.canonical();
     if (e.up) {
       if (same_as_last) {
         return InvalidInput("duplicate migration version " +

@@ -241,19 +241,21 @@ void ProjectionBuilder::Add(const v1::Event& e) {
   }
 }
 
-ByVersion<const Migration*> FilesByVersion(
-    const std::vector<Migration>& migrations) {
-  ByVersion<const Migration*> files(migrations.size());
-  for (const auto& m : migrations) files.Add(m.version, &m);
-  files.Sort();
-  return files;
-}
-
-ByVersion<const VersionHistory*> LedgerByVersion(const Projection& projection) {
-  ByVersion<const VersionHistory*> versions(projection.versions.size());
-  for (const auto& [key, h] : projection.versions) versions.Add(key, &h);
-  versions.Sort();
-  return versions;
+TargetIndex IndexTarget(const std::vector<Migration>& migrations,
+                        const Projection& projection,
+                        const std::vector<MarkerRow>& markers) {
+  TargetIndex index{
+      ByVersion<const Migration*>(migrations.size()),
+      ByVersion<const VersionHistory*>(projection.versions.size()),
+      ByVersion<size_t>(markers.size())};
+  for (const auto& m : migrations) index.files.Add(m.version, &m);
+  for (const auto& [key, h] : projection.versions) index.ledger.Add(key, &h);
+  for (size_t i = 0; i < markers.size(); ++i)
+    index.markers.Add(markers[i].version, i);
+  index.files.Sort();
+  index.ledger.Sort();
+  index.markers.Sort();
+  return index;
 }
 
 void CheckTarget(const std::vector<Migration>& migrations,
@@ -261,11 +263,16 @@ void CheckTarget(const std::vector<Migration>& migrations,
                  const std::vector<MarkerRow>& markers,
                  std::vector<DriftItem>* drift,
                  std::vector<OutOfBandStep>* out_of_band) {
-  const ByVersion<const Migration*> files = FilesByVersion(migrations);
-  const ByVersion<const VersionHistory*> ledger = LedgerByVersion(projection);
-  ByVersion<bool> marked(markers.size());
-  for (const auto& row : markers) marked.Add(row.version, true);
-  marked.Sort();
+  CheckTarget(IndexTarget(migrations, projection, markers), projection, markers,
+              drift, out_of_band);
+}
+
+void CheckTarget(const TargetIndex& index, const Projection& projection,
+                 const std::vector<MarkerRow>& markers,
+                 std::vector<DriftItem>* drift,
+                 std::vector<OutOfBandStep>* out_of_band) {
+  const ByVersion<const Migration*>& files = index.files;
+  const ByVersion<const VersionHistory*>& ledger = index.ledger;
   for (const auto& row : markers) {
     const VersionHistory* const* h = ledger.Find(row.version);
     const bool known = h != nullptr && (*h)->applied;
@@ -306,7 +313,7 @@ void CheckTarget(const std::vector<Migration>& migrations,
     }
   }
   for (const auto& [key, h] : projection.versions) {
-    if (h.applied && marked.Find(key) == nullptr) {
+    if (h.applied && index.markers.Find(key) == nullptr) {
       drift->push_back(
           {h.version, "missing_marker",
            "the ledger records version " + h.version +

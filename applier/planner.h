@@ -149,11 +149,17 @@ class ByVersion {
   mutable size_t cursor_ = 0;  // just past the last entry found
 };
 
-// The files by version (Migration::version).
-ByVersion<const Migration*> FilesByVersion(
-    const std::vector<Migration>& migrations);
-// The ledger's versions by version.
-ByVersion<const VersionHistory*> LedgerByVersion(const Projection& projection);
+// The three sides of a target check by version, indexed once: the files,
+// the ledger's versions and the target's marker rows (their index in the
+// vector given). Points into its arguments, which must outlive it.
+struct TargetIndex {
+  ByVersion<const Migration*> files;
+  ByVersion<const VersionHistory*> ledger;
+  ByVersion<size_t> markers;
+};
+TargetIndex IndexTarget(const std::vector<Migration>& migrations,
+                        const Projection& projection,
+                        const std::vector<MarkerRow>& markers);
 
 struct DriftItem {
   std::string version;
@@ -173,6 +179,11 @@ struct OutOfBandStep {
 // out-of-band applications, not drift, when their checksum matches the file.
 void CheckTarget(const std::vector<Migration>& migrations,
                  const Projection& projection,
+                 const std::vector<MarkerRow>& markers,
+                 std::vector<DriftItem>* drift,
+                 std::vector<OutOfBandStep>* out_of_band);
+// The same with the index already built (of these very arguments).
+void CheckTarget(const TargetIndex& index, const Projection& projection,
                  const std::vector<MarkerRow>& markers,
                  std::vector<DriftItem>* drift,
                  std::vector<OutOfBandStep>* out_of_band);
