@@ -36,12 +36,10 @@ pg_data_fs_unjournaled() {
 pg_data_fs_setup() {
   local name=$1
   PG_DATA_FS="$(findmnt -n -o FSTYPE -T /tmp 2>/dev/null || echo '?') (/tmp)"
-  if ! pg_data_fs_unjournaled /tmp; then
-    return 0
-  fi
-  PG_DATA_FS="$PG_DATA_FS: ext4 without a journal"
+  pg_data_fs_unjournaled /tmp || return 0
+  local unmounted="$PG_DATA_FS: ext4 without a journal, so the server's timings suffer from its inode reuse rule (bench/pg_data_fs.sh)"
   if [[ $(id -u) -ne 0 ]] || ! command -v mkfs.ext4 >/dev/null; then
-    PG_DATA_FS="$PG_DATA_FS (not root: no journaled image mounted; server timings suffer from inode reuse, see bench/pg_data_fs.sh)"
+    PG_DATA_FS="$unmounted; a journaled image needs root and mkfs.ext4"
     return 0
   fi
   PG_DATA_IMAGE=$(mktemp "/var/tmp/$name-pgdata.XXXXXX.img")
@@ -52,10 +50,8 @@ pg_data_fs_setup() {
     PG_DATA_PARENT=$PG_DATA_MOUNT
     PG_DATA_FS="journaled ext4 on a loop-mounted image (the scratch filesystem, /tmp, is ext4 without a journal: bench/pg_data_fs.sh says why that matters)"
   else
-    rm -f -- "$PG_DATA_IMAGE"
-    rmdir -- "$PG_DATA_MOUNT" 2>/dev/null || true
-    PG_DATA_IMAGE="" PG_DATA_MOUNT=""
-    PG_DATA_FS="$PG_DATA_FS (a journaled loop image could not be mounted; server timings suffer from inode reuse, see bench/pg_data_fs.sh)"
+    pg_data_fs_cleanup
+    PG_DATA_FS="$unmounted; the journaled loop image could not be mounted"
   fi
 }
 
