@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "applier/driver.h"
 #include "common/status.h"
@@ -52,5 +53,17 @@ StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
 //   postgresql://host/db?password=pw&a=b    -> postgresql://host/db?a=b
 //   host=h password='p w' dbname=d          -> host=h dbname=d
 std::string RedactPostgresUri(const std::string& uri);
+
+// A search_path value (as current_setting('search_path') prints it) as the
+// list of a SET statement: each schema name as a string literal, so
+// `SET search_path TO <list>` sets the same path. "" when an element is not
+// one this copies exactly: an unquoted name that is not lower-case ASCII
+// (the server folds its case by rules of its encoding), a quoted one holding
+// ' or \, or a value that does not parse. The caller then keeps
+// set_config().
+//   public             -> 'public'
+//   app, "My Schema"   -> 'app', 'My Schema'
+//   "a""b"             -> 'a"b'
+std::string SearchPathSetList(std::string_view search_path);
 
 }  // namespace migledger

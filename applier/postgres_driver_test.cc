@@ -182,6 +182,27 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
+// A search_path value becomes a SET list of the same schemas, or "" where
+// SET could name other schemas than the value does (case folding, quotes
+// and backslashes in literals): the caller keeps set_config() then.
+TEST(SearchPathSetListTest, CopiesTheValueOrDeclines) {
+  EXPECT_EQ(SearchPathSetList("public"), "'public'");
+  EXPECT_EQ(SearchPathSetList("app,public"), "'app', 'public'");
+  EXPECT_EQ(SearchPathSetList(" app , public "), "'app', 'public'");
+  EXPECT_EQ(SearchPathSetList("s_1$x,_t"), "'s_1$x', '_t'");
+  EXPECT_EQ(SearchPathSetList("\"My Schema\", public"),
+            "'My Schema', 'public'");
+  EXPECT_EQ(SearchPathSetList("\"a\"\"b\""), "'a\"b'");
+  EXPECT_EQ(SearchPathSetList("\"$user\",public"), "'$user', 'public'");
+  // Declined: the server folds the case of unquoted names; literals with
+  // quotes or backslashes; what does not parse.
+  for (const char* value :
+       {"Public", "app,Public", "caf\xc3\xa9", "1abc", "\"it's\"", "\"a\\b\"",
+        "", "a,,b", "a,", ",a", "\"\"", "\"open", "a b", "a;drop"}) {
+    EXPECT_EQ(SearchPathSetList(value), "") << value;
+  }
+}
+
 TEST_F(PostgresDriverTest, IdentityHasSystemIdentifier) {
   auto driver = Open();
   ASSERT_NE(driver, nullptr);

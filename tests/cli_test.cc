@@ -1673,10 +1673,16 @@ TEST(CliPostgresSchemaTest, MigrationTablesStayOutOfTheBookkeepingSchema) {
   Rows expected = target.Query("SELECT current_schema()");
   ASSERT_EQ(expected.size(), 1u);
   WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  // The second runs after the session's reset between migrations, which
+  // sets the chosen search_path again.
+  WriteFile(dir / "migrations/0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
   RunResult r = RunMigledger({"apply"}, dir.path(), target.env());
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   EXPECT_EQ(target.Query("SELECT table_schema FROM information_schema.tables "
                          "WHERE table_name = 'a'"),
+            expected);
+  EXPECT_EQ(target.Query("SELECT table_schema FROM information_schema.tables "
+                         "WHERE table_name = 'b'"),
             expected);
   EXPECT_EQ(target.Query("SELECT count(*) FROM information_schema.tables "
                          "WHERE table_schema = 'migledger' AND table_name "
