@@ -1385,9 +1385,8 @@ std::string RedactPostgresUri(const std::string& uri) {
 std::string SearchPathSetList(std::string_view search_path) {
   // The value's own syntax (the server's SplitIdentifierString): names
   // separated by commas, blanks around them, "..." quoting with "" for ".
-  auto blank = [](char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
-           c == '\v';
+  auto blank = [](char c) {  // the server's scanner_isspace()
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
   };
   std::string out;
   size_t i = 0;

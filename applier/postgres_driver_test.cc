@@ -198,7 +198,7 @@ TEST(SearchPathSetListTest, CopiesTheValueOrDeclines) {
   // quotes or backslashes; what does not parse.
   for (const char* value :
        {"Public", "app,Public", "caf\xc3\xa9", "1abc", "\"it's\"", "\"a\\b\"",
-        "", "a,,b", "a,", ",a", "\"\"", "\"open", "a b", "a;drop"}) {
+        "", "a,,b", "a,", ",a", "\"\"", "\"open", "a b", "a;drop", "a\v,b"}) {
     EXPECT_EQ(SearchPathSetList(value), "") << value;
   }
 }
