@@ -1024,9 +1024,10 @@ class PostgresDriver final : public Driver {
       "SET client_min_messages = warning; "
       "SELECT CASE WHEN current_user = 'migledger' THEN "
       "set_config('search_path', "
-      "coalesce(nullif(array_to_string(array_remove(string_to_array(replace("
-      "current_setting('search_path'), ' ', ''), ','), '\"$user\"'), ','), "
-      "''), "
+      "coalesce(nullif(array_to_string(array_remove(ARRAY("
+      "SELECT pg_catalog.btrim(e) FROM pg_catalog.unnest(string_to_array("
+      "current_setting('search_path'), ',')) WITH ORDINALITY AS u(e, n) "
+      "ORDER BY n), '\"$user\"'), ','), ''), "
       "'public'), false) END;";
   // Between migrations: every setting back to the session's defaults (those
   // of the role, the database and the connection string), then what the
@@ -1099,7 +1100,8 @@ class PostgresDriver final : public Driver {
     // A role named like the tool's schema would resolve "$user" in the
     // default search_path to that schema, so the migrations' own tables
     // would land next to ours: drop "$user" from this session's path then
-    // (every table of the tool is schema-qualified anyway).
+    // (every table of the tool is schema-qualified anyway). Each entry is
+    // trimmed, not every blank removed: a quoted name may hold one.
     Result res(PQexec(out.conn, kSessionSetup));
     if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
       out.error = PrimaryMessage(res.get(), out.conn);

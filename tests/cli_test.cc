@@ -1656,38 +1656,47 @@ TEST(CliLedgerPathTest, UnwritableLedgerParentIsIoError) {
 // migledger (the first schema of the search_path that exists, "public"),
 // never in migledger's own bookkeeping schema -- even with PostgreSQL's
 // default search_path ("$user", public) and a role named "migledger", whose
-// "$user" entry then names that schema once migledger has created it.
+// "$user" entry then names that schema once migledger has created it. Also
+// when the path names a quoted schema with a blank in it.
 TEST(CliPostgresSchemaTest, MigrationTablesStayOutOfTheBookkeepingSchema) {
   if (!HavePostgres()) GTEST_SKIP() << "PGTEST_URI is not set";
-  TempDir dir;
-  Target target("postgres", dir.path());
-  ASSERT_TRUE(target.ok()) << target.setup_error();
-  MakeProject(dir.path(), target.url());
-  // The server default, whatever the role has (scripts/pg-throwaway sets
-  // search_path = public on its role); reset when the database is released.
-  ASSERT_EQ(target.Exec("DO $$ BEGIN EXECUTE format('ALTER ROLE %I IN "
-                        "DATABASE %I SET search_path = \"$user\", public', "
-                        "current_user, current_database()); END $$;"),
-            "");
-  // Where an unqualified CREATE TABLE goes before migledger touched the db.
-  Rows expected = target.Query("SELECT current_schema()");
-  ASSERT_EQ(expected.size(), 1u);
-  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
-  // The second runs after the session's reset between migrations, which
-  // sets the chosen search_path again.
-  WriteFile(dir / "migrations/0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
-  RunResult r = RunMigledger({"apply"}, dir.path(), target.env());
-  ASSERT_EQ(r.exit_code, 0) << Describe(r);
-  EXPECT_EQ(target.Query("SELECT table_schema FROM information_schema.tables "
-                         "WHERE table_name = 'a'"),
-            expected);
-  EXPECT_EQ(target.Query("SELECT table_schema FROM information_schema.tables "
-                         "WHERE table_name = 'b'"),
-            expected);
-  EXPECT_EQ(target.Query("SELECT count(*) FROM information_schema.tables "
-                         "WHERE table_schema = 'migledger' AND table_name "
-                         "NOT IN ('applied', 'events')"),
-            Rows{"0"});
+  for (const char* path : {"\"$user\", public", "\"$user\", \"app schema\""}) {
+    SCOPED_TRACE(path);
+    TempDir dir;
+    Target target("postgres", dir.path());
+    ASSERT_TRUE(target.ok()) << target.setup_error();
+    MakeProject(dir.path(), target.url());
+    ASSERT_EQ(target.Exec("CREATE SCHEMA \"app schema\""), "");
+    // The server default, or one with a blank, whatever the role has
+    // (scripts/pg-throwaway sets search_path = public on its role); reset
+    // when the database is released.
+    ASSERT_EQ(target.Exec("DO $$ BEGIN EXECUTE format('ALTER ROLE %I IN "
+                          "DATABASE %I SET search_path = " +
+                          std::string(path) +
+                          "', current_user, current_database()); END $$;"),
+              "");
+    // Where an unqualified CREATE TABLE goes before migledger touched the db.
+    Rows expected = target.Query("SELECT current_schema()");
+    ASSERT_EQ(expected.size(), 1u);
+    WriteFile(dir / "migrations/0001_a.up.sql",
+              "CREATE TABLE a (id INTEGER);\n");
+    // The second runs after the session's reset between migrations, which
+    // sets the chosen search_path again.
+    WriteFile(dir / "migrations/0002_b.up.sql",
+              "CREATE TABLE b (id INTEGER);\n");
+    RunResult r = RunMigledger({"apply"}, dir.path(), target.env());
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    EXPECT_EQ(target.Query("SELECT table_schema FROM information_schema.tables "
+                           "WHERE table_name = 'a'"),
+              expected);
+    EXPECT_EQ(target.Query("SELECT table_schema FROM information_schema.tables "
+                           "WHERE table_name = 'b'"),
+              expected);
+    EXPECT_EQ(target.Query("SELECT count(*) FROM information_schema.tables "
+                           "WHERE table_schema = 'migledger' AND table_name "
+                           "NOT IN ('applied', 'events')"),
+              Rows{"0"});
+  }
 }
 
 // What a migration SETs for the session (search_path, a timeout, the role)
