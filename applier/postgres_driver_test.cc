@@ -203,6 +203,32 @@ TEST(SearchPathSetListTest, CopiesTheValueOrDeclines) {
   }
 }
 
+// What the list names, the server also names: for each value the function
+// copies, SET search_path TO <list> gives the session the same schemas as
+// set_config() of the value itself.
+TEST_F(PostgresDriverTest, SearchPathSetListNamesWhatSetConfigNames) {
+  side_->Query(
+      "CREATE SCHEMA IF NOT EXISTS app; CREATE SCHEMA IF NOT EXISTS \"My "
+      "Schema\"; CREATE SCHEMA IF NOT EXISTS \"a\"\"b\"; CREATE SCHEMA IF NOT "
+      "EXISTS \"s_1$x\"; CREATE SCHEMA IF NOT EXISTS \"user\"");
+  for (const char* value :
+       {"public", "app,public", " app , public ", "\"My Schema\", public",
+        "\"a\"\"b\",app", "s_1$x,\"user\"", "user,app"}) {
+    SCOPED_TRACE(value);
+    const std::string list = SearchPathSetList(value);
+    ASSERT_NE(list, "");
+    const std::string by_set_config = side_->Query(
+        "SELECT pg_catalog.set_config('search_path', '" + std::string(value) +
+        "', false); SELECT pg_catalog.current_schemas(false)::text");
+    const std::string by_set =
+        side_->Query("SET search_path TO " + list +
+                     "; SELECT pg_catalog.current_schemas(false)::text");
+    EXPECT_EQ(by_set, by_set_config);
+    EXPECT_NE(by_set, "{}");
+  }
+  side_->Query("RESET search_path");
+}
+
 TEST_F(PostgresDriverTest, IdentityHasSystemIdentifier) {
   auto driver = Open();
   ASSERT_NE(driver, nullptr);
