@@ -11,6 +11,7 @@
 #include <cstring>
 #include <future>
 #include <map>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <thread>
@@ -1019,16 +1020,12 @@ class PostgresDriver final : public Driver {
     }
   }
 
-  // What every work session runs first (one result per statement).
+  // What every work session runs first (one result per statement): its
+  // search_path when the role is named like the tool's schema (below).
   static constexpr const char* kSessionSetup =
       "SET client_min_messages = warning; "
       "SELECT CASE WHEN current_user = 'migledger' THEN "
-      "set_config('search_path', "
-      "coalesce(nullif(array_to_string(array_remove(ARRAY("
-      "SELECT pg_catalog.btrim(e) FROM pg_catalog.unnest(string_to_array("
-      "current_setting('search_path'), ',')) WITH ORDINALITY AS u(e, n) "
-      "ORDER BY n), '\"$user\"'), ','), ''), "
-      "'public'), false) END;";
+      "pg_catalog.current_setting('search_path') END;";
   // Between migrations: every setting back to the session's defaults (those
   // of the role, the database and the connection string), then what the
   // setup changed, as constants: the search_path the setup chose when it
@@ -1077,7 +1074,8 @@ class PostgresDriver final : public Driver {
     PGconn* conn = nullptr;
     std::string error;  // unscrubbed: Scrub() it on the owning thread
     bool setup_failed = false;
-    std::string search_path;  // set by the setup ("" when it kept the default)
+    // The path the setup set, "" when it kept the session's own.
+    std::string search_path;
   };
   static Session ConnectSession(const std::string& conninfo) {
     Session out;
@@ -1100,14 +1098,30 @@ class PostgresDriver final : public Driver {
     // A role named like the tool's schema would resolve "$user" in the
     // default search_path to that schema, so the migrations' own tables
     // would land next to ours: drop "$user" from this session's path then
-    // (every table of the tool is schema-qualified anyway). Each entry is
-    // trimmed, not every blank removed: a quoted name may hold one.
+    // (every table of the tool is schema-qualified anyway). The path is
+    // split here, as the server splits it, so a quoted name keeps its
+    // commas and blanks; the other entries are sent back as written.
     Result res(PQexec(out.conn, kSessionSetup));
     if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
       out.error = PrimaryMessage(res.get(), out.conn);
       out.setup_failed = true;
-    } else if (PQntuples(res.get()) == 1 && !PQgetisnull(res.get(), 0, 0)) {
-      out.search_path = PQgetvalue(res.get(), 0, 0);
+      return out;
+    }
+    if (PQntuples(res.get()) != 1 || PQgetisnull(res.get(), 0, 0)) return out;
+    const std::string path = PQgetvalue(res.get(), 0, 0);
+    // A value the server holds always parses; were it not to, it stays.
+    // Without "$user" the path stays as it is, and RESET ALL between
+    // migrations gives it back; otherwise the reset sets the new one again.
+    const std::optional<std::string> kept = SearchPathWithoutUser(path);
+    if (!kept || *kept == path) return out;
+    out.search_path = kept->empty() ? "public" : *kept;
+    const char* set_values[] = {out.search_path.c_str()};
+    Result set(PQexecParams(
+        out.conn, "SELECT pg_catalog.set_config('search_path', $1, false)", 1,
+        nullptr, set_values, nullptr, nullptr, 0));
+    if (PQresultStatus(set.get()) != PGRES_TUPLES_OK) {
+      out.error = PrimaryMessage(set.get(), out.conn);
+      out.setup_failed = true;
     }
     return out;
   }
@@ -1384,55 +1398,109 @@ std::string RedactPostgresUri(const std::string& uri) {
   return RedactConninfo(uri).text;
 }
 
-std::string SearchPathSetList(std::string_view search_path) {
-  // The value's own syntax (the server's SplitIdentifierString): names
-  // separated by commas, blanks around them, "..." quoting with "" for ".
-  auto blank = [](char c) {  // the server's scanner_isspace()
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
-  };
-  std::string out;
+namespace {
+
+// One entry of a search_path value, read as the server reads it
+// (SplitIdentifierString): names separated by commas, blanks around them,
+// "..." quoting with "" for ".
+struct SearchPathEntry {
+  std::string_view text;  // as written, without the blanks around it
+  std::string name;       // quotes removed, "" read as "
+  bool quoted = false;
+};
+
+bool SearchPathBlank(char c) {  // the server's scanner_isspace()
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
+// The entries of `value` in order, or nullopt when it does not parse. An
+// empty value (or only blanks) has none.
+std::optional<std::vector<SearchPathEntry>> SplitSearchPath(
+    std::string_view value) {
+  std::vector<SearchPathEntry> entries;
   size_t i = 0;
-  const size_t n = search_path.size();
+  const size_t n = value.size();
+  while (i < n && SearchPathBlank(value[i])) ++i;
+  if (i == n) return entries;
   for (;;) {
-    while (i < n && blank(search_path[i])) ++i;
-    std::string name;
-    if (i < n && search_path[i] == '"') {
+    SearchPathEntry entry;
+    const size_t begin = i;
+    if (value[i] == '"') {
+      entry.quoted = true;
       for (++i;; ++i) {
-        if (i >= n) return "";  // unterminated
-        if (search_path[i] == '"') {
-          if (i + 1 < n && search_path[i + 1] == '"') {
-            name += '"';
+        if (i >= n) return std::nullopt;  // unterminated
+        if (value[i] == '"') {
+          if (i + 1 < n && value[i + 1] == '"') {
+            entry.name += '"';
             ++i;
             continue;
           }
           ++i;
           break;
         }
-        name += search_path[i];
+        entry.name += value[i];
       }
-      if (name.empty()) return "";
+    } else {
+      while (i < n && value[i] != ',' && !SearchPathBlank(value[i])) {
+        entry.name += value[i++];
+      }
+    }
+    if (entry.name.empty()) return std::nullopt;
+    entry.text = value.substr(begin, i - begin);
+    entries.push_back(std::move(entry));
+    while (i < n && SearchPathBlank(value[i])) ++i;
+    if (i == n) return entries;
+    if (value[i] != ',') return std::nullopt;
+    ++i;
+    while (i < n && SearchPathBlank(value[i])) ++i;
+    if (i == n) return std::nullopt;  // a trailing comma
+  }
+}
+
+}  // namespace
+
+std::string SearchPathSetList(std::string_view search_path) {
+  const auto entries = SplitSearchPath(search_path);
+  if (!entries || entries->empty()) return "";
+  std::string out;
+  for (const SearchPathEntry& entry : *entries) {
+    const std::string& name = entry.name;
+    if (entry.quoted) {
       for (char c : name) {
         if (c == '\'' || c == '\\' || c == '\0') return "";
       }
     } else {
-      while (i < n && search_path[i] != ',' && !blank(search_path[i])) {
-        const char c = search_path[i];
+      // Lower-case ASCII only: the server folds the case of other names.
+      for (size_t k = 0; k < name.size(); ++k) {
+        const char c = name[k];
         const bool lower = c >= 'a' && c <= 'z';
         const bool other =
-            c == '_' || (!name.empty() && ((c >= '0' && c <= '9') || c == '$'));
+            c == '_' || (k > 0 && ((c >= '0' && c <= '9') || c == '$'));
         if (!lower && !other) return "";
-        name += c;
-        ++i;
       }
-      if (name.empty()) return "";
     }
-    while (i < n && blank(search_path[i])) ++i;
     if (!out.empty()) out += ", ";
     out += "'" + name + "'";
-    if (i == n) return out;
-    if (search_path[i] != ',') return "";
-    ++i;
   }
+  return out;
+}
+
+std::optional<std::string> SearchPathWithoutUser(std::string_view search_path) {
+  const auto entries = SplitSearchPath(search_path);
+  if (!entries) return std::nullopt;
+  std::string out;
+  for (const SearchPathEntry& entry : *entries) {
+    std::string folded = entry.name;
+    if (!entry.quoted) {  // the server folds unquoted names' ASCII letters
+      for (char& c : folded) {
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      }
+    }
+    if (folded == "$user") continue;
+    if (!out.empty()) out += ", ";
+    out += entry.text;
+  }
+  return out;
 }
 
 StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -65,5 +66,13 @@ std::string RedactPostgresUri(const std::string& uri);
 //   app, "My Schema"   -> 'app', 'My Schema'
 //   "a""b"             -> 'a"b'
 std::string SearchPathSetList(std::string_view search_path);
+
+// A search_path value without its "$user" entries (quoted, or unquoted in
+// any case), the other entries as written, joined by ", "; nullopt when the
+// value does not parse.
+//   "$user", public        -> public
+//   "a, b", $USER, "x"     -> "a, b", "x"
+//   "$user"                -> (empty)
+std::optional<std::string> SearchPathWithoutUser(std::string_view search_path);
 
 }  // namespace migledger

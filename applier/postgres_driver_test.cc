@@ -203,6 +203,26 @@ TEST(SearchPathSetListTest, CopiesTheValueOrDeclines) {
   }
 }
 
+// "$user" goes, in every spelling the server reads as it; every other
+// entry stays exactly as written, commas and blanks inside quotes included.
+TEST(SearchPathWithoutUserTest, DropsOnlyUserEntries) {
+  EXPECT_EQ(SearchPathWithoutUser("\"$user\", public"), "public");
+  EXPECT_EQ(SearchPathWithoutUser("$user,public"), "public");
+  EXPECT_EQ(SearchPathWithoutUser(" public , $USER "), "public");
+  EXPECT_EQ(SearchPathWithoutUser("\"$user\""), "");
+  EXPECT_EQ(SearchPathWithoutUser(""), "");
+  EXPECT_EQ(SearchPathWithoutUser("\"app, schema\",\"$user\""),
+            "\"app, schema\"");
+  EXPECT_EQ(SearchPathWithoutUser("\"a,\"\"$user\"\"\", \"$user\", x"),
+            "\"a,\"\"$user\"\"\", x");
+  EXPECT_EQ(SearchPathWithoutUser("App, \"My Schema\""), "App, \"My Schema\"");
+  // Quoted, the case counts: "$USER" names a schema of that name.
+  EXPECT_EQ(SearchPathWithoutUser("\"$USER\", public"), "\"$USER\", public");
+  for (const char* value : {"a,,b", "a,", ",a", "\"\"", "\"open", "a b"}) {
+    EXPECT_EQ(SearchPathWithoutUser(value), std::nullopt) << value;
+  }
+}
+
 // What the list names, the server also names: for each value the function
 // copies, SET search_path TO <list> gives the session the same schemas as
 // set_config() of the value itself.

@@ -1657,16 +1657,19 @@ TEST(CliLedgerPathTest, UnwritableLedgerParentIsIoError) {
 // never in migledger's own bookkeeping schema -- even with PostgreSQL's
 // default search_path ("$user", public) and a role named "migledger", whose
 // "$user" entry then names that schema once migledger has created it. Also
-// when the path names a quoted schema with a blank in it.
+// when the path names a quoted schema with a blank or a comma in it.
 TEST(CliPostgresSchemaTest, MigrationTablesStayOutOfTheBookkeepingSchema) {
   if (!HavePostgres()) GTEST_SKIP() << "PGTEST_URI is not set";
-  for (const char* path : {"\"$user\", public", "\"$user\", \"app schema\""}) {
+  for (const char* path : {"\"$user\", public", "\"$user\", \"app schema\"",
+                           "\"$user\", \"app, schema\""}) {
     SCOPED_TRACE(path);
     TempDir dir;
     Target target("postgres", dir.path());
     ASSERT_TRUE(target.ok()) << target.setup_error();
     MakeProject(dir.path(), target.url());
-    ASSERT_EQ(target.Exec("CREATE SCHEMA \"app schema\""), "");
+    ASSERT_EQ(target.Exec("CREATE SCHEMA \"app schema\"; CREATE SCHEMA \"app, "
+                          "schema\""),
+              "");
     // The server default, or one with a blank, whatever the role has
     // (scripts/pg-throwaway sets search_path = public on its role); reset
     // when the database is released.
