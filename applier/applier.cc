@@ -638,6 +638,16 @@ struct Applier::Impl {
     int64_t duration = 0;
   };
 
+  // The error a statement that refuses to run inside a transaction block
+  // gives: PostgreSQL's active_sql_transaction (CREATE INDEX CONCURRENTLY,
+  // VACUUM, CREATE DATABASE...), SQLite's "cannot VACUUM from within a
+  // transaction" and the like.
+  static bool MustRunOutsideATransaction(const SqlError& err) {
+    if (err.sqlstate == "25001") return true;
+    return err.sqlstate.empty() &&
+           err.message.find("from within a transaction") != std::string::npos;
+  }
+
   static int LineOf(const SqlStatement& s, int position) {
     if (position < 0) return s.first_line;
     return s.first_line + LineOfOffset(s.text, static_cast<size_t>(position)) -
@@ -676,6 +686,10 @@ struct Applier::Impl {
     if (!err.sqlstate.empty()) msg += " [SQLSTATE " + err.sqlstate + "]";
     if (!err.detail.empty()) msg += " DETAIL: " + err.detail;
     if (!err.hint.empty()) msg += " HINT: " + err.hint;
+    if (!f.no_transaction && MustRunOutsideATransaction(err))
+      msg +=
+          " (the statement cannot run in the migration's transaction: put "
+          "`-- migledger:no-transaction` at the top of the file)";
     if (!rolled_back)
       msg +=
           " (no-transaction step stopped mid-way; fix the file and apply again "

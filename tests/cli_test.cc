@@ -714,6 +714,42 @@ TEST_P(CoreScenarioTest, MissingRelationErrorCarriesDatabaseMessage) {
   ExpectLedgerVerifies();
 }
 
+// VACUUM cannot run inside a transaction on either target: the error says
+// how to mark the file, and once marked it runs. Every other error (above)
+// goes without that advice.
+TEST_P(CoreScenarioTest, StatementThatRefusesATransactionSaysHowToMarkTheFile) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\nVACUUM;\n");
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 3) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "0001_a.up.sql:2")) << r.err;
+  EXPECT_TRUE(Contains(r.err,
+                       "put `-- migledger:no-transaction` at the top "
+                       "of the file"))
+      << r.err;
+  if (target_->is_pg()) {
+    EXPECT_TRUE(Contains(r.err, "SQLSTATE 25001")) << r.err;
+  }
+  EXPECT_FALSE(target_->TableExists("a"));
+  EXPECT_EQ(target_->Markers(), Rows{});
+  ExpectLedgerVerifies();
+
+  Migration("0001_a.up.sql",
+            "-- migledger:no-transaction\nCREATE TABLE a (id INTEGER);\n"
+            "VACUUM;\n");
+  RunResult ok = Run({"apply"});
+  ASSERT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
+
+  // The advice is for that error only.
+  Migration("0002_b.up.sql", "INSERT INTO no_such_table VALUES (1);\n");
+  RunResult other = Run({"apply"});
+  ASSERT_EQ(other.exit_code, 3) << Describe(other);
+  EXPECT_FALSE(Contains(other.err, "no-transaction")) << other.err;
+  ExpectLedgerVerifies();
+}
+
 // ---- down -----------------------------------------------------------------
 
 TEST_P(CoreScenarioTest, DownStepsOneRevertsTheLastMigration) {
