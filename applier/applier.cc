@@ -20,6 +20,7 @@
 #include "applier/ledger_writer.h"
 #include "applier/sql_splitter.h"
 #include "common/crash_points.h"
+#include "common/interrupt.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
 #include "ledger/merkle.h"
@@ -691,9 +692,11 @@ struct Applier::Impl {
           " (the statement cannot run in the migration's transaction: put "
           "`-- migledger:no-transaction` at the top of the file)";
     if (!rolled_back)
-      msg +=
-          " (no-transaction step stopped mid-way; fix the file and apply again "
-          "to resume)";
+      msg += InterruptRequested()
+                 ? " (no-transaction step stopped mid-way; apply again to "
+                   "resume)"
+                 : " (no-transaction step stopped mid-way; fix the file and "
+                   "apply again to resume)";
     if (st.code() == Code::kTargetUnavailable) return TargetUnavailable(msg);
     return MigrationFailed(msg);
   }
@@ -1065,6 +1068,9 @@ struct Applier::Impl {
   StatusOr<RunReport> RunPlan(const std::vector<StepPlan>& plan,
                               const std::string& command, RunReport report) {
     if (plan.empty()) return report;
+    // From here a signal cancels the running statement and stops the plan
+    // before its next step, instead of ending the process.
+    InterruptibleWork interruptible;
     // Every file of the plan must be sound before the first step runs.
     for (const auto& s : plan) {
       const MigrationFile& f = s.direction == v1::DIRECTION_DOWN
@@ -1111,8 +1117,18 @@ struct Applier::Impl {
       }
     } stop_writer{this};
     ::migledger::Status failure;
+    int steps_done = 0;
     std::optional<PreparedEvent> finished;  // see RunStep's `finishing`
     for (const auto& s : plan) {
+      if (InterruptRequested()) {
+        failure = Interrupted(
+            std::string("interrupted by ") + InterruptSignalName() +
+            " before migration " + s.migration->version + " " +
+            DirName(s.direction) + ": " + std::to_string(steps_done) + " of " +
+            std::to_string(plan.size()) +
+            " step(s) done, the rest not started");
+        break;
+      }
       const bool last = &s == &plan.back();
       bool resuming = false;
       int resume_at = 0;
@@ -1133,6 +1149,11 @@ struct Applier::Impl {
       driver->StepDone();
       if (!step.ok()) {
         failure = step.status();
+        if (InterruptRequested()) {
+          failure =
+              Interrupted(std::string("interrupted by ") +
+                          InterruptSignalName() + ": " + failure.message());
+        }
         StepReport r{
             s.migration->version, s.migration->slug, s.direction, "failed", 0,
             failure.message()};
@@ -1140,6 +1161,7 @@ struct Applier::Impl {
         break;
       }
       report.steps.push_back(*step);
+      ++steps_done;
     }
     CrashPoint("apply.before_run_finished");
     // Terminal: durable before the command reports anything.
@@ -1148,9 +1170,7 @@ struct Applier::Impl {
       MIGLEDGER_RETURN_IF_ERROR(DrainQueue());
       MIGLEDGER_RETURN_IF_ERROR(ledger->Append(*finished, true).status());
     } else {
-      v1::Event fin =
-          RunFinishedEvent(failure, static_cast<int>(report.steps.size()) -
-                                        (failure.ok() ? 0 : 1));
+      v1::Event fin = RunFinishedEvent(failure, steps_done);
       MIGLEDGER_RETURN_IF_ERROR(Record(&fin, true).status());
     }
     if (report.steps.size() >= kSnapshotAfterSteps) (void)ProjectView();

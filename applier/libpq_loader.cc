@@ -46,10 +46,14 @@ constexpr const char* kLibpqSoname = "libpq.so.5";
      const char* const* values, const int* lengths, const int* formats,        \
      int result_format),                                                       \
     (conn, command, n_params, types, values, lengths, formats, result_format)) \
+  X(int, PQcancel, (PGcancel * cancel, char* errbuf, int errbufsize),          \
+    (cancel, errbuf, errbufsize))                                              \
   X(void, PQfinish, (PGconn * conn), (conn))                                   \
+  X(void, PQfreeCancel, (PGcancel * cancel), (cancel))                         \
   X(void, PQfreemem, (void* ptr), (ptr))                                       \
   X(int, PQgetCopyData, (PGconn * conn, char** buffer, int async),             \
     (conn, buffer, async))                                                     \
+  X(PGcancel*, PQgetCancel, (PGconn * conn), (conn))                           \
   X(PGresult*, PQgetResult, (PGconn * conn), (conn))                           \
   X(int, PQgetisnull, (const PGresult* res, int row, int field),               \
     (res, row, field))                                                         \

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "applier/libpq_loader.h"
+#include "common/interrupt.h"
 
 namespace migledger {
 namespace {
@@ -369,6 +370,8 @@ class PostgresDriver final : public Driver {
       if (unused.conn != nullptr) PQfinish(unused.conn);
     }
     Unlock();
+    canceller_.reset();  // before what it cancels goes
+    if (cancel_ != nullptr) PQfreeCancel(cancel_);
     if (conn_ != nullptr) PQfinish(conn_);
   }
 
@@ -383,6 +386,17 @@ class PostgresDriver final : public Driver {
     auto conn = Connect(&search_path);
     if (!conn.ok()) return conn.status();
     conn_ = *conn;
+    // Ctrl-C sends the server a cancel request for the running statement
+    // (common/interrupt.h).
+    cancel_ = PQgetCancel(conn_);
+    if (cancel_ != nullptr) {
+      canceller_.emplace(
+          [](void* cancel) {
+            char error[256];
+            (void)PQcancel(static_cast<PGcancel*>(cancel), error, sizeof error);
+          },
+          cancel_);
+    }
     MakeSessionSetupReset(search_path);
 
     const char* encoding = PQparameterStatus(conn_, "server_encoding");
@@ -1380,7 +1394,9 @@ class PostgresDriver final : public Driver {
   std::string conninfo_;
   std::vector<std::string> secrets_;
   TargetIdentity identity_;
-  PGconn* conn_ = nullptr;       // the work session
+  PGconn* conn_ = nullptr;      // the work session
+  PGcancel* cancel_ = nullptr;  // its cancel handle, for canceller_
+  std::optional<InterruptCanceller> canceller_;
   PGconn* lock_conn_ = nullptr;  // the lock session, while Lock() holds it
   std::future<Session> pending_lock_session_;  // from BeginLock()
   bool lock_held_ = false;

@@ -12,6 +12,7 @@
 
 #include "applier/sqlite_journal_vfs.h"
 #include "common/file_modes.h"
+#include "common/interrupt.h"
 #include "common/sha256.h"
 
 namespace migledger {
@@ -52,9 +53,15 @@ class Stmt {
 class SqliteDriver final : public Driver {
  public:
   SqliteDriver(sqlite3* db, std::string path)
-      : db_(db), path_(std::move(path)) {}
+      : db_(db),
+        path_(std::move(path)),
+        canceller_(
+            std::in_place,
+            [](void* db) { sqlite3_interrupt(static_cast<sqlite3*>(db)); },
+            db) {}
   ~SqliteDriver() override {
     Unlock();
+    canceller_.reset();  // before the connection goes
     sqlite3_close_v2(db_);
   }
 
@@ -398,6 +405,8 @@ class SqliteDriver final : public Driver {
 
   sqlite3* db_;
   std::string path_;
+  // Ctrl-C interrupts the running statement (common/interrupt.h).
+  std::optional<InterruptCanceller> canceller_;
   TargetIdentity identity_;
   int lock_fd_ = -1;
   bool kept_journal_ = false;  // KeepJournal() switched the journal mode

@@ -15,6 +15,7 @@ int ExitCodeFor(const Status& status) {
     case Code::kUnsupported: return kExitUnsupported;
     case Code::kIo: return kExitIo;
     case Code::kInternal: return kExitInternal;
+    case Code::kInterrupted: return kExitInterrupted;
   }
   return kExitInternal;
 }

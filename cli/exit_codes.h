@@ -17,6 +17,7 @@ enum ExitCode : int {
   kExitTargetUnavailable = 7, // cannot reach or open the target
   kExitUnsupported = 8,       // e.g. a ledger from a newer migledger
   kExitIo = 9,                // file system error (permissions, disk full)
+  kExitInterrupted = 130,     // SIGINT/SIGTERM: the running step rolled back
 };
 
 int ExitCodeFor(const Status& status);

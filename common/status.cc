@@ -15,6 +15,7 @@ const char* CodeName(Code code) {
     case Code::kTargetUnavailable: return "target unavailable";
     case Code::kUnsupported: return "unsupported";
     case Code::kInternal: return "internal error";
+    case Code::kInterrupted: return "interrupted";
   }
   return "unknown";
 }

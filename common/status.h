@@ -28,6 +28,7 @@ enum class Code {
   kTargetUnavailable,// cannot connect to / open the target
   kUnsupported,      // newer ledger format, unsupported feature
   kInternal,         // a bug
+  kInterrupted,      // SIGINT or SIGTERM stopped the run (common/interrupt.h)
 };
 
 const char* CodeName(Code code);
@@ -78,6 +79,9 @@ inline Status TargetUnavailable(std::string m) {
 }
 inline Status Unsupported(std::string m) {
   return Status(Code::kUnsupported, std::move(m));
+}
+inline Status Interrupted(std::string m) {
+  return Status(Code::kInterrupted, std::move(m));
 }
 inline Status Internal(std::string m) {
   return Status(Code::kInternal, std::move(m));

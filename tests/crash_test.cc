@@ -1722,11 +1722,13 @@ INSTANTIATE_TEST_SUITE_P(AllPoints, SecondLedgerAfterKillTest,
 // A CREATE INDEX CONCURRENTLY killed mid-build (PostgreSQL)
 // ---------------------------------------------------------------------------
 
-// Starts the migledger binary in the background (stdin /dev/null, output
-// discarded); returns its pid, or -1.
+// Starts the migledger binary in the background (stdin /dev/null, stdout
+// discarded, stderr to `err_path` if given, else discarded); returns its
+// pid, or -1.
 pid_t StartMigledger(const std::vector<std::string>& args,
                      const std::string& cwd,
-                     const std::map<std::string, std::string>& env) {
+                     const std::map<std::string, std::string>& env,
+                     const std::string& err_path = "") {
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e) {
     std::string kv = *e;
@@ -1746,7 +1748,10 @@ pid_t StartMigledger(const std::vector<std::string>& args,
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);
     dup2(devnull, 1);
-    dup2(devnull, 2);
+    dup2(err_path.empty()
+             ? devnull
+             : open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600),
+         2);
     if (chdir(cwd.c_str()) != 0) _exit(127);
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
@@ -2046,6 +2051,121 @@ INSTANTIATE_TEST_SUITE_P(IndexStatement, KilledConcurrentIndexTest,
                          [](const ::testing::TestParamInfo<int>& i) {
                            return i.param == 0 ? "IndexIsFirstStatement"
                                                : "IndexAfterOneStatement";
+                         });
+
+// ---------------------------------------------------------------------------
+// Ctrl-C and SIGTERM during apply (common/interrupt.h)
+// ---------------------------------------------------------------------------
+
+// A signal while a migration's statement runs cancels that statement: the
+// step rolls back and is recorded as failed, the next migration is not
+// started, apply exits 130 with one error line, and the next apply (the
+// statement fixed) carries on. SQLite gets SIGINT, PostgreSQL SIGTERM.
+class InterruptTest : public ::testing::TestWithParam<TargetKind> {};
+
+TEST_P(InterruptTest, SignalCancelsTheRunningStepAndStopsThePlan) {
+  const TargetKind kind = GetParam();
+  if (kind == TargetKind::kPostgres && !PgFromEnv())
+    GTEST_SKIP() << "PGTEST_URI not set";
+  const int sig = kind == TargetKind::kSqlite ? SIGINT : SIGTERM;
+  const std::string sig_name =
+      kind == TargetKind::kSqlite ? "SIGINT" : "SIGTERM";
+  TempDir dir;
+  const std::string project = dir.path();
+  auto target = TestTarget::Create(kind, project);
+  ASSERT_NE(nullptr, target);
+  WriteConfig(project, target->url(), "");
+  // Minutes of work unless cancelled.
+  const std::string slow =
+      kind == TargetKind::kSqlite
+          ? "INSERT INTO t2 (v) WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+            "SELECT x + 1 FROM c WHERE x < 100000000000) SELECT count(*) "
+            "FROM c;\n"
+          : "INSERT INTO t2 (v) SELECT pg_sleep(600)::text;\n";
+  WriteMigrations(project,
+                  {{V(1), "t1", TxMigration(1, 1), ""},
+                   {V(2), "t2", "CREATE TABLE t2 (v TEXT);\n" + slow, ""},
+                   {V(3), "t3", TxMigration(3, 1), ""}});
+  const std::string err_path = project + "/apply.err";
+  pid_t pid = StartMigledger({"apply", "-v"}, project, target->env(), err_path);
+  ASSERT_GT(pid, 0);
+  // Wait until the slow statement runs: migledger has said it applies 0002
+  // (PostgreSQL: and the server shows the statement sleeping).
+  bool running = false;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!running && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!Contains(ReadFile(err_path), "applying " + V(2))) continue;
+    if (kind == TargetKind::kSqlite) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      running = true;
+    } else {
+      running = !target
+                     ->Query(
+                         "SELECT pid FROM pg_stat_activity WHERE wait_event = "
+                         "'PgSleep' AND "
+                         "application_name = 'migledger' AND datname = "
+                         "current_database()")
+                     .empty();
+    }
+  }
+  if (!running) kill(pid, SIGKILL);
+  ASSERT_TRUE(running) << ReadFile(err_path);
+  kill(pid, sig);
+  // It ends on its own, long before the statement would have.
+  int status = 0;
+  pid_t done = 0;
+  const auto stop_by =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((done = waitpid(pid, &status, WNOHANG)) == 0 &&
+         std::chrono::steady_clock::now() < stop_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (done == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "apply went on after " << sig_name << ": " << ReadFile(err_path);
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "ended by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  std::vector<std::string> errors;
+  for (const auto& line : Lines(ReadFile(err_path))) {
+    if (line.rfind("error: ", 0) == 0) errors.push_back(line);
+  }
+  ASSERT_EQ(errors.size(), 1u) << ReadFile(err_path);
+  EXPECT_TRUE(Contains(errors[0], "interrupted by " + sig_name +
+                                      ": migration " + V(2) + " up failed"))
+      << errors[0];
+
+  TestTarget::State st = target->Snapshot(3);
+  EXPECT_EQ(st.markers, std::set<std::string>{V(1)});
+  EXPECT_EQ(st.rows, (std::map<std::string, int>{{"t1", 1}}));
+  RunResult status_run = RunMigledger({"status"}, project, target->env());
+  ASSERT_EQ(status_run.exit_code, 0) << Describe(status_run);
+  EXPECT_TRUE(Contains(status_run.out, "1 applied, 2 pending"))
+      << status_run.out;
+  EXPECT_FALSE(Contains(status_run.out, "unfinished")) << status_run.out;
+  RunResult verify = RunMigledger({"audit", "verify"}, project);
+  EXPECT_EQ(verify.exit_code, 0) << Describe(verify);
+  RunResult log = RunMigledger({"audit", "log", "--format", "jsonl"}, project);
+  ASSERT_EQ(log.exit_code, 0) << Describe(log);
+  EXPECT_TRUE(Contains(log.out, "interrupted by " + sig_name)) << log.out;
+
+  WriteMigrations(project, {{V(2), "t2", TxMigration(2, 1), ""}});
+  RunResult again = RunMigledger({"apply"}, project, target->env());
+  ASSERT_EQ(again.exit_code, 0) << Describe(again);
+  st = target->Snapshot(3);
+  EXPECT_EQ(st.markers, (std::set<std::string>{V(1), V(2), V(3)}));
+  EXPECT_EQ(st.rows,
+            (std::map<std::string, int>{{"t1", 1}, {"t2", 1}, {"t3", 1}}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, InterruptTest,
+                         ::testing::Values(TargetKind::kSqlite,
+                                           TargetKind::kPostgres),
+                         [](const ::testing::TestParamInfo<TargetKind>& i) {
+                           return std::string(KindName(i.param));
                          });
 
 }  // namespace
