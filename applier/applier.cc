@@ -1068,9 +1068,6 @@ struct Applier::Impl {
   StatusOr<RunReport> RunPlan(const std::vector<StepPlan>& plan,
                               const std::string& command, RunReport report) {
     if (plan.empty()) return report;
-    // From here a signal cancels the running statement and stops the plan
-    // before its next step, instead of ending the process.
-    InterruptibleWork interruptible;
     // Every file of the plan must be sound before the first step runs.
     for (const auto& s : plan) {
       const MigrationFile& f = s.direction == v1::DIRECTION_DOWN
@@ -1101,6 +1098,9 @@ struct Applier::Impl {
     // target sees the run even if this process dies before its first commit.
     MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
     MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
+    // From here a signal cancels the running statement and stops the plan
+    // before its next step; before, it ends the process as a kill would.
+    InterruptibleWork interruptible;
     CrashPoint("apply.after_run_started");
     // The steps' queued appends: drained by the next Record() (at the latest
     // RunFinished's) and when this scope ends, on every path.
