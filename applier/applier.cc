@@ -1572,7 +1572,8 @@ StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
     script += "\n-- " + m.version + " " + m.slug + " (" + m.up.file +
               ", sha256 " + m.up.checksum + ")\n";
     if (!m.up.no_transaction) script += "BEGIN;\n";
-    script += m.up.sql;
+    // psql skips a byte order mark only at the start of its input.
+    script += StartsWithUtf8Bom(m.up.sql) ? m.up.sql.substr(3) : m.up.sql;
     if (!m.up.sql.empty() && m.up.sql.back() != '\n') script += "\n";
     // A last statement without its semicolon must not swallow the marker
     // insert (an empty statement is harmless on both databases).

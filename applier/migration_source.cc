@@ -13,6 +13,7 @@
 #include <future>
 #include <string_view>
 
+#include "applier/sql_splitter.h"
 #include "common/sha256.h"
 
 namespace migledger {
@@ -110,6 +111,7 @@ Status ParseDirectives(const std::string& text, MigrationFile* file) {
   // Only the leading comment lines can hold directives: stop at the first
   // line that is neither blank nor a -- comment.
   std::string_view rest(text);
+  if (StartsWithUtf8Bom(rest)) rest.remove_prefix(3);  // not part of line 1
   int line_no = 0;
   while (!rest.empty()) {
     ++line_no;

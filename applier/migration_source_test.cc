@@ -199,6 +199,24 @@ TEST_F(MigrationSourceTest, DirectivesAreParsedFromTheLeadingComments) {
   EXPECT_EQ((*m)[0].up.requires_versions[0], "0");
 }
 
+// A UTF-8 byte order mark before the first line does not hide a directive
+// (nor the first statement: the checksum still covers the exact bytes).
+TEST_F(MigrationSourceTest, DirectiveAfterAByteOrderMarkIsParsed) {
+  const std::string text =
+      "\xEF\xBB\xBF-- migledger:no-transaction\r\nCREATE INDEX x;\r\n";
+  Write("1_idx.up.sql", text);
+  auto m = LoadMigrations(dir_);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_TRUE((*m)[0].up.no_transaction);
+  EXPECT_EQ((*m)[0].up.sql, text);
+  EXPECT_EQ((*m)[0].up.checksum, Sha256Hex(text));
+  Write("2_x.up.sql", "\xEF\xBB\xBF-- migledger:no-transactoin\nSELECT 1;");
+  auto bad = LoadMigrations(dir_);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("2_x.up.sql:1"), std::string::npos)
+      << bad.status().message();
+}
+
 TEST_F(MigrationSourceTest, UnknownDirectiveIsAnErrorNamingFileAndLine) {
   Write("1_x.up.sql", "\n-- migledger:no-transactoin\nSELECT 1;");
   auto m = LoadMigrations(dir_);

@@ -170,7 +170,9 @@ class Splitter {
       : s_(sql), n_(sql.size()), pg_(dialect == SqlDialect::kPostgres) {}
 
   StatusOr<std::vector<SqlStatement>> Run() {
-    size_t i = 0;
+    // A UTF-8 byte order mark (editors on Windows write one) is not SQL:
+    // skipped, as psql skips it.
+    size_t i = StartsWithUtf8Bom(s_) ? 3 : 0;
     while (i < n_) {
       const unsigned char c = static_cast<unsigned char>(s_[i]);
       if (IsSpace(c)) {

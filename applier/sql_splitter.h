@@ -18,6 +18,11 @@ namespace migledger {
 
 enum class SqlDialect { kPostgres, kSqlite };
 
+// True when `text` begins with the UTF-8 byte order mark (EF BB BF).
+inline bool StartsWithUtf8Bom(std::string_view text) {
+  return text.size() >= 3 && text.substr(0, 3) == "\xEF\xBB\xBF";
+}
+
 struct SqlStatement {
   // The statement text from its first significant character through its
   // terminating semicolon (inclusive) or end of input. Comments that precede

@@ -75,6 +75,25 @@ TEST_P(BothDialects, WhitespaceOnlyInputGivesNoStatements) {
   EXPECT_EQ(Split(" \t\r\n\f\v\n  ", GetParam()), Texts{});
 }
 
+// A UTF-8 byte order mark at the start is skipped (psql skips it too); the
+// statement's offset still counts it.
+TEST_P(BothDialects, LeadingByteOrderMarkIsNotPartOfTheFirstStatement) {
+  const std::string sql =
+      "\xEF\xBB\xBF"
+      "CREATE TABLE a (id int);\r\nSELECT 1;";
+  EXPECT_EQ(Split(sql, GetParam()),
+            (Texts{"CREATE TABLE a (id int);", "SELECT 1;"}));
+  auto statements = SplitSql(sql, GetParam());
+  ASSERT_TRUE(statements.ok());
+  EXPECT_EQ((*statements)[0].offset, 3u);
+  EXPECT_EQ((*statements)[0].first_line, 1);
+  EXPECT_EQ((*statements)[1].first_line, 2);
+  EXPECT_EQ(Split("\xEF\xBB\xBF", GetParam()), Texts{});
+  // Elsewhere it is the statement's own business.
+  EXPECT_EQ(Split("SELECT 1;\xEF\xBB\xBFSELECT 2;", GetParam()),
+            (Texts{"SELECT 1;", "\xEF\xBB\xBFSELECT 2;"}));
+}
+
 TEST_P(BothDialects, CommentOnlyInputGivesNoStatements) {
   EXPECT_EQ(Split("-- one\n/* two; */\n-- three;", GetParam()), Texts{});
 }

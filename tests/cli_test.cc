@@ -750,6 +750,31 @@ TEST_P(CoreScenarioTest, StatementThatRefusesATransactionSaysHowToMarkTheFile) {
   ExpectLedgerVerifies();
 }
 
+// Files saved by editors that write a UTF-8 byte order mark and CRLF line
+// ends run on both targets, their directives included; the checksum is
+// still over the exact bytes.
+TEST_P(CoreScenarioTest, FileWithAByteOrderMarkAndCrlfRuns) {
+  Migration("0001_a.up.sql",
+            "\xEF\xBB\xBF"
+            "CREATE TABLE a (id INTEGER);\r\n"
+            "INSERT INTO a (id) VALUES (1);\r\n");
+  Migration("0002_b.up.sql",
+            "\xEF\xBB\xBF-- migledger:no-transaction\r\n"
+            "CREATE TABLE b (id INTEGER);\r\n");
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_TRUE(target_->TableExists("b"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+  std::vector<std::string> started = EventLines("step_started");
+  ASSERT_EQ(started.size(), 2u);
+  EXPECT_TRUE(Contains(started[0], "\"tx_mode\":\"TX_MODE_TRANSACTION\""))
+      << started[0];
+  EXPECT_TRUE(Contains(started[1], "\"tx_mode\":\"TX_MODE_NO_TRANSACTION\""))
+      << started[1];
+  ExpectLedgerVerifies();
+}
+
 // ---- down -----------------------------------------------------------------
 
 TEST_P(CoreScenarioTest, DownStepsOneRevertsTheLastMigration) {
