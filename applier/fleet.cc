@@ -7,6 +7,8 @@
 #include <mutex>
 #include <thread>
 
+#include "common/interrupt.h"
+
 namespace migledger {
 namespace {
 
@@ -77,6 +79,9 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
     report.rows[i].canary = static_cast<int>(i) < fleet.canary;
   }
   std::atomic<bool> failed{false};
+  // A signal now stops the fleet: running targets cancel their statement,
+  // no new target starts, and the summary is still printed.
+  InterruptibleWork interruptible;
   // Runs rows [begin, end) with up to `parallel` workers; a worker starts no
   // new target once any target failed.
   auto run_stage = [&](size_t begin, size_t end) {
@@ -86,7 +91,7 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
     for (size_t w = 0; w < n; ++w) {
       workers.emplace_back([&] {
         for (;;) {
-          if (failed.load()) return;
+          if (failed.load() || InterruptRequested()) return;
           size_t i = next.fetch_add(1);
           if (i >= end) return;
           ApplyOne(shared, targets[i], fleet.to, &report.rows[i]);
@@ -102,15 +107,24 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
   size_t canaries = std::min<size_t>(static_cast<size_t>(fleet.canary), targets.size());
   if (canaries > 0) run_stage(0, canaries);
   if (!failed.load() && canaries < targets.size()) run_stage(canaries, targets.size());
+  size_t not_started = 0;
+  for (const auto& x : report.rows) not_started += x.outcome == "not started";
+  const std::string not_started_text = std::to_string(not_started) + " target(s) not started";
+  const std::string interrupted =
+      InterruptRequested() ? std::string("interrupted by ") + InterruptSignalName() + ": " : "";
   for (const auto& r : report.rows) {
     if (r.outcome == "failed") {
-      size_t not_started = 0;
-      for (const auto& x : report.rows) not_started += x.outcome == "not started";
-      report.failure = MigrationFailed("target " + r.target + " failed (" +
-                                       std::to_string(not_started) +
-                                       " target(s) not started): " + r.message);
+      std::string message = r.message;
+      if (!interrupted.empty() && message.rfind(interrupted, 0) == 0) {
+        message.erase(0, interrupted.size());
+      }
+      const std::string text = "target " + r.target + " failed (" + not_started_text + "): " + message;
+      report.failure = interrupted.empty() ? MigrationFailed(text) : Interrupted(interrupted + text);
       break;
     }
+  }
+  if (report.failure.ok() && !interrupted.empty()) {
+    report.failure = Interrupted(interrupted + not_started_text);
   }
   return report;
 }

@@ -3,6 +3,9 @@
 // central audit store gathers every target; fleets roll out in waves.
 // Real PostgreSQL (scripts/pg-throwaway), real RocksDB, the real binary.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <map>
 #include <set>
@@ -206,6 +209,57 @@ TEST_F(MirrorTamperTest, ForkedMirrorChainRefusesTheApply) {
     }
   }
   ExpectRefused("forks from the local ledger at target sequence 5");
+}
+
+// Ctrl-C during a fleet apply: the running target's statement is cancelled
+// and rolled back, no other target starts, the summary says so, exit 130;
+// the rerun finishes every target.
+TEST_F(SharedHistoryTest, InterruptedFleetStopsStartingTargets) {
+  std::string p = dir_ / "fleet";
+  std::string toml = "lock_timeout_ms = 5000\n[groups]\nall = [\"db1\", \"db2\", \"db3\"]\n";
+  std::vector<std::string> uris;
+  for (int i = 1; i <= 3; ++i) {
+    uris.push_back(PgServer::CreateDatabase(db_ + "_i" + std::to_string(i)));
+    toml += "[targets.db" + std::to_string(i) + "]\nurl = \"" + uris.back() + "\"\n";
+  }
+  WriteFile(p + "/migledger.toml", toml);
+  WriteFile(p + "/migrations/0001_slow.up.sql",
+            "CREATE TABLE slow (v text);\nINSERT INTO slow SELECT pg_sleep(600)::text;\n");
+  const std::string err_path = p + "/apply.err";
+  pid_t pid = StartMigledger({"apply", "--group", "all", "--parallel", "1"}, p, {}, err_path);
+  ASSERT_GT(pid, 0);
+  bool sleeping = false;
+  for (int i = 0; i < 1200 && !sleeping; ++i) {
+    usleep(50 * 1000);
+    sleeping = !PgServer::Query(uris[0],
+                                "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                                "AND datname = current_database()")
+                    .empty();
+  }
+  if (!sleeping) kill(pid, SIGKILL);
+  ASSERT_TRUE(sleeping) << ReadFile(err_path);
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "ended by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  const std::string err = ReadFile(err_path);
+  EXPECT_EQ(CountLines(err, "error: "), 1) << err;
+  EXPECT_NE(err.find("error: interrupted by SIGINT: target db1 failed (2 target(s) not started)"),
+            std::string::npos)
+      << err;
+  for (const auto& u : uris) {
+    EXPECT_EQ(PgServer::Query(u, "SELECT to_regclass('public.slow') IS NULL").at(0), "t") << u;
+  }
+  EXPECT_EQ(RunMigledger({"audit", "verify"}, p).exit_code, 0);
+
+  WriteFile(p + "/migrations/0001_slow.up.sql", "CREATE TABLE slow (v text);\n");
+  RunResult rerun = RunMigledger({"apply", "--group", "all", "--parallel", "2"}, p);
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.out << rerun.err;
+  for (const auto& u : uris) {
+    EXPECT_EQ(PgServer::Query(u, "SELECT count(*) FROM migledger.applied").at(0), "1") << u;
+  }
+  for (int i = 1; i <= 3; ++i) PgServer::DropDatabase(db_ + "_i" + std::to_string(i));
 }
 
 TEST_F(SharedHistoryTest, KillDuringTheMirrorWriteLosesAndDoublesNothing) {

@@ -1,6 +1,8 @@
 // Helpers for tests that run the real migledger binary on real files.
 #pragma once
 
+#include <sys/types.h>
+
 #include <map>
 #include <string>
 #include <vector>
@@ -34,6 +36,14 @@ struct RunResult {
 RunResult RunMigledger(const std::vector<std::string>& args,
                        const std::string& cwd,
                        const std::map<std::string, std::string>& env = {});
+
+// Starts the migledger binary in the background (stdin /dev/null, stdout
+// discarded, stderr to `err_path` if given, else discarded), with extra
+// environment variables; returns its pid (waitpid() it), or -1.
+pid_t StartMigledger(const std::vector<std::string>& args,
+                     const std::string& cwd,
+                     const std::map<std::string, std::string>& env = {},
+                     const std::string& err_path = "");
 
 // Path of the migledger binary under test.
 std::string MigledgerBinary();
