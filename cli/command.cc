@@ -170,7 +170,7 @@ int RunCli(int argc, char** argv) {
       "drift,\n"
       "5 busy (locked), 6 ledger corrupt, 7 target unavailable, 8 unsupported, "
       "9 I/O,\n"
-      "130 interrupted (Ctrl-C/SIGTERM: the running step rolled back)."};
+      "130/143 interrupted by SIGINT/SIGTERM (the running step rolled back)."};
   app.require_subcommand(1);
   app.set_version_flag("--version", ToolVersion());
   GlobalOptions g;

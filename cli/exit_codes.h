@@ -17,7 +17,9 @@ enum ExitCode : int {
   kExitTargetUnavailable = 7, // cannot reach or open the target
   kExitUnsupported = 8,       // e.g. a ledger from a newer migledger
   kExitIo = 9,                // file system error (permissions, disk full)
-  kExitInterrupted = 130,     // SIGINT/SIGTERM: the running step rolled back
+  // SIGINT/SIGTERM: the running step rolled back. main() then ends the
+  // process by the signal itself (common/interrupt.h); this is the fallback.
+  kExitInterrupted = 130,
 };
 
 int ExitCodeFor(const Status& status);

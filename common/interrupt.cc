@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
+#include <cstdio>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -26,6 +28,17 @@ State& state() {
   return *s;
 }
 
+// Ends the process by `sig`, as if no handler were installed.
+[[noreturn]] void DieOf(int sig) {
+  std::signal(sig, SIG_DFL);
+  sigset_t one;
+  sigemptyset(&one);
+  sigaddset(&one, sig);
+  pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+  raise(sig);  // to this thread, which no longer blocks it
+  _exit(128 + sig);
+}
+
 void Watch(sigset_t set) {
   State& s = state();
   for (;;) {
@@ -33,7 +46,7 @@ void Watch(sigset_t set) {
     if (sigwait(&set, &sig) != 0) continue;
     int none = 0;
     if (s.working.load() == 0 || !s.signal.compare_exchange_strong(none, sig))
-      _exit(128 + sig);
+      DieOf(sig);
     std::lock_guard<std::mutex> lock(s.mu);
     for (const auto& [cancel, arg] : s.cancellers) cancel(arg);
   }
@@ -60,6 +73,13 @@ const char* InterruptSignalName() {
       return "SIGTERM";
     default:
       return "";
+  }
+}
+
+void EndByInterruptSignal() {
+  if (const int sig = state().signal.load(); sig != 0) {
+    std::fflush(nullptr);
+    DieOf(sig);
   }
 }
 

@@ -5,9 +5,12 @@
 // its running statement (PostgreSQL: a cancel request; SQLite:
 // sqlite3_interrupt). The step then fails and rolls back like any failed
 // step, the ledger records it, and the applier starts no further step.
-// Outside such work, or on a second signal, the process exits at once with
-// 128 + the signal number, as without a handler: nothing was started then
-// that a crash would not also leave consistent.
+// Outside such work, or on a second signal, the process ends at once by the
+// signal, as without a handler: nothing was started then that a crash would
+// not also leave consistent. After an interrupted plan, main() ends the
+// process by the same signal once the error is printed
+// (EndByInterruptSignal), so a calling shell sees the interrupt and stops
+// too, as it would for any other program.
 //
 // The signals are blocked in every thread and taken by one watcher thread
 // (sigwait), so the cancellers run in normal thread context under a mutex:
@@ -24,6 +27,10 @@ void InstallInterruptHandlers();
 bool InterruptRequested();
 // "SIGINT" or "SIGTERM" after InterruptRequested(), else "".
 const char* InterruptSignalName();
+
+// After InterruptRequested(): ends the process by that signal (default
+// action). Returns at once otherwise.
+void EndByInterruptSignal();
 
 // Marks a plan running: signals cancel instead of ending the process.
 class InterruptibleWork {
