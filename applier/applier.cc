@@ -65,7 +65,7 @@ const char* DirName(v1::Direction d) {
 // file and line.
 StatusOr<std::vector<SqlStatement>> CheckedStatements(const MigrationFile& f,
                                                       SqlDialect dialect) {
-  auto statements = SplitSql(f.sql, dialect);
+  auto statements = SplitMigrationFile(f.sql, dialect);
   if (!statements.ok()) {
     std::string msg = statements.status().message();
     std::string line;
@@ -1577,8 +1577,8 @@ StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
     if (!m.up.sql.empty() && m.up.sql.back() != '\n') script += "\n";
     // A last statement without its semicolon must not swallow the marker
     // insert (an empty statement is harmless on both databases).
-    auto statements =
-        SplitSql(m.up.sql, pg ? SqlDialect::kPostgres : SqlDialect::kSqlite);
+    auto statements = SplitMigrationFile(
+        m.up.sql, pg ? SqlDialect::kPostgres : SqlDialect::kSqlite);
     if (statements.ok() && !statements->empty() &&
         statements->back().text.back() != ';') {
       script += ";\n";

@@ -170,9 +170,7 @@ class Splitter {
       : s_(sql), n_(sql.size()), pg_(dialect == SqlDialect::kPostgres) {}
 
   StatusOr<std::vector<SqlStatement>> Run() {
-    // A UTF-8 byte order mark (editors on Windows write one) is not SQL:
-    // skipped, as psql skips it.
-    size_t i = StartsWithUtf8Bom(s_) ? 3 : 0;
+    size_t i = 0;
     while (i < n_) {
       const unsigned char c = static_cast<unsigned char>(s_[i]);
       if (IsSpace(c)) {
@@ -534,6 +532,16 @@ std::string_view NextWord(std::string_view s, size_t* pos) {
 StatusOr<std::vector<SqlStatement>> SplitSql(std::string_view sql,
                                              SqlDialect dialect) {
   return Splitter(sql, dialect).Run();
+}
+
+StatusOr<std::vector<SqlStatement>> SplitMigrationFile(std::string_view text,
+                                                       SqlDialect dialect) {
+  if (!StartsWithUtf8Bom(text)) return SplitSql(text, dialect);
+  auto statements = SplitSql(text.substr(3), dialect);
+  if (statements.ok()) {
+    for (SqlStatement& s : *statements) s.offset += 3;
+  }
+  return statements;
 }
 
 int LineOfOffset(std::string_view text, size_t offset) {

@@ -37,6 +37,12 @@ struct SqlStatement {
 StatusOr<std::vector<SqlStatement>> SplitSql(std::string_view sql,
                                              SqlDialect dialect);
 
+// SplitSql of a migration file's text. A UTF-8 byte order mark at its start
+// (editors on Windows write one) is not SQL and is skipped, as psql skips
+// it; the statements' offsets still count it.
+StatusOr<std::vector<SqlStatement>> SplitMigrationFile(std::string_view text,
+                                                       SqlDialect dialect);
+
 // 1-based line number of byte `offset` in `text`.
 int LineOfOffset(std::string_view text, size_t offset);
 

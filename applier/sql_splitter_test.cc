@@ -75,23 +75,33 @@ TEST_P(BothDialects, WhitespaceOnlyInputGivesNoStatements) {
   EXPECT_EQ(Split(" \t\r\n\f\v\n  ", GetParam()), Texts{});
 }
 
-// A UTF-8 byte order mark at the start is skipped (psql skips it too); the
-// statement's offset still counts it.
+// A UTF-8 byte order mark at the start of a migration file is skipped (psql
+// skips it too); the statement's offset still counts it. SplitSql itself
+// leaves bytes alone: a statement's text split again is that statement.
 TEST_P(BothDialects, LeadingByteOrderMarkIsNotPartOfTheFirstStatement) {
   const std::string sql =
       "\xEF\xBB\xBF"
       "CREATE TABLE a (id int);\r\nSELECT 1;";
-  EXPECT_EQ(Split(sql, GetParam()),
-            (Texts{"CREATE TABLE a (id int);", "SELECT 1;"}));
-  auto statements = SplitSql(sql, GetParam());
+  auto statements = SplitMigrationFile(sql, GetParam());
   ASSERT_TRUE(statements.ok());
+  ASSERT_EQ(statements->size(), 2u);
+  EXPECT_EQ((*statements)[0].text, "CREATE TABLE a (id int);");
   EXPECT_EQ((*statements)[0].offset, 3u);
   EXPECT_EQ((*statements)[0].first_line, 1);
+  EXPECT_EQ((*statements)[1].text, "SELECT 1;");
+  EXPECT_EQ(sql.substr((*statements)[1].offset, 9), "SELECT 1;");
   EXPECT_EQ((*statements)[1].first_line, 2);
-  EXPECT_EQ(Split("\xEF\xBB\xBF", GetParam()), Texts{});
-  // Elsewhere it is the statement's own business.
-  EXPECT_EQ(Split("SELECT 1;\xEF\xBB\xBFSELECT 2;", GetParam()),
-            (Texts{"SELECT 1;", "\xEF\xBB\xBFSELECT 2;"}));
+  auto only_mark = SplitMigrationFile("\xEF\xBB\xBF", GetParam());
+  ASSERT_TRUE(only_mark.ok());
+  EXPECT_TRUE(only_mark->empty());
+  // SplitSql keeps the bytes, and so does a mark that is not at the start.
+  EXPECT_EQ(Split(sql, GetParam()), (Texts{"\xEF\xBB\xBF"
+                                           "CREATE TABLE a (id int);",
+                                           "SELECT 1;"}));
+  auto later = SplitMigrationFile("SELECT 1;\xEF\xBB\xBFSELECT 2;", GetParam());
+  ASSERT_TRUE(later.ok());
+  ASSERT_EQ(later->size(), 2u);
+  EXPECT_EQ((*later)[1].text, "\xEF\xBB\xBFSELECT 2;");
 }
 
 TEST_P(BothDialects, CommentOnlyInputGivesNoStatements) {

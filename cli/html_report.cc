@@ -423,8 +423,8 @@ void FillStatements(Ledger* ledger, Report* r) {
     if (a.sql_blob.empty() || f.f.statement_index() < 0) continue;
     auto sql = ledger->GetBlob(a.sql_blob);
     if (!sql.ok()) continue;
-    auto statements =
-        SplitSql(*sql, f.target_kind == "postgres" ? SqlDialect::kPostgres
+    auto statements = SplitMigrationFile(*sql, f.target_kind == "postgres"
+                                                   ? SqlDialect::kPostgres
                                                    : SqlDialect::kSqlite);
     if (!statements.ok()) continue;
     size_t i = static_cast<size_t>(f.f.statement_index());
