@@ -1341,6 +1341,11 @@ StatusOr<StatusReport> Applier::Status() {
   std::vector<OutOfBandStep> oob;
   CheckTarget(index, p, markers, &report.drift, &oob);
   std::vector<char> on_disk(markers.size(), 0);
+  const MarkerRow* newest = nullptr;
+  for (const auto& r : markers) {
+    if (newest == nullptr || CompareVersions(r.version, newest->version) > 0)
+      newest = &r;
+  }
   report.rows.reserve(d.migrations.size());
   for (const auto& m : d.migrations) {
     StatusRow row{m.version, m.slug, "pending", "", ""};
@@ -1360,6 +1365,10 @@ StatusOr<StatusReport> Applier::Status() {
       row.state = "failed";
       row.note = (*h)->last_error;
     }
+    if (marker_index == nullptr && newest != nullptr &&
+        CompareVersions(m.version, newest->version) < 0) {
+      row.note += row.note.empty() ? "out of order" : ", out of order";
+    }
     if (m.up.no_transaction)
       row.note += row.note.empty() ? "no-transaction" : ", no-transaction";
     report.rows.push_back(std::move(row));
@@ -1376,6 +1385,9 @@ StatusOr<StatusReport> Applier::Status() {
 StatusOr<std::vector<StepPlan>> Applier::PlanApply(const std::string& to) {
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanUp(impl_->migrations, markers, to));
+  if (!impl_->options.allow_out_of_order) {
+    MIGLEDGER_RETURN_IF_ERROR(CheckPlanInOrder(plan, markers));
+  }
   SqlDialect dialect =
       impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
   for (const auto& s : plan) {

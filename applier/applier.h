@@ -32,6 +32,8 @@ struct ApplierOptions {
   std::string command_line;  // recorded (redacted) in RunStarted
   std::string reason;        // --reason
   std::chrono::milliseconds lock_timeout{10000};
+  // See ProjectConfig::allow_out_of_order.
+  bool allow_out_of_order = false;
   // When set, use this open ledger instead of opening config.ledger_dir
   // (fleet apply: one ledger, many targets, one thread per target).
   std::shared_ptr<Ledger> shared_ledger;

@@ -67,6 +67,14 @@ StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,
     }
     c.lock_timeout_ms = *v;
   }
+  if (auto b = tbl["allow_out_of_order"]) {
+    auto v = b.value<bool>();
+    if (!b.is_boolean() || !v) {
+      return InvalidInput(std::string(kConfigFileName) +
+                          ": allow_out_of_order must be true or false");
+    }
+    c.allow_out_of_order = *v;
+  }
   c.migrations_dir = Anchor(root, migrations);
   c.ledger_dir = Anchor(root, ledger);
   if (auto targets = tbl["targets"]) {

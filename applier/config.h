@@ -34,6 +34,9 @@ struct ProjectConfig {
   std::string ledger_dir;
   std::string default_target;
   int64_t lock_timeout_ms = 10000;
+  // Apply a pending migration older than the newest applied one (a branch
+  // merged late) instead of refusing; also `apply --allow-out-of-order`.
+  bool allow_out_of_order = false;
   std::map<std::string, TargetConfig> targets;
   std::map<std::string, std::vector<std::string>> groups;
   std::string audit_store_url;

@@ -15,6 +15,21 @@ TEST(ConfigTest, DefaultsAnchorPathsAtTheProjectRoot) {
   EXPECT_EQ(c->lock_timeout_ms, 10000);
 }
 
+TEST(ConfigTest, AllowOutOfOrderIsABooleanOffByDefault) {
+  auto off = ParseProjectConfig("", "/srv/app");
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->allow_out_of_order);
+  auto on = ParseProjectConfig("allow_out_of_order = true\n", "/srv/app");
+  ASSERT_TRUE(on.ok()) << on.status().message();
+  EXPECT_TRUE(on->allow_out_of_order);
+  auto bad = ParseProjectConfig("allow_out_of_order = \"yes\"\n", "/srv/app");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(
+      bad.status().message().find("allow_out_of_order must be true or false"),
+      std::string::npos)
+      << bad.status().message();
+}
+
 TEST(ConfigTest, NamedTargetsResolveLiteralAndEnvironmentUrls) {
   auto c = ParseProjectConfig(
       "default_target = \"dev\"\n[targets.dev]\nurl = \"sqlite:dev.db\"\n"

@@ -352,6 +352,30 @@ StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
   return plan;
 }
 
+Status CheckPlanInOrder(const std::vector<StepPlan>& plan,
+                        const std::vector<MarkerRow>& markers) {
+  const MarkerRow* newest = nullptr;
+  for (const auto& r : markers) {
+    if (newest == nullptr || CompareVersions(r.version, newest->version) > 0)
+      newest = &r;
+  }
+  if (newest == nullptr) return Status::Ok();
+  for (const auto& s : plan) {
+    if (s.direction != v1::DIRECTION_UP) continue;
+    if (CompareVersions(s.migration->version, newest->version) < 0) {
+      return InvalidInput(
+          "migration " + s.migration->version + " (" + s.migration->up.file +
+          ") is older than " + newest->version +
+          ", which is applied: it would run out of order; give it a version "
+          "after " +
+          newest->version +
+          ", or apply it as it is with --allow-out-of-order "
+          "(allow_out_of_order = true in migledger.toml)");
+    }
+  }
+  return Status::Ok();
+}
+
 StatusOr<std::vector<StepPlan>> PlanDown(
     const std::vector<Migration>& migrations,
     const std::vector<MarkerRow>& markers, const std::string& to, int steps) {

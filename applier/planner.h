@@ -203,6 +203,12 @@ StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
                                        const std::vector<MarkerRow>& markers,
                                        const std::string& to);
 
+// kInvalidInput naming the first up step of `plan` whose version is older
+// than the newest applied one (a marker row): it would run out of order,
+// against a schema its author never saw.
+Status CheckPlanInOrder(const std::vector<StepPlan>& plan,
+                        const std::vector<MarkerRow>& markers);
+
 // Applied versions to revert, newest first: the last `steps`, or all above
 // `to`. A step without a down file is kInvalidInput naming it.
 StatusOr<std::vector<StepPlan>> PlanDown(

@@ -287,6 +287,37 @@ TEST(PlanTest, UpPlansUnmarkedVersionsInOrderUpToTarget) {
   EXPECT_FALSE(PlanUp(files, {}, "7").ok());
 }
 
+// A pending version below the newest applied one (numerically: 10 > 9)
+// would run out of order: refused, naming it and the newest applied.
+TEST(PlanTest, StepOlderThanTheNewestAppliedIsOutOfOrder) {
+  std::vector<Migration> files = {Mig("1", "a"), Mig("2", "b"), Mig("9", "c"),
+                                  Mig("10", "d"), Mig("11", "e")};
+  std::vector<MarkerRow> markers = {{"1", "a", "x", "t"},
+                                    {"10", "d", "x", "t"}};
+  auto plan = PlanUp(files, markers, "");
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->size(), 3u);  // 2, 9, 11
+  Status st = CheckPlanInOrder(*plan, markers);
+  EXPECT_EQ(st.code(), Code::kInvalidInput);
+  EXPECT_NE(st.message().find("migration 2 (2_m.up.sql) is older than 10"),
+            std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("--allow-out-of-order"), std::string::npos);
+  // Only newer ones pending, nothing applied, or reverting: in order.
+  auto newer = PlanUp(
+      files, {{"1", "a", "x", "t"}, {"2", "b", "x", "t"}, {"9", "c", "x", "t"}},
+      "");
+  ASSERT_TRUE(newer.ok());
+  EXPECT_TRUE(CheckPlanInOrder(*newer, {{"1", "a", "x", "t"},
+                                        {"2", "b", "x", "t"},
+                                        {"9", "c", "x", "t"}})
+                  .ok());
+  EXPECT_TRUE(CheckPlanInOrder(*plan, {}).ok());
+  auto down = PlanDown(files, markers, "", 2);
+  ASSERT_TRUE(down.ok());
+  EXPECT_TRUE(CheckPlanInOrder(*down, markers).ok());
+}
+
 TEST(PlanTest, UnknownTargetVersionSaysWhetherItIsAVersionAtAll) {
   std::vector<Migration> files = {Mig("1", "a"), Mig("2", "b")};
   auto missing = PlanUp(files, {}, "7");

@@ -78,6 +78,7 @@ StatusOr<ApplierOptions> MakeApplierOptions(const GlobalOptions& g) {
   o.target = g.target;
   o.command_line = g.command_line;
   o.lock_timeout = std::chrono::milliseconds(o.config.lock_timeout_ms);
+  o.allow_out_of_order = o.config.allow_out_of_order;
   if (!g.lock_timeout.empty()) {
     MIGLEDGER_ASSIGN_OR_RETURN(o.lock_timeout, ParseDuration(g.lock_timeout));
   }

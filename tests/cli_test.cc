@@ -775,6 +775,49 @@ TEST_P(CoreScenarioTest, FileWithAByteOrderMarkAndCrlfRuns) {
   ExpectLedgerVerifies();
 }
 
+// A migration merged late, with a version below one already applied, is
+// refused until the operator says it may run out of order (flag or config);
+// status marks it meanwhile.
+TEST_P(CoreScenarioTest, OutOfOrderMigrationIsRefusedUntilAllowed) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0003_c.up.sql", "CREATE TABLE c (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  RunResult status = Run({"status"});
+  ASSERT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "out of order")) << status.out;
+  for (const char* command : {"apply", "plan"}) {
+    RunResult r = Run({command});
+    EXPECT_EQ(r.exit_code, 2) << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err,
+                         "migration 0002 (0002_b.up.sql) is older than "
+                         "0003, which is applied"))
+        << r.err;
+  }
+  EXPECT_FALSE(target_->TableExists("b"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0003"}));
+
+  RunResult allowed = Run({"apply", "--allow-out-of-order"});
+  ASSERT_EQ(allowed.exit_code, 0) << Describe(allowed);
+  EXPECT_TRUE(Contains(allowed.out, "applied  0002 b")) << allowed.out;
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002", "0003"}));
+  std::vector<std::string> started = EventLines("run_started");
+  ASSERT_FALSE(started.empty());
+  EXPECT_TRUE(Contains(started.back(), "--allow-out-of-order"))
+      << started.back();
+
+  // The project can allow it for good.
+  Migration("0000_z.up.sql", "CREATE TABLE z (id INTEGER);\n");
+  EXPECT_EQ(Run({"apply"}).exit_code, 2);
+  WriteFile(dir_ / "migledger.toml",
+            "allow_out_of_order = true\n" + ReadFile(dir_ / "migledger.toml"));
+  RunResult configured = Run({"apply"});
+  ASSERT_EQ(configured.exit_code, 0) << Describe(configured);
+  EXPECT_TRUE(target_->TableExists("z"));
+  ExpectLedgerVerifies();
+}
+
 // ---- down -----------------------------------------------------------------
 
 TEST_P(CoreScenarioTest, DownStepsOneRevertsTheLastMigration) {

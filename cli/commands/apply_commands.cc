@@ -25,11 +25,12 @@ void AddTargetFlags(CLI::App* cmd, GlobalOptions* g, bool locks) {
   }
 }
 
-StatusOr<std::unique_ptr<Applier>> OpenApplier(const GlobalOptions& g,
-                                               AccessMode mode,
-                                               const std::string& reason = "") {
+StatusOr<std::unique_ptr<Applier>> OpenApplier(
+    const GlobalOptions& g, AccessMode mode, const std::string& reason = "",
+    bool allow_out_of_order = false) {
   MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions o, MakeApplierOptions(g));
   o.reason = reason;
+  if (allow_out_of_order) o.allow_out_of_order = true;
   return Applier::Open(std::move(o), mode);
 }
 
@@ -159,7 +160,11 @@ void SetupPlan(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   AddTargetFlags(cmd, g, true);
   auto to = std::make_shared<std::string>();
   auto sql = std::make_shared<bool>(false);
+  auto out_of_order = std::make_shared<bool>(false);
   cmd->add_option("--to", *to, "Stop at this version (inclusive)");
+  cmd->add_flag("--allow-out-of-order", *out_of_order,
+                "Plan pending migrations older than the newest applied one "
+                "too, as apply --allow-out-of-order would");
   cmd->add_flag("--sql", *sql,
                 "Print the SQL script apply would run, marker rows included, "
                 "and record it "
@@ -167,15 +172,16 @@ void SetupPlan(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   cmd->callback([=] {
     *selected = [=]() -> Status {
       if (*sql) {
-        MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
-                                   OpenApplier(*g, AccessMode::kWrite));
+        MIGLEDGER_ASSIGN_OR_RETURN(
+            auto applier,
+            OpenApplier(*g, AccessMode::kWrite, "", *out_of_order));
         MIGLEDGER_ASSIGN_OR_RETURN(std::string script,
                                    applier->ExportPlanSql(*to));
         std::fputs(script.c_str(), stdout);
         return Status::Ok();
       }
-      MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
-                                 OpenApplier(*g, AccessMode::kRead));
+      MIGLEDGER_ASSIGN_OR_RETURN(
+          auto applier, OpenApplier(*g, AccessMode::kRead, "", *out_of_order));
       MIGLEDGER_ASSIGN_OR_RETURN(auto plan, applier->PlanApply(*to));
       if (plan.empty()) {
         std::printf("nothing to apply\n");
@@ -204,9 +210,13 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   auto to = std::make_shared<std::string>();
   auto reason = std::make_shared<std::string>();
   auto fleet = std::make_shared<FleetOptions>();
+  auto out_of_order = std::make_shared<bool>(false);
   cmd->add_option("--to", *to, "Stop at this version (inclusive)");
   cmd->add_option("--reason", *reason,
                   "Why: recorded with the run in the ledger");
+  cmd->add_flag("--allow-out-of-order", *out_of_order,
+                "Apply pending migrations older than the newest applied one "
+                "(refused otherwise)");
   auto* group =
       cmd->add_option("--group", fleet->group,
                       "Apply to every target of this group in migledger.toml");
@@ -226,6 +236,7 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           return InvalidInput("--group and --target exclude each other");
         MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions o, MakeApplierOptions(*g));
         o.reason = *reason;
+        if (*out_of_order) o.allow_out_of_order = true;
         fleet->to = *to;
         MIGLEDGER_ASSIGN_OR_RETURN(FleetReport report, ApplyFleet(o, *fleet));
         std::vector<std::vector<std::string>> rows;
@@ -247,6 +258,7 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions options,
                                  MakeApplierOptions(*g));
       options.reason = *reason;
+      if (*out_of_order) options.allow_out_of_order = true;
       {
         // Fast path: most applies in CI find nothing to do; decide that from
         // a read-only view and skip the ledger's write lock and fsyncs.
