@@ -1400,7 +1400,24 @@ StatusOr<std::vector<StepPlan>> Applier::PlanApply(const std::string& to) {
 StatusOr<std::vector<StepPlan>> Applier::PlanDown(const std::string& to,
                                                   int steps) {
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
-  return ::migledger::PlanDown(impl_->migrations, markers, to, steps);
+  MIGLEDGER_ASSIGN_OR_RETURN(
+      auto plan, ::migledger::PlanDown(impl_->migrations, markers, to, steps));
+  // A down file without a statement (the template `migledger new` writes,
+  // say) would record a revert that changed nothing.
+  const SqlDialect dialect =
+      impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
+  for (const auto& s : plan) {
+    const MigrationFile& f = s.migration->down;
+    MIGLEDGER_ASSIGN_OR_RETURN(auto statements, CheckedStatements(f, dialect));
+    if (statements.empty()) {
+      return InvalidInput(f.path + ": the down file has no statements, so " +
+                          s.migration->version +
+                          " would be recorded reverted with nothing undone; "
+                          "write the statements that revert it, or delete the "
+                          "file if it cannot be reverted");
+    }
+  }
+  return plan;
 }
 
 StatusOr<RunReport> Applier::Apply(const std::string& to) {

@@ -820,6 +820,31 @@ TEST_P(CoreScenarioTest, OutOfOrderMigrationIsRefusedUntilAllowed) {
 
 // ---- down -----------------------------------------------------------------
 
+// A down file with no statement (what `migledger new` writes) would record
+// a revert that undid nothing: refused before anything runs.
+TEST_P(CoreScenarioTest, DownFileWithoutStatementsIsRefused) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0001_a.down.sql", "-- a: down\n\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  const size_t runs = EventLines("run_started").size();
+  RunResult r = Run({"down", "--steps", "1"});
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(
+      Contains(r.err, "0001_a.down.sql: the down file has no statements"))
+      << r.err;
+  EXPECT_TRUE(target_->TableExists("a"));
+  EXPECT_EQ(target_->Markers(), Rows{"0001"});
+  EXPECT_EQ(EventLines("run_started").size(), runs);
+
+  Migration("0001_a.down.sql", "-- a: down\nDROP TABLE a;\n");
+  RunResult ok = Run({"down", "--steps", "1"});
+  ASSERT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_FALSE(target_->TableExists("a"));
+  EXPECT_EQ(target_->Markers(), Rows{});
+  ExpectLedgerVerifies();
+}
+
 TEST_P(CoreScenarioTest, DownStepsOneRevertsTheLastMigration) {
   ThreeMigrations();
   ASSERT_EQ(Run({"apply"}).exit_code, 0);

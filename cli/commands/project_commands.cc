@@ -152,7 +152,9 @@ void SetupNew(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       MIGLEDGER_RETURN_IF_ERROR(
           WriteNewFile(up, header + "-- " + *slug + ": up\n"));
       MIGLEDGER_RETURN_IF_ERROR(
-          WriteNewFile(down, header + "-- " + *slug + ": down\n"));
+          WriteNewFile(down, header + "-- " + *slug +
+                                 ": down (the statements that revert the up "
+                                 "file; `down` refuses a file without any)\n"));
       std::printf("%s\n%s\n", up.string().c_str(), down.string().c_str());
       return Status::Ok();
     };
