@@ -1341,11 +1341,7 @@ StatusOr<StatusReport> Applier::Status() {
   std::vector<OutOfBandStep> oob;
   CheckTarget(index, p, markers, &report.drift, &oob);
   std::vector<char> on_disk(markers.size(), 0);
-  const MarkerRow* newest = nullptr;
-  for (const auto& r : markers) {
-    if (newest == nullptr || CompareVersions(r.version, newest->version) > 0)
-      newest = &r;
-  }
+  const MarkerRow* newest = NewestMarker(markers);  // "out of order" below it
   report.rows.reserve(d.migrations.size());
   for (const auto& m : d.migrations) {
     StatusRow row{m.version, m.slug, "pending", "", ""};

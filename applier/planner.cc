@@ -352,13 +352,18 @@ StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
   return plan;
 }
 
-Status CheckPlanInOrder(const std::vector<StepPlan>& plan,
-                        const std::vector<MarkerRow>& markers) {
+const MarkerRow* NewestMarker(const std::vector<MarkerRow>& markers) {
   const MarkerRow* newest = nullptr;
   for (const auto& r : markers) {
     if (newest == nullptr || CompareVersions(r.version, newest->version) > 0)
       newest = &r;
   }
+  return newest;
+}
+
+Status CheckPlanInOrder(const std::vector<StepPlan>& plan,
+                        const std::vector<MarkerRow>& markers) {
+  const MarkerRow* newest = NewestMarker(markers);
   if (newest == nullptr) return Status::Ok();
   for (const auto& s : plan) {
     if (s.direction != v1::DIRECTION_UP) continue;

@@ -203,6 +203,9 @@ StatusOr<std::vector<StepPlan>> PlanUp(const std::vector<Migration>& migrations,
                                        const std::vector<MarkerRow>& markers,
                                        const std::string& to);
 
+// The marker row of the highest version (numerically), or null for none.
+const MarkerRow* NewestMarker(const std::vector<MarkerRow>& markers);
+
 // kInvalidInput naming the first up step of `plan` whose version is older
 // than the newest applied one (a marker row): it would run out of order,
 // against a schema its author never saw.
