@@ -510,6 +510,17 @@ struct Applier::Impl {
   // shorter run leaves that to the next writer that replays them.
   static constexpr size_t kSnapshotAfterSteps = 2048;
 
+  // The up steps to `to`, refused when one would run out of order (unless
+  // the options allow it). RunPlan checks their files.
+  StatusOr<std::vector<StepPlan>> PlanUpInOrder(const std::string& to) {
+    MIGLEDGER_ASSIGN_OR_RETURN(auto markers, Markers());
+    MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanUp(migrations, markers, to));
+    if (!options.allow_out_of_order) {
+      MIGLEDGER_RETURN_IF_ERROR(CheckPlanInOrder(plan, markers));
+    }
+    return plan;
+  }
+
   StatusOr<std::vector<MarkerRow>> Markers() {
     if (!driver || !target_has_schema) return std::vector<MarkerRow>{};
     if (prefetched_markers) {
@@ -1070,11 +1081,19 @@ struct Applier::Impl {
     if (plan.empty()) return report;
     // Every file of the plan must be sound before the first step runs.
     for (const auto& s : plan) {
-      const MigrationFile& f = s.direction == v1::DIRECTION_DOWN
-                                   ? s.migration->down
-                                   : s.migration->up;
-      MIGLEDGER_RETURN_IF_ERROR(
-          CheckedStatements(f, driver->dialect()).status());
+      const bool down = s.direction == v1::DIRECTION_DOWN;
+      const MigrationFile& f = down ? s.migration->down : s.migration->up;
+      MIGLEDGER_ASSIGN_OR_RETURN(auto statements,
+                                 CheckedStatements(f, driver->dialect()));
+      // A down file without a statement (the template `migledger new`
+      // writes, say) would record a revert that changed nothing.
+      if (down && statements.empty()) {
+        return InvalidInput(f.path + ": the down file has no statements, so " +
+                            s.migration->version +
+                            " would be recorded reverted with nothing undone; "
+                            "write the statements that revert it, or delete "
+                            "the file if it cannot be reverted");
+      }
     }
     MIGLEDGER_ASSIGN_OR_RETURN(Projection p, Project());
     v1::Event e = NewEvent();
@@ -1122,10 +1141,9 @@ struct Applier::Impl {
     for (const auto& s : plan) {
       if (InterruptRequested()) {
         failure = Interrupted(
-            std::string("interrupted by ") + InterruptSignalName() +
-            " before migration " + s.migration->version + " " +
-            DirName(s.direction) + ": " + std::to_string(steps_done) + " of " +
-            std::to_string(plan.size()) +
+            std::string(InterruptedBy()) + " before migration " +
+            s.migration->version + " " + DirName(s.direction) + ": " +
+            std::to_string(steps_done) + " of " + std::to_string(plan.size()) +
             " step(s) done, the rest not started");
         break;
       }
@@ -1150,9 +1168,8 @@ struct Applier::Impl {
       if (!step.ok()) {
         failure = step.status();
         if (InterruptRequested()) {
-          failure =
-              Interrupted(std::string("interrupted by ") +
-                          InterruptSignalName() + ": " + failure.message());
+          failure = Interrupted(std::string(InterruptedBy()) + ": " +
+                                failure.message());
         }
         StepReport r{
             s.migration->version, s.migration->slug, s.direction, "failed", 0,
@@ -1379,11 +1396,8 @@ StatusOr<StatusReport> Applier::Status() {
 }
 
 StatusOr<std::vector<StepPlan>> Applier::PlanApply(const std::string& to) {
-  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
-  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanUp(impl_->migrations, markers, to));
-  if (!impl_->options.allow_out_of_order) {
-    MIGLEDGER_RETURN_IF_ERROR(CheckPlanInOrder(plan, markers));
-  }
+  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, impl_->PlanUpInOrder(to));
+  // What RunPlan checks before its first step, for a plan shown, not run.
   SqlDialect dialect =
       impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
   for (const auto& s : plan) {
@@ -1396,24 +1410,7 @@ StatusOr<std::vector<StepPlan>> Applier::PlanApply(const std::string& to) {
 StatusOr<std::vector<StepPlan>> Applier::PlanDown(const std::string& to,
                                                   int steps) {
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());
-  MIGLEDGER_ASSIGN_OR_RETURN(
-      auto plan, ::migledger::PlanDown(impl_->migrations, markers, to, steps));
-  // A down file without a statement (the template `migledger new` writes,
-  // say) would record a revert that changed nothing.
-  const SqlDialect dialect =
-      impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
-  for (const auto& s : plan) {
-    const MigrationFile& f = s.migration->down;
-    MIGLEDGER_ASSIGN_OR_RETURN(auto statements, CheckedStatements(f, dialect));
-    if (statements.empty()) {
-      return InvalidInput(f.path + ": the down file has no statements, so " +
-                          s.migration->version +
-                          " would be recorded reverted with nothing undone; "
-                          "write the statements that revert it, or delete the "
-                          "file if it cannot be reverted");
-    }
-  }
-  return plan;
+  return ::migledger::PlanDown(impl_->migrations, markers, to, steps);
 }
 
 StatusOr<RunReport> Applier::Apply(const std::string& to) {
@@ -1421,7 +1418,7 @@ StatusOr<RunReport> Applier::Apply(const std::string& to) {
   report.run_id = impl_->run_id;
   report.pulled_events = impl_->pulled;
   MIGLEDGER_RETURN_IF_ERROR(impl_->Prepare(&report));
-  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanApply(to));
+  MIGLEDGER_ASSIGN_OR_RETURN(auto plan, impl_->PlanUpInOrder(to));
   if (plan.empty())
     impl_->PushToAuditStore();  // resend what an earlier run could not
   return impl_->RunPlan(plan, "apply", std::move(report));

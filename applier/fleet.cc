@@ -111,7 +111,7 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
   for (const auto& x : report.rows) not_started += x.outcome == "not started";
   const std::string not_started_text = std::to_string(not_started) + " target(s) not started";
   const std::string interrupted =
-      InterruptRequested() ? std::string("interrupted by ") + InterruptSignalName() + ": " : "";
+      InterruptRequested() ? std::string(InterruptedBy()) + ": " : "";
   for (const auto& r : report.rows) {
     if (r.outcome == "failed") {
       std::string message = r.message;

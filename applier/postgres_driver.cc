@@ -1128,6 +1128,7 @@ class PostgresDriver final : public Driver {
     // migrations gives it back; otherwise the reset sets the new one again.
     const std::optional<std::string> kept = SearchPathWithoutUser(path);
     if (!kept || *kept == path) return out;
+    // A path of nothing but "$user" becomes public, the server's default.
     out.search_path = kept->empty() ? "public" : *kept;
     const char* set_values[] = {out.search_path.c_str()};
     Result set(PQexecParams(

@@ -65,12 +65,12 @@ void InstallInterruptHandlers() {
 
 bool InterruptRequested() { return state().signal.load() != 0; }
 
-const char* InterruptSignalName() {
+const char* InterruptedBy() {
   switch (state().signal.load()) {
     case SIGINT:
-      return "SIGINT";
+      return "interrupted by SIGINT";
     case SIGTERM:
-      return "SIGTERM";
+      return "interrupted by SIGTERM";
     default:
       return "";
   }

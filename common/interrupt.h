@@ -25,8 +25,9 @@ void InstallInterruptHandlers();
 
 // True once a signal arrived during an InterruptibleWork.
 bool InterruptRequested();
-// "SIGINT" or "SIGTERM" after InterruptRequested(), else "".
-const char* InterruptSignalName();
+// "interrupted by SIGINT" (or SIGTERM) after InterruptRequested(), else "":
+// how every error the interrupt causes begins.
+const char* InterruptedBy();
 
 // After InterruptRequested(): ends the process by that signal (default
 // action). Returns at once otherwise.

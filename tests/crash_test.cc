@@ -1722,7 +1722,6 @@ INSTANTIATE_TEST_SUITE_P(AllPoints, SecondLedgerAfterKillTest,
 // A CREATE INDEX CONCURRENTLY killed mid-build (PostgreSQL)
 // ---------------------------------------------------------------------------
 
-
 // The index build calls this function once per row; it sleeps only in
 // sessions that set mltest.sleep (the first, killed run), so the rebuild
 // after recovery is quick.
@@ -2055,42 +2054,28 @@ TEST_P(InterruptTest, SignalCancelsTheRunningStepAndStopsThePlan) {
   ASSERT_GT(pid, 0);
   // Wait until the slow statement runs: migledger has said it applies 0002
   // (PostgreSQL: and the server shows the statement sleeping).
-  bool running = false;
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!running && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (!Contains(ReadFile(err_path), "applying " + V(2))) continue;
-    if (kind == TargetKind::kSqlite) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      running = true;
-    } else {
-      running = !target
-                     ->Query(
-                         "SELECT pid FROM pg_stat_activity WHERE wait_event = "
-                         "'PgSleep' AND "
-                         "application_name = 'migledger' AND datname = "
-                         "current_database()")
-                     .empty();
-    }
-  }
+  const bool running = WaitUntil(
+      [&] {
+        if (!Contains(ReadFile(err_path), "applying " + V(2))) return false;
+        if (kind == TargetKind::kSqlite) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(500));
+          return true;
+        }
+        return !target
+                    ->Query(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event = "
+                        "'PgSleep' AND application_name = 'migledger' AND "
+                        "datname = current_database()")
+                    .empty();
+      },
+      60);
   if (!running) kill(pid, SIGKILL);
   ASSERT_TRUE(running) << ReadFile(err_path);
   kill(pid, sig);
   // It ends on its own, long before the statement would have.
   int status = 0;
-  pid_t done = 0;
-  const auto stop_by =
-      std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while ((done = waitpid(pid, &status, WNOHANG)) == 0 &&
-         std::chrono::steady_clock::now() < stop_by) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  if (done == 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    FAIL() << "apply went on after " << sig_name << ": " << ReadFile(err_path);
-  }
+  ASSERT_TRUE(WaitForExit(pid, 60, &status))
+      << "apply went on after " << sig_name << ": " << ReadFile(err_path);
   // It ends by the signal, as programs do for their caller (a shell then
   // stops too), after the error line below.
   ASSERT_TRUE(WIFSIGNALED(status)) << "exited " << WEXITSTATUS(status);

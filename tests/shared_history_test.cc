@@ -228,19 +228,19 @@ TEST_F(SharedHistoryTest, InterruptedFleetStopsStartingTargets) {
   const std::string err_path = p + "/apply.err";
   pid_t pid = StartMigledger({"apply", "--group", "all", "--parallel", "1"}, p, {}, err_path);
   ASSERT_GT(pid, 0);
-  bool sleeping = false;
-  for (int i = 0; i < 1200 && !sleeping; ++i) {
-    usleep(50 * 1000);
-    sleeping = !PgServer::Query(uris[0],
+  const bool sleeping = WaitUntil(
+      [&] {
+        return !PgServer::Query(uris[0],
                                 "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
                                 "AND datname = current_database()")
                     .empty();
-  }
+      },
+      60);
   if (!sleeping) kill(pid, SIGKILL);
   ASSERT_TRUE(sleeping) << ReadFile(err_path);
   kill(pid, SIGINT);
   int status = 0;
-  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WaitForExit(pid, 60, &status)) << "apply went on after SIGINT: " << ReadFile(err_path);
   ASSERT_TRUE(WIFSIGNALED(status)) << "exited " << WEXITSTATUS(status);
   EXPECT_EQ(WTERMSIG(status), SIGINT);
   const std::string err = ReadFile(err_path);

@@ -6,12 +6,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace migledger::testing {
 namespace fs = std::filesystem;
@@ -115,6 +117,26 @@ pid_t StartMigledger(const std::vector<std::string>& args,
     _exit(127);
   }
   return pid;
+}
+
+bool WaitUntil(const std::function<bool()>& ready, int seconds) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ready()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return ready();
+}
+
+bool WaitForExit(pid_t pid, int seconds, int* status) {
+  if (WaitUntil([&] { return waitpid(pid, status, WNOHANG) == pid; },
+                seconds)) {
+    return true;
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, status, 0);
+  return false;
 }
 
 bool Contains(const std::string& haystack, const std::string& needle) {

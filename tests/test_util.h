@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,6 +45,14 @@ pid_t StartMigledger(const std::vector<std::string>& args,
                      const std::string& cwd,
                      const std::map<std::string, std::string>& env = {},
                      const std::string& err_path = "");
+
+// Polls `ready` every 50 ms until it returns true (then true) or `seconds`
+// pass (then false).
+bool WaitUntil(const std::function<bool()>& ready, int seconds);
+
+// Waits up to `seconds` for `pid` to end and stores its wait status; when it
+// does not end in time, kills it (SIGKILL), reaps it and returns false.
+bool WaitForExit(pid_t pid, int seconds, int* status);
 
 // Path of the migledger binary under test.
 std::string MigledgerBinary();
