@@ -47,8 +47,7 @@ inline constexpr char kConfigFileName[] = "migledger.toml";
 
 // Reads `root`/migledger.toml. When the file does not exist returns the
 // defaults with found=false so commands can still run on bare URIs.
-StatusOr<ProjectConfig> LoadProjectConfig(const std::string& root,
-                                          bool* found);
+StatusOr<ProjectConfig> LoadProjectConfig(const std::string& root, bool* found);
 
 // Parses the TOML text (for tests and fuzzing); `root` anchors paths.
 StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,

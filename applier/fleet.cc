@@ -21,17 +21,18 @@ std::string HighestApplied(const StatusReport& s) {
 }
 
 // Applies to one target; fills its row. Never throws.
-void ApplyOne(const ApplierOptions& base, const std::string& target, const std::string& to,
-              FleetRow* row) {
+void ApplyOne(const ApplierOptions& base, const std::string& target,
+              const std::string& to, FleetRow* row) {
   auto t0 = std::chrono::steady_clock::now();
   ApplierOptions o = base;
   o.target = target;
   auto finish = [&](const std::string& outcome, const std::string& message) {
     row->outcome = outcome;
     row->message = message;
-    row->duration_micros = std::chrono::duration_cast<std::chrono::microseconds>(
-                               std::chrono::steady_clock::now() - t0)
-                               .count();
+    row->duration_micros =
+        std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::steady_clock::now() - t0)
+            .count();
   };
   auto applier = Applier::Open(o, AccessMode::kWrite);
   if (!applier.ok()) return finish("failed", applier.status().message());
@@ -47,17 +48,21 @@ void ApplyOne(const ApplierOptions& base, const std::string& target, const std::
 
 }  // namespace
 
-StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions& fleet) {
+StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base,
+                                 const FleetOptions& fleet) {
   auto group = base.config.groups.find(fleet.group);
   if (group == base.config.groups.end()) {
-    return InvalidInput("unknown group \"" + fleet.group + "\" (define it under [groups] in " +
+    return InvalidInput("unknown group \"" + fleet.group +
+                        "\" (define it under [groups] in " +
                         std::string(kConfigFileName) + ")");
   }
   const std::vector<std::string>& targets = group->second;
-  if (targets.empty()) return InvalidInput("group \"" + fleet.group + "\" has no targets");
+  if (targets.empty())
+    return InvalidInput("group \"" + fleet.group + "\" has no targets");
   for (const auto& t : targets) {
     if (!base.config.targets.count(t)) {
-      return InvalidInput("group \"" + fleet.group + "\" names unknown target \"" + t + "\"");
+      return InvalidInput("group \"" + fleet.group +
+                          "\" names unknown target \"" + t + "\"");
     }
   }
   if (fleet.parallel < 1) return InvalidInput("--parallel must be at least 1");
@@ -67,7 +72,8 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
   LedgerOptions lo;
   lo.create_if_missing = true;
   lo.lock_timeout = base.lock_timeout;
-  MIGLEDGER_ASSIGN_OR_RETURN(std::unique_ptr<Ledger> owned, Ledger::Open(base.config.ledger_dir, lo));
+  MIGLEDGER_ASSIGN_OR_RETURN(std::unique_ptr<Ledger> owned,
+                             Ledger::Open(base.config.ledger_dir, lo));
   ApplierOptions shared = base;
   shared.shared_ledger = std::shared_ptr<Ledger>(std::move(owned));
 
@@ -87,7 +93,8 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
   auto run_stage = [&](size_t begin, size_t end) {
     std::atomic<size_t> next{begin};
     std::vector<std::thread> workers;
-    size_t n = std::min<size_t>(static_cast<size_t>(fleet.parallel), end - begin);
+    size_t n =
+        std::min<size_t>(static_cast<size_t>(fleet.parallel), end - begin);
     for (size_t w = 0; w < n; ++w) {
       workers.emplace_back([&] {
         for (;;) {
@@ -96,7 +103,8 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
           if (i >= end) return;
           ApplyOne(shared, targets[i], fleet.to, &report.rows[i]);
           if (report.rows[i].outcome == "failed") {
-            spdlog::info("target {} failed: {}", targets[i], report.rows[i].message);
+            spdlog::info("target {} failed: {}", targets[i],
+                         report.rows[i].message);
             failed.store(true);
           }
         }
@@ -104,12 +112,15 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
     }
     for (auto& t : workers) t.join();
   };
-  size_t canaries = std::min<size_t>(static_cast<size_t>(fleet.canary), targets.size());
+  size_t canaries =
+      std::min<size_t>(static_cast<size_t>(fleet.canary), targets.size());
   if (canaries > 0) run_stage(0, canaries);
-  if (!failed.load() && canaries < targets.size()) run_stage(canaries, targets.size());
+  if (!failed.load() && canaries < targets.size())
+    run_stage(canaries, targets.size());
   size_t not_started = 0;
   for (const auto& x : report.rows) not_started += x.outcome == "not started";
-  const std::string not_started_text = std::to_string(not_started) + " target(s) not started";
+  const std::string not_started_text =
+      std::to_string(not_started) + " target(s) not started";
   const std::string interrupted =
       InterruptRequested() ? std::string(InterruptedBy()) + ": " : "";
   for (const auto& r : report.rows) {
@@ -118,8 +129,10 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base, const FleetOptions&
       if (!interrupted.empty() && message.rfind(interrupted, 0) == 0) {
         message.erase(0, interrupted.size());
       }
-      const std::string text = "target " + r.target + " failed (" + not_started_text + "): " + message;
-      report.failure = interrupted.empty() ? MigrationFailed(text) : Interrupted(interrupted + text);
+      const std::string text = "target " + r.target + " failed (" +
+                               not_started_text + "): " + message;
+      report.failure = interrupted.empty() ? MigrationFailed(text)
+                                           : Interrupted(interrupted + text);
       break;
     }
   }

@@ -18,17 +18,17 @@ namespace migledger {
 // Each code means one thing; cli/exit_codes.cc maps them to exit codes.
 enum class Code {
   kOk = 0,
-  kInvalidInput,     // bad flags, malformed files, unknown target name
-  kNotFound,         // a thing asked for does not exist (file, sequence)
-  kIo,               // file system error outside the ledger
-  kLedgerCorrupt,    // the ledger does not verify or cannot be decoded
-  kLedgerBusy,       // another process holds the ledger or the target lock
-  kMigrationFailed,  // a migration's SQL failed on the target
-  kDrift,            // the target disagrees with the ledger
-  kTargetUnavailable,// cannot connect to / open the target
-  kUnsupported,      // newer ledger format, unsupported feature
-  kInternal,         // a bug
-  kInterrupted,      // SIGINT or SIGTERM stopped the run (common/interrupt.h)
+  kInvalidInput,       // bad flags, malformed files, unknown target name
+  kNotFound,           // a thing asked for does not exist (file, sequence)
+  kIo,                 // file system error outside the ledger
+  kLedgerCorrupt,      // the ledger does not verify or cannot be decoded
+  kLedgerBusy,         // another process holds the ledger or the target lock
+  kMigrationFailed,    // a migration's SQL failed on the target
+  kDrift,              // the target disagrees with the ledger
+  kTargetUnavailable,  // cannot connect to / open the target
+  kUnsupported,        // newer ledger format, unsupported feature
+  kInternal,           // a bug
+  kInterrupted,        // SIGINT or SIGTERM stopped the run (common/interrupt.h)
 };
 
 const char* CodeName(Code code);
@@ -73,7 +73,9 @@ inline Status LedgerBusy(std::string m) {
 inline Status MigrationFailed(std::string m) {
   return Status(Code::kMigrationFailed, std::move(m));
 }
-inline Status Drift(std::string m) { return Status(Code::kDrift, std::move(m)); }
+inline Status Drift(std::string m) {
+  return Status(Code::kDrift, std::move(m));
+}
 inline Status TargetUnavailable(std::string m) {
   return Status(Code::kTargetUnavailable, std::move(m));
 }
@@ -122,17 +124,17 @@ class [[nodiscard]] StatusOr {
 }  // namespace migledger
 
 // Returns early from the calling function when `expr` is not OK.
-#define MIGLEDGER_RETURN_IF_ERROR(expr)          \
-  do {                                           \
-    ::migledger::Status _st = (expr);            \
-    if (!_st.ok()) return _st;                   \
+#define MIGLEDGER_RETURN_IF_ERROR(expr) \
+  do {                                  \
+    ::migledger::Status _st = (expr);   \
+    if (!_st.ok()) return _st;          \
   } while (0)
 
 #define MIGLEDGER_CONCAT_INNER(a, b) a##b
 #define MIGLEDGER_CONCAT(a, b) MIGLEDGER_CONCAT_INNER(a, b)
 // Declares `lhs` from a StatusOr expression or returns its error.
-#define MIGLEDGER_ASSIGN_OR_RETURN(lhs, expr)                           \
-  auto MIGLEDGER_CONCAT(_so_, __LINE__) = (expr);                       \
-  if (!MIGLEDGER_CONCAT(_so_, __LINE__).ok())                           \
-    return MIGLEDGER_CONCAT(_so_, __LINE__).status();                   \
+#define MIGLEDGER_ASSIGN_OR_RETURN(lhs, expr)         \
+  auto MIGLEDGER_CONCAT(_so_, __LINE__) = (expr);     \
+  if (!MIGLEDGER_CONCAT(_so_, __LINE__).ok())         \
+    return MIGLEDGER_CONCAT(_so_, __LINE__).status(); \
   lhs = std::move(MIGLEDGER_CONCAT(_so_, __LINE__)).value()
