@@ -408,6 +408,22 @@ StatusOr<std::vector<Migration>> LoadMigrations(const std::string& dir,
     MIGLEDGER_RETURN_IF_ERROR(first);
     MIGLEDGER_RETURN_IF_ERROR(rest);
   }
+
+  // 4. A dependency names a migration of this directory: a typo in it would
+  // document a dependency on nothing.
+  for (const MigrationFile* f : to_read) {
+    for (const std::string& required : f->requires_versions) {
+      auto it = std::lower_bound(out.begin(), out.end(), required,
+                                 [](const Migration& m, const std::string& v) {
+                                   return CompareVersions(m.version, v) < 0;
+                                 });
+      if (it == out.end() || CompareVersions(it->version, required) != 0) {
+        return InvalidInput(f->path + ": -- migledger:requires " + required +
+                            ": no migration has version " + required + " in " +
+                            dir);
+      }
+    }
+  }
   return out;
 }
 

@@ -49,6 +49,15 @@ std::string_view CanonicalDigits(std::string_view version);
 inline bool CanonicalLess(std::string_view a, std::string_view b) {
   return a.size() != b.size() ? a.size() < b.size() : a < b;
 }
+// Numeric version order for ordered containers keyed by version, in any
+// spelling ("0002" and "2" are one key): std::map<std::string, T,
+// VersionOrder> iterates 2 before 10, where the string order would not.
+struct VersionOrder {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const {
+    return CanonicalLess(CanonicalDigits(a), CanonicalDigits(b));
+  }
+};
 // True for a non-empty string of ASCII digits.
 bool IsValidVersion(std::string_view version);
 

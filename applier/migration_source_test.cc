@@ -188,15 +188,34 @@ TEST_F(MigrationSourceTest, DownWithoutUpIsRejected) {
 }
 
 TEST_F(MigrationSourceTest, DirectivesAreParsedFromTheLeadingComments) {
+  Write("0_base.up.sql", "SELECT 0;");
   Write("1_idx.up.sql",
         "-- a comment\n-- migledger:no-transaction\n--   migledger:requires "
         "0\n\nCREATE INDEX x;\n"
         "-- migledger:not-a-directive-after-sql\n");
   auto m = LoadMigrations(dir_);
   ASSERT_TRUE(m.ok()) << m.status().message();
-  EXPECT_TRUE((*m)[0].up.no_transaction);
-  ASSERT_EQ((*m)[0].up.requires_versions.size(), 1u);
-  EXPECT_EQ((*m)[0].up.requires_versions[0], "0");
+  EXPECT_TRUE((*m)[1].up.no_transaction);
+  ASSERT_EQ((*m)[1].up.requires_versions.size(), 1u);
+  EXPECT_EQ((*m)[1].up.requires_versions[0], "0");
+}
+
+// A dependency on a version no file has is a typo, not a dependency: the
+// error names the file and the version. Any spelling of an existing version
+// is fine.
+TEST_F(MigrationSourceTest, RequiresOfAVersionWithoutAFileIsRejected) {
+  Write("0001_base.up.sql", "SELECT 1;");
+  Write("0003_next.up.sql", "-- migledger:requires 1\nSELECT 3;");
+  ASSERT_TRUE(LoadMigrations(dir_).ok());
+  Write("0004_typo.up.sql", "-- migledger:requires 0002\nSELECT 4;");
+  auto m = LoadMigrations(dir_);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kInvalidInput);
+  EXPECT_NE(m.status().message().find("0004_typo.up.sql"), std::string::npos)
+      << m.status().message();
+  EXPECT_NE(m.status().message().find("no migration has version 0002"),
+            std::string::npos)
+      << m.status().message();
 }
 
 // A UTF-8 byte order mark before the first line does not hide a directive
