@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -156,6 +157,70 @@ std::string MisplacedOptionHint(CLI::App& app, int argc, char** argv) {
   return "";
 }
 
+// Edit distance with adjacent transpositions (optimal string alignment):
+// "statsu" is one step from "status".
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1,
+                                     std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] =
+          std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// "migledger statsu", "migledger audit lgo": a word where a command name
+// belongs that names none. Says which word, and the closest command (or
+// the list of commands there). "" when every command word is known.
+std::string UnknownCommandHint(CLI::App& app, int argc, char** argv) {
+  CLI::App* level = &app;
+  std::string path = "migledger";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") return "";
+    if (arg.rfind("-", 0) == 0) {
+      // The only option that takes a value before a command name.
+      if (arg == "-C" || arg == "--project") ++i;
+      continue;
+    }
+    std::vector<CLI::App*> commands = level->get_subcommands({});
+    if (commands.empty()) return "";
+    CLI::App* next = nullptr;
+    for (CLI::App* c : commands) {
+      if (c->check_name(arg)) next = c;
+    }
+    if (next != nullptr) {
+      level = next;
+      path += " " + arg;
+      continue;
+    }
+    std::string best, names;
+    size_t best_distance = std::string::npos;
+    for (CLI::App* c : commands) {
+      const std::string& name = c->get_name();
+      names += (names.empty() ? "" : ", ") + name;
+      const size_t d = EditDistance(arg, name);
+      if (d < best_distance) {
+        best_distance = d;
+        best = name;
+      }
+    }
+    std::string hint = "unknown command \"" + arg + "\" of " + path;
+    if (best_distance <= std::max<size_t>(2, arg.size() / 3)) {
+      return hint + " (did you mean \"" + best + "\"?)";
+    }
+    return hint + " (commands: " + names + ")";
+  }
+  return "";
+}
+
 }  // namespace
 
 int RunCli(int argc, char** argv) {
@@ -203,7 +268,8 @@ int RunCli(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    const std::string hint = MisplacedOptionHint(app, argc, argv);
+    std::string hint = MisplacedOptionHint(app, argc, argv);
+    if (hint.empty()) hint = UnknownCommandHint(app, argc, argv);
     std::fprintf(stderr, "error: %s (see --help)\n",
                  hint.empty() ? e.what() : hint.c_str());
     return kExitBadInput;
@@ -219,6 +285,18 @@ int RunCli(int argc, char** argv) {
   }
   if (!selected) {
     std::fprintf(stderr, "error: no command given (see --help)\n");
+    return kExitBadInput;
+  }
+  if (g.use_store && !app.got_subcommand("audit")) {
+    // Only the audit commands read the store; any other would silently
+    // answer from the local ledger and the target instead.
+    std::string command;
+    for (const CLI::App* c : app.get_subcommands()) command = c->get_name();
+    std::fprintf(stderr,
+                 "error: --store reads the central audit store and goes with "
+                 "the audit commands (migledger --store audit "
+                 "log|show|state|verify|digest|export), not with %s\n",
+                 command.c_str());
     return kExitBadInput;
   }
   Status st;
