@@ -132,6 +132,16 @@ std::string EventType(const v1::Event& e) {
   return EventTypeName(e.body_case());
 }
 
+std::vector<std::string> EventTypeNames() {
+  std::vector<std::string> names;
+  const auto* body = v1::Event::descriptor()->FindOneofByName("body");
+  for (int i = 0; i < body->field_count(); ++i) {
+    names.push_back(EventTypeName(
+        static_cast<v1::Event::BodyCase>(body->field(i)->number())));
+  }
+  return names;
+}
+
 namespace {
 std::string Ms(int64_t micros) {
   char buf[32];

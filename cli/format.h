@@ -27,6 +27,8 @@ std::string CsvField(const std::string& field);
 
 // "step_applied", "run_started", ... for an event's body.
 std::string EventType(const v1::Event& event);
+// Every event type EventType() can return, in schema order.
+std::vector<std::string> EventTypeNames();
 // EventVersion (the version an event is about): ledger/ledger.h.
 // A short human summary of the event body ("applied in 3.2 ms", ...).
 std::string EventSummary(const v1::Event& event);

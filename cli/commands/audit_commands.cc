@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "applier/planner.h"
@@ -54,6 +55,15 @@ StatusOr<ScanFilter> ToScanFilter(const LogFilters& f) {
       return InvalidInput("--until " + f.until +
                           ": not a time (use RFC 3339 or YYYY-MM-DD)");
     s.until_micros = *t;
+  }
+  if (!f.type.empty()) {
+    const std::vector<std::string> types = EventTypeNames();
+    if (std::find(types.begin(), types.end(), f.type) == types.end()) {
+      std::string known;
+      for (const auto& t : types) known += (known.empty() ? "" : ", ") + t;
+      return InvalidInput("--type " + f.type +
+                          ": not an event type (known: " + known + ")");
+    }
   }
   s.run_id = f.run;
   s.version = f.version;  // the version index narrows the scan
@@ -239,6 +249,54 @@ std::string CsvRow(const LedgerEntry& e) {
   return row;
 }
 
+// The attempt id of a step's event (started, statement, outcome), "" for
+// other events.
+std::string AttemptIdOf(const v1::Event& ev) {
+  switch (ev.body_case()) {
+    case v1::Event::kStepStarted:
+      return ev.step_started().attempt_id();
+    case v1::Event::kStatementApplied:
+      return ev.statement_applied().attempt_id();
+    case v1::Event::kStepApplied:
+      return ev.step_applied().attempt_id();
+    case v1::Event::kStepFailed:
+      return ev.step_failed().attempt_id();
+    case v1::Event::kStepReverted:
+      return ev.step_reverted().attempt_id();
+    case v1::Event::kStepRecovered:
+      return ev.step_recovered().attempt_id();
+    default:
+      return "";
+  }
+}
+
+// The StepStarted of the attempt `e` belongs to (`e` itself for a
+// StepStarted), found among the events of its target and version; nullopt
+// for an event of no attempt, or one whose start is not in this ledger.
+StatusOr<std::optional<LedgerEntry>> StartOfAttempt(Ledger* ledger,
+                                                    const LedgerEntry& e) {
+  if (e.event.has_step_started()) return std::optional<LedgerEntry>(e);
+  const std::string attempt = AttemptIdOf(e.event);
+  if (attempt.empty()) return std::optional<LedgerEntry>();
+  ScanFilter s;
+  s.version = EventVersion(e.event);
+  if (!e.event.target().database_id().empty()) {
+    s.target_key =
+        e.event.target().kind() + ":" + e.event.target().database_id();
+  }
+  s.max_sequence = e.sequence;
+  std::optional<LedgerEntry> found;
+  MIGLEDGER_RETURN_IF_ERROR(ledger->Scan(s, [&](const LedgerEntry& c) {
+    if (c.event.has_step_started() &&
+        c.event.step_started().attempt_id() == attempt) {
+      found = c;
+      return false;
+    }
+    return true;
+  }));
+  return found;
+}
+
 std::string DigestText(const LedgerDigest& d) {
   return "migledger-digest v1\nledger_id: " + d.ledger_id +
          (d.target_key.empty() ? "" : "\ntarget: " + d.target_key) +
@@ -342,16 +400,24 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
         MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, ledger->Get(*seq));
         std::printf("%s\n", EventJson(e, true).c_str());
-        if (e.event.has_step_started()) {
-          const std::string& key = e.event.step_started().sql_blob_sha256();
-          auto sql = ledger->GetBlob(key);
-          if (sql.ok()) {
-            std::printf("-- SQL (sha256 %s)\n%s", key.c_str(), sql->c_str());
-            if (!sql->empty() && sql->back() != '\n') std::printf("\n");
-          } else {
-            std::printf("-- SQL text unavailable: %s\n",
-                        sql.status().message().c_str());
-          }
+        MIGLEDGER_ASSIGN_OR_RETURN(std::optional<LedgerEntry> started,
+                                   StartOfAttempt(ledger.get(), e));
+        if (!started) return Status::Ok();
+        if (started->sequence != e.sequence) {
+          std::printf("-- attempt %s started at sequence %llu (%s)\n",
+                      started->event.step_started().attempt_id().c_str(),
+                      static_cast<unsigned long long>(started->sequence),
+                      started->event.step_started().file().c_str());
+        }
+        const std::string& key =
+            started->event.step_started().sql_blob_sha256();
+        auto sql = ledger->GetBlob(key);
+        if (sql.ok()) {
+          std::printf("-- SQL (sha256 %s)\n%s", key.c_str(), sql->c_str());
+          if (!sql->empty() && sql->back() != '\n') std::printf("\n");
+        } else {
+          std::printf("-- SQL text unavailable: %s\n",
+                      sql.status().message().c_str());
         }
         return Status::Ok();
       };
