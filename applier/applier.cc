@@ -634,17 +634,63 @@ struct Applier::Impl {
       }
       MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
       (void)FlushMirror();
-      std::string msg = "drift: " + drift[0].details;
-      if (drift.size() > 1)
-        msg += " (and " + std::to_string(drift.size() - 1) +
-               " more; run `migledger validate`)";
-      return Drift(msg);
+      return DriftRefusal(drift);
     }
+    return ::migledger::Status::Ok();
+  }
+
+  // The error apply stops with on `drift` (not empty).
+  static ::migledger::Status DriftRefusal(const std::vector<DriftItem>& drift) {
+    std::string msg = "drift: " + drift[0].details;
+    if (drift.size() > 1)
+      msg += " (and " + std::to_string(drift.size() - 1) +
+             " more; run `migledger validate`)";
+    return Drift(msg);
+  }
+
+  // The drift Prepare() would find, without writing anything: the
+  // unfinished steps are taken as Reconcile() would record them (a marker
+  // row present means an up step committed, absent a down step), so an
+  // interrupted step is not mistaken for an unknown marker row.
+  ::migledger::Status CheckDriftReadOnly() {
+    MIGLEDGER_ASSIGN_OR_RETURN(const Projection* view, ProjectView());
+    MIGLEDGER_ASSIGN_OR_RETURN(auto markers, Markers());
+    std::optional<Projection> reconciled;
+    if (!view->open_attempts.empty()) {
+      reconciled = *view;
+      std::set<std::string> marked;
+      for (const auto& m : markers) marked.insert(CanonicalVersion(m.version));
+      for (const auto& a : view->open_attempts) {
+        const bool up = a.direction != v1::DIRECTION_DOWN;
+        if (marked.count(CanonicalVersion(a.version)) != up) continue;
+        VersionHistory& h = reconciled->versions[CanonicalVersion(a.version)];
+        h.version = a.version;
+        h.applied = up;
+        if (up) h.checksum = a.checksum;
+        h.last_error.clear();
+      }
+      view = &*reconciled;
+    }
+    std::vector<DriftItem> drift;
+    std::vector<OutOfBandStep> oob;
+    CheckTarget(migrations, *view, markers, &drift, &oob);
+    if (!drift.empty()) return DriftRefusal(drift);
     return ::migledger::Status::Ok();
   }
 
   // ---- running steps
   // ----------------------------------------------------------
+
+  // A migration file's path as events record it: relative to the project
+  // directory, so a shared history does not carry each runner's layout.
+  std::string ProjectRelative(const std::string& path) const {
+    const std::string& root = options.config.root;
+    if (root.empty()) return path;
+    std::filesystem::path rel =
+        std::filesystem::path(path).lexically_relative(root);
+    return rel.empty() ? path : rel.generic_string();
+  }
+
   struct StepOutcome {
     ::migledger::Status status;
     int64_t duration = 0;
@@ -684,7 +730,7 @@ struct Applier::Impl {
     sf->set_statement_index(stmt_index);
     int line = stmt ? LineOf(*stmt, err.position) : 0;
     sf->set_file_line(line);
-    sf->set_file(f.path);
+    sf->set_file(ProjectRelative(f.path));
     sf->set_rolled_back(rolled_back);
     sf->set_duration_micros(duration);
     MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
@@ -757,7 +803,7 @@ struct Applier::Impl {
     ss->set_tx_mode(no_tx ? v1::TX_MODE_NO_TRANSACTION
                           : v1::TX_MODE_TRANSACTION);
     ss->set_statement_count(static_cast<int>(statements.size()));
-    ss->set_file(f.path);
+    ss->set_file(ProjectRelative(f.path));
     ss->set_resume_at_statement(no_tx ? resume_at : 0);
     // Intent: covered by the synced RunStarted that lists this step.
     if (no_tx) {
@@ -1374,7 +1420,11 @@ StatusOr<StatusReport> Applier::Status() {
           (h == nullptr || (*h)->checksum != m.up.checksum)) {
         row.note = "checksum changed";
       }
-    } else if (h != nullptr && !(*h)->last_error.empty()) {
+    } else if (h != nullptr && !(*h)->last_error.empty() &&
+               ((*h)->last_error_checksum.empty() ||
+                (*h)->last_error_checksum == m.up.checksum)) {
+      // The failure of this very file: one of a file since replaced (same
+      // version, other content) says nothing about the file there now.
       row.state = "failed";
       row.note = (*h)->last_error;
     }
@@ -1386,16 +1436,25 @@ StatusOr<StatusReport> Applier::Status() {
       row.note += row.note.empty() ? "no-transaction" : ", no-transaction";
     report.rows.push_back(std::move(row));
   }
+  // Marker rows come in the target's string order: the rows of files gone
+  // go after the files' rows in numeric version order.
+  const size_t first_missing = report.rows.size();
   for (size_t i = 0; i < markers.size(); ++i) {
     if (!on_disk[i]) {
       const MarkerRow& m = markers[i];
       report.rows.push_back({m.version, "", "missing file", m.applied_at, ""});
     }
   }
+  std::stable_sort(report.rows.begin() + first_missing, report.rows.end(),
+                   [](const StatusRow& a, const StatusRow& b) {
+                     return CompareVersions(a.version, b.version) < 0;
+                   });
   return report;
 }
 
 StatusOr<std::vector<StepPlan>> Applier::PlanApply(const std::string& to) {
+  // apply refuses on drift before it plans: so does its preview.
+  if (impl_->ledger) MIGLEDGER_RETURN_IF_ERROR(impl_->CheckDriftReadOnly());
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, impl_->PlanUpInOrder(to));
   // What RunPlan checks before its first step, for a plan shown, not run.
   SqlDialect dialect =

@@ -19,7 +19,7 @@ std::string TimeOf(const v1::Event& e) {
 // Revision of what Add() computes. Bump it with any change to Add() or to
 // the Projection it builds: snapshots of another revision are then ignored
 // and the history is replayed once with the new code.
-constexpr uint32_t kProjectionLogic = 1;
+constexpr uint32_t kProjectionLogic = 2;
 
 std::string SnapshotOf(const Projection& p, const SnapshotPoint& at) {
   v1::ProjectionSnapshot s;
@@ -37,6 +37,7 @@ std::string SnapshotOf(const Projection& p, const SnapshotPoint& at) {
     v->set_checksum(h.checksum);
     v->set_applied_at(h.applied_at);
     v->set_last_error(h.last_error);
+    v->set_last_error_checksum(h.last_error_checksum);
     for (const auto& c : h.accepted_checksums) v->add_accepted_checksums(c);
   }
   for (const auto& a : p.open_attempts) {
@@ -83,6 +84,7 @@ std::optional<ProjectionBuilder> ProjectionBuilder::Restore(
     h.checksum = std::move(*v.mutable_checksum());
     h.applied_at = std::move(*v.mutable_applied_at());
     h.last_error = std::move(*v.mutable_last_error());
+    h.last_error_checksum = std::move(*v.mutable_last_error_checksum());
     h.accepted_checksums.assign(v.accepted_checksums().begin(),
                                 v.accepted_checksums().end());
     b.p_.versions.emplace_hint(b.p_.versions.end(),
@@ -162,6 +164,7 @@ void ProjectionBuilder::Add(const v1::Event& e) {
       if (it != open_.end()) h.checksum = it->second.checksum;
       h.applied_at = TimeOf(e);
       h.last_error.clear();
+      h.last_error_checksum.clear();
       p_.no_tx_progress.erase(CanonicalVersion(s.version()));
       Close(s.attempt_id());
       break;
@@ -172,6 +175,7 @@ void ProjectionBuilder::Add(const v1::Event& e) {
       h.applied = false;
       h.applied_at.clear();
       h.last_error.clear();
+      h.last_error_checksum.clear();
       p_.no_tx_progress.erase(CanonicalVersion(s.version()));
       Close(s.attempt_id());
       break;
@@ -180,6 +184,8 @@ void ProjectionBuilder::Add(const v1::Event& e) {
       const auto& s = e.step_failed();
       auto& h = history(s.version());
       h.last_error = s.message();
+      auto it = open_.find(s.attempt_id());
+      h.last_error_checksum = it != open_.end() ? it->second.checksum : "";
       if (s.rolled_back())
         p_.no_tx_progress.erase(CanonicalVersion(s.version()));
       Close(s.attempt_id());
@@ -194,6 +200,7 @@ void ProjectionBuilder::Add(const v1::Event& e) {
         if (h.applied && it != open_.end()) h.checksum = it->second.checksum;
         h.applied_at = h.applied ? TimeOf(e) : "";
         h.last_error.clear();
+        h.last_error_checksum.clear();
         p_.no_tx_progress.erase(CanonicalVersion(s.version()));
       } else if (s.outcome() == v1::RECOVERED_ROLLED_BACK) {
         p_.no_tx_progress.erase(CanonicalVersion(s.version()));

@@ -22,10 +22,12 @@ namespace migledger {
 struct VersionHistory {
   std::string version;
   bool applied = false;
-  std::string checksum;    // checksum applied (or accepted later)
-  std::string applied_at;  // RFC 3339 of the terminal event
-  std::string last_error;  // message of the last failure, if the last
-                           // attempt failed
+  std::string checksum;             // checksum applied (or accepted later)
+  std::string applied_at;           // RFC 3339 of the terminal event
+  std::string last_error;           // message of the last failure, if the last
+                                    // attempt failed
+  std::string last_error_checksum;  // checksum of the file that failed so
+                                    // ("" when the attempt is unknown)
   std::vector<std::string> accepted_checksums;
 };
 
@@ -47,9 +49,11 @@ struct NoTxProgress {
 };
 
 struct Projection {
-  std::map<std::string, VersionHistory> versions;  // canonical version ->
+  // canonical version -> its history, in numeric version order
+  std::map<std::string, VersionHistory, VersionOrder> versions;
   std::vector<OpenAttempt> open_attempts;
-  std::map<std::string, NoTxProgress> no_tx_progress;  // canonical version ->
+  std::map<std::string, NoTxProgress, VersionOrder>
+      no_tx_progress;  // canonical version ->
   uint64_t events = 0;
   int64_t last_event_micros = 0;  // time of the newest event
 };
@@ -102,7 +106,7 @@ class ByVersion {
   }
   void Add(std::string&& temporary, T value) = delete;  // would dangle
   // Call once after the Adds. Input in version order (files) costs one
-  // pass; input in string order (a std::map of canonical versions, rows
+  // pass; input in string order (rows
   // ORDER BY version) one counting sort by length, which leaves it in
   // version order.
   void Sort() {
