@@ -746,5 +746,97 @@ TEST_F(AuditActorTest, ReasonOfApplyAndDownIsRecordedWithTheirRunStarted) {
   }
 }
 
+// ---- --type -----------------------------------------------------------------
+
+// A type no event has is a typo: one error line listing the types, nothing
+// on stdout, for log and export alike.
+TEST_F(AuditCliTest, UnknownTypeIsBadInputListingTheTypes) {
+  TwoRunsByAliceAndBob();
+  for (const std::string& format : {"table", "jsonl", "csv"}) {
+    RunResult r = Run({"audit", "log", "--format", format, "--type", "bogus"});
+    EXPECT_EQ(r.exit_code, 2) << Describe(r);
+    EXPECT_EQ(r.out, "") << Describe(r);
+    EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
+    EXPECT_EQ(r.err.rfind("error: --type bogus: not an event type (known: "
+                          "run_started, run_finished, step_started, ",
+                          0),
+              0u)
+        << Describe(r);
+    EXPECT_TRUE(Contains(r.err, "step_failed")) << r.err;
+  }
+  RunResult e = Run({"audit", "export", "--format", "csv", "--out",
+                     dir_ / "out.csv", "--type", "step_faild"});
+  EXPECT_EQ(e.exit_code, 2) << Describe(e);
+  EXPECT_FALSE(std::ifstream(dir_ / "out.csv").good());
+  EXPECT_EQ(Selected({"--type", "step_applied"}),
+            (std::vector<uint64_t>{3, 5, 9}));
+}
+
+// ---- audit state ----------------------------------------------------------
+
+// Versions sort numerically everywhere: 0010 comes after 0009, not after
+// 0001, and the newest applied version of 0001..0012 is 0012.
+TEST_F(AuditCliTest, AuditStateOrdersVersionsNumerically) {
+  for (int i = 1; i <= 12; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "%04d_t%d.up.sql", i, i);
+    Migration(name, "CREATE TABLE t" + std::to_string(i) + " (id INTEGER);\n");
+  }
+  RunResult a = Run({"apply"});
+  ASSERT_EQ(a.exit_code, 0) << Describe(a);
+  RunResult state = Run({"audit", "state"});
+  ASSERT_EQ(state.exit_code, 0) << Describe(state);
+  EXPECT_TRUE(Contains(state.out, "schema version 0012, 12 applied"))
+      << state.out;
+  std::vector<std::string> listed;
+  for (const auto& line : Lines(state.out)) {
+    if (line.size() >= 4 && line[0] == '0') listed.push_back(line.substr(0, 4));
+  }
+  std::vector<std::string> want;
+  for (int i = 1; i <= 12; ++i) {
+    char v[8];
+    std::snprintf(v, sizeof v, "%04d", i);
+    want.push_back(v);
+  }
+  EXPECT_EQ(listed, want) << state.out;
+}
+
+// ---- audit show -------------------------------------------------------------
+
+// An auditor starts from the outcome: `audit show` of a step_applied or a
+// step_failed prints the SQL its attempt ran, found through the attempt id.
+TEST_F(AuditCliTest, ShowOfAnOutcomeEventPrintsTheSqlOfItsAttempt) {
+  Migration("0001_a.up.sql", "CREATE TABLE shown_a (id INTEGER);\n");
+  Migration("0002_b.up.sql", "INSERT INTO no_such_table VALUES (1);\n");
+  RunResult a = Run({"apply"});
+  ASSERT_EQ(a.exit_code, 3) << Describe(a);
+  std::vector<std::string> applied = Jsonl({"--type", "step_applied"});
+  std::vector<std::string> failed = Jsonl({"--type", "step_failed"});
+  std::vector<std::string> started = Jsonl({"--type", "step_started"});
+  ASSERT_EQ(applied.size(), 1u);
+  ASSERT_EQ(failed.size(), 1u);
+  ASSERT_EQ(started.size(), 2u);
+  struct Case {
+    std::string outcome, start, sql;
+  };
+  for (const Case& c :
+       {Case{applied[0], started[0], "CREATE TABLE shown_a (id INTEGER);\n"},
+        Case{failed[0], started[1],
+             "INSERT INTO no_such_table VALUES (1);\n"}}) {
+    RunResult show =
+        Run({"audit", "show", std::to_string(SequenceOf(c.outcome))});
+    ASSERT_EQ(show.exit_code, 0) << Describe(show);
+    EXPECT_TRUE(Contains(show.out, "-- SQL (sha256 ")) << show.out;
+    EXPECT_TRUE(Contains(show.out, c.sql)) << show.out;
+    EXPECT_TRUE(Contains(
+        show.out, "started at sequence " + std::to_string(SequenceOf(c.start))))
+        << show.out;
+  }
+  // Events of no attempt show no SQL.
+  RunResult run = Run({"audit", "show", "1"});
+  ASSERT_EQ(run.exit_code, 0) << Describe(run);
+  EXPECT_FALSE(Contains(run.out, "-- SQL")) << run.out;
+}
+
 }  // namespace
 }  // namespace migledger::testing

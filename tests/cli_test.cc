@@ -543,6 +543,49 @@ TEST(CliUsageTest, CommandOptionBeforeTheCommandSaysWhereItGoes) {
   EXPECT_TRUE(Contains(unknown.err, "not expected: --bogus")) << unknown.err;
 }
 
+// A mistyped command is named, with the closest command to use instead (or
+// the list of commands when none is close), at every level.
+TEST(CliUsageTest, MistypedCommandIsNamedWithTheClosestOne) {
+  TempDir dir;
+  MakeProject(dir.path());
+  RunResult r = RunMigledger({"statsu"}, dir.path());
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err,
+                       "unknown command \"statsu\""
+                       " of migledger (did you mean \"status\"?)"))
+      << r.err;
+  RunResult audit = RunMigledger({"-C", dir.path(), "audit", "lgo"}, "/");
+  EXPECT_EQ(audit.exit_code, 2) << Describe(audit);
+  ExpectOneErrorLine(audit);
+  EXPECT_TRUE(Contains(audit.err,
+                       "unknown command \"lgo\" of migledger "
+                       "audit (did you mean \"log\"?)"))
+      << audit.err;
+  RunResult far = RunMigledger({"frobnicate"}, dir.path());
+  EXPECT_EQ(far.exit_code, 2) << Describe(far);
+  ExpectOneErrorLine(far);
+  EXPECT_TRUE(Contains(far.err,
+                       "unknown command \"frobnicate\" of migledger "
+                       "(commands: init, new, status, plan, apply"))
+      << far.err;
+}
+
+// --store is for the audit commands; with any other it would be ignored.
+TEST(CliUsageTest, StoreFlagWithACommandThatIsNotAnAuditCommandIsBadInput) {
+  TempDir dir;
+  MakeProject(dir.path());
+  for (const char* command : {"status", "apply", "validate"}) {
+    RunResult r = RunMigledger({"--store", command}, dir.path());
+    EXPECT_EQ(r.exit_code, 2) << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "--store")) << r.err;
+    EXPECT_TRUE(Contains(r.err, std::string("not with ") + command)) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+  EXPECT_FALSE(fs::exists(dir / "app.db"));
+}
+
 // ---- apply, status, audit log (both drivers) ------------------------------
 
 TEST_P(CoreScenarioTest, ApplyThreeMigrationsRecordsEverything) {
@@ -1448,6 +1491,70 @@ TEST_P(CoreScenarioTest, ChangedAppliedFileIsChecksumDriftUntilAccepted) {
   ExpectLedgerVerifies();
 }
 
+// plan shows what apply would do: on drift, apply refuses, so plan reports
+// the same drift the same way (exit 4) instead of listing the migration.
+TEST_P(CoreScenarioTest, PlanReportsTheDriftApplyRefusesOn) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  Migration("0003_c.up.sql", "CREATE TABLE c (id INTEGER);\n");
+  ASSERT_EQ(target_->Exec("DELETE FROM " + target_->marker_table() +
+                          " WHERE version = '0002';"),
+            "");
+  RunResult plan = Run({"plan"});
+  EXPECT_EQ(plan.exit_code, 4) << Describe(plan);
+  ExpectOneErrorLine(plan);
+  EXPECT_FALSE(Contains(plan.out, "0003")) << plan.out;
+  RunResult sql = Run({"plan", "--sql"});
+  EXPECT_EQ(sql.exit_code, 4) << Describe(sql);
+  ExpectOneErrorLine(sql);
+  RunResult apply = Run({"apply"});
+  EXPECT_EQ(apply.exit_code, 4) << Describe(apply);
+  EXPECT_EQ(plan.err, apply.err);
+  EXPECT_EQ(sql.err, apply.err);
+  EXPECT_FALSE(target_->TableExists("c"));
+}
+
+// Events record the migration file relative to the project directory (the
+// schema's contract), not the runner's absolute path.
+TEST_P(CoreScenarioTest, StepEventsRecordTheFileRelativeToTheProject) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  Migration("0002_b.up.sql", "CREATE TABLEE b (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 3);
+  std::vector<std::string> lines = EventLines("step_started");
+  std::vector<std::string> failed = EventLines("step_failed");
+  lines.insert(lines.end(), failed.begin(), failed.end());
+  ASSERT_EQ(lines.size(), 3u);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const char* want = i == 0 ? "\"file\":\"migrations/0001_a.up.sql\""
+                              : "\"file\":\"migrations/0002_b.up.sql\"";
+    EXPECT_TRUE(Contains(lines[i], want)) << lines[i];
+    EXPECT_FALSE(Contains(lines[i], "\"file\":\"/")) << lines[i];
+  }
+}
+
+// A failure belongs to the file that failed: a file deleted and replaced by
+// another one with the same version is pending, not failed with the old
+// file's error.
+TEST_P(CoreScenarioTest, StatusDoesNotShowAReplacedFilesFailure) {
+  Migration("0001_a.up.sql", "CREATE TABLEE a (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 3);
+  RunResult failed = Run({"status"});
+  ASSERT_EQ(failed.exit_code, 0) << Describe(failed);
+  EXPECT_TRUE(Contains(failed.out, "failed")) << failed.out;
+  fs::remove(dir_ / "migrations/0001_a.up.sql");
+  Migration("0001_other.up.sql", "CREATE TABLE other (id INTEGER);\n");
+  RunResult status = Run({"status"});
+  ASSERT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_FALSE(Contains(status.out, "failed")) << status.out;
+  EXPECT_FALSE(Contains(status.out, "TABLEE")) << status.out;
+  EXPECT_TRUE(Contains(status.out, "0 applied, 1 pending")) << status.out;
+  // The same file failing again is shown again.
+  Migration("0001_other.up.sql", "CREATE TABLEE other (id INTEGER);\n");
+  ASSERT_EQ(Run({"apply"}).exit_code, 3);
+  EXPECT_TRUE(Contains(Run({"status"}).out, "failed"));
+}
+
 // ---- baseline -------------------------------------------------------------
 
 TEST_P(CoreScenarioTest, BaselineMakesApplyRunOnlyLaterVersions) {
@@ -1660,6 +1767,14 @@ TEST_F(CliBadInputTest, UnknownDirectiveIsBadInput) {
   EXPECT_EQ(SqliteQuery(dir_ / "app.db",
                         "SELECT count(*) FROM sqlite_master WHERE name = 'b'"),
             Rows{"0"});
+}
+
+TEST_F(CliBadInputTest, RequiresOfAVersionWithoutAFileIsBadInput) {
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "-- migledger:requires 0009\nCREATE TABLE b (id INTEGER);\n");
+  ExpectApplyFails(2,
+                   "0002_b.up.sql: -- migledger:requires 0009: no "
+                   "migration has version 0009");
 }
 
 TEST_F(CliBadInputTest, UnknownTargetNameIsBadInput) {

@@ -374,5 +374,29 @@ TEST_F(HtmlReportTest, RendersInHeadlessChromium) {
   EXPECT_EQ(dom.find("<script"), std::string::npos);
 }
 
+// The summary's newest applied version is the numerically newest one.
+TEST(HtmlReportVersionOrder, LatestAppliedVersionIsNumericallyNewest) {
+  TempDir dir;
+  MakeProject(dir.path());
+  for (int i = 1; i <= 12; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "migrations/%04d_t%d.up.sql", i, i);
+    WriteFile(dir / name,
+              "CREATE TABLE t" + std::to_string(i) + " (id INTEGER);\n");
+  }
+  RunResult a = RunMigledger({"apply"}, dir.path());
+  ASSERT_EQ(a.exit_code, 0) << a.out << a.err;
+  RunResult r = RunMigledger(
+      {"audit", "export", "--format", "html", "--out", dir / "r.html"},
+      dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::string html = ReadFile(dir / "r.html");
+  EXPECT_NE(html.find("latest <code>0012</code>"), std::string::npos);
+  EXPECT_EQ(html.find("latest <code>0009</code>"), std::string::npos);
+  EXPECT_NE(html.find("0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, "
+                      "0009, 0010, 0011, 0012"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace migledger::testing
