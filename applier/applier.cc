@@ -130,6 +130,8 @@ struct Applier::Impl {
   std::optional<uint64_t> prefetched_mirror_head;
   std::optional<std::vector<MarkerRow>> prefetched_markers;
   int pulled = 0;
+  std::string attempt_started_at;  // RFC 3339 time of the running step's
+                                   // StepStarted
 
   // ---- events ------------------------------------------------------------
   v1::Event NewEvent() {
@@ -792,6 +794,11 @@ struct Applier::Impl {
     const std::string& blob = f.checksum;
     const std::string attempt = RandomId();
     v1::Event started = NewEvent();
+    // The marker row carries the time the step started, the same as its
+    // StepStarted event (status shows it as STARTED AT); the outcome event
+    // carries the time at the end of the step, just before its COMMIT.
+    attempt_started_at = FormatRfc3339(started.time().seconds() * 1000000 +
+                                       started.time().nanos() / 1000);
     auto* ss = started.mutable_step_started();
     ss->set_version(m.version);
     ss->set_slug(m.slug);
@@ -833,8 +840,8 @@ struct Applier::Impl {
     StepBatch batch;
     batch.statements = &statements;
     if (dir == v1::DIRECTION_UP) {
-      batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt,
-                                      FormatRfc3339(NowMicros())};
+      batch.insert_marker =
+          MarkerRow{m.version, m.up.checksum, attempt, attempt_started_at};
     } else {
       batch.delete_marker = m.version;
     }
@@ -1096,8 +1103,8 @@ struct Applier::Impl {
     rows.push_back(MirrorRowOf(prepared));
     StepBatch batch;  // no statements: only the marker row
     if (dir == v1::DIRECTION_UP) {
-      batch.insert_marker = MarkerRow{m.version, m.up.checksum, attempt,
-                                      FormatRfc3339(NowMicros())};
+      batch.insert_marker =
+          MarkerRow{m.version, m.up.checksum, attempt, attempt_started_at};
     } else {
       batch.delete_marker = m.version;
     }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/time_util.h"
 #include "tests/test_util.h"
 
 namespace migledger::testing {
@@ -744,6 +745,136 @@ TEST_F(AuditActorTest, ReasonOfApplyAndDownIsRecordedWithTheirRunStarted) {
                                        : "\"reason\": \"rollback: bad index\""))
         << show.out;
   }
+}
+
+// ---- clocks that go backwards
+// ------------------------------------------------
+
+// Two runners whose clocks disagree: the first (clock right) applies
+// 0001-0002 at 2026-03-05T10:00Z, events 1-6; the second (clock four days
+// behind) applies 0003-0004 after it, events 7-12 recorded at
+// 2026-03-01T10:00Z. A time selects a position in the chain (the last event
+// recorded before it, in chain order), never events on both sides of an
+// earlier one, and the commands warn about the clocks.
+class AuditSkewedClockTest : public AuditCliTest {
+ protected:
+  void SetUp() override {
+    AuditCliTest::SetUp();
+    for (int i = 1; i <= 4; ++i) {
+      Migration("000" + std::to_string(i) + "_t.up.sql",
+                "CREATE TABLE t" + std::to_string(i) + " (id INTEGER);\n");
+    }
+    RunResult a = Run({"apply", "--to", "0002"},
+                      {{"MIGLEDGER_FAKE_TIME", "2026-03-05T10:00:00Z"}});
+    ASSERT_EQ(a.exit_code, 0) << Describe(a);
+    RunResult b =
+        Run({"apply"}, {{"MIGLEDGER_FAKE_TIME", "2026-03-01T10:00:00Z"}});
+    ASSERT_EQ(b.exit_code, 0) << Describe(b);
+  }
+
+  // The sequences `audit log` selects; expects the clock warning.
+  std::vector<uint64_t> SelectedWarning(
+      const std::vector<std::string>& filters) {
+    std::vector<std::string> args = {"audit", "log", "--format", "jsonl"};
+    args.insert(args.end(), filters.begin(), filters.end());
+    RunResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    ExpectClockWarning(r);
+    std::vector<uint64_t> seqs;
+    for (const auto& line : Lines(r.out)) seqs.push_back(SequenceOf(line));
+    return seqs;
+  }
+
+  void ExpectClockWarning(const RunResult& r) {
+    EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
+    EXPECT_TRUE(Contains(r.err,
+                         "warning: event times go backwards in the chain of "
+                         "target sqlite:"))
+        << Describe(r);
+    EXPECT_TRUE(Contains(r.err,
+                         "sequence 7 (2026-03-01T10:00:00.000000Z) comes after "
+                         "sequence 6 (2026-03-05T10:00:00.000000Z)"))
+        << Describe(r);
+  }
+};
+
+TEST_F(AuditSkewedClockTest, AsOfATimeBuildsAStateThatExisted) {
+  // Between the two clocks: the chain up to its last event recorded before
+  // the time, i.e. all four, never 0003-0004 without 0001-0002.
+  RunResult r = Run({"audit", "state", "--as-of", "2026-03-03T00:00:00Z"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  ExpectClockWarning(r);
+  EXPECT_TRUE(Contains(r.out, "schema version 0004, 4 applied")) << r.out;
+  RunResult date = Run({"audit", "state", "--as-of", "2026-03-02"});
+  ASSERT_EQ(date.exit_code, 0) << Describe(date);
+  EXPECT_TRUE(Contains(date.out, "schema version 0004, 4 applied")) << date.out;
+  RunResult before = Run({"audit", "state", "--as-of", "2026-02-28"});
+  ASSERT_EQ(before.exit_code, 0) << Describe(before);
+  EXPECT_EQ(before.out, "no events at that point\n");
+  // By sequence, as always.
+  RunResult seq = Run({"audit", "state", "--as-of", "6"});
+  ASSERT_EQ(seq.exit_code, 0) << Describe(seq);
+  EXPECT_TRUE(Contains(seq.out, "schema version 0002, 2 applied")) << seq.out;
+}
+
+TEST_F(AuditSkewedClockTest, SinceAndUntilSelectContiguousStretchesOfTheChain) {
+  // The last event recorded before 03-03 is 12: until selects 1-12 (not
+  // 7-12), since selects what comes after it (nothing, not 1-6).
+  EXPECT_EQ(SelectedWarning({"--until", "2026-03-03T00:00:00Z"}), Range(1, 12));
+  EXPECT_EQ(SelectedWarning({"--since", "2026-03-03T00:00:00Z"}),
+            std::vector<uint64_t>{});
+  EXPECT_EQ(SelectedWarning({"--until", "2026-03-01T10:00:00Z"}),
+            std::vector<uint64_t>{});
+  EXPECT_EQ(SelectedWarning({"--since", "2026-03-01T10:00:00Z"}), Range(1, 12));
+  EXPECT_EQ(SelectedWarning({"--since", "2026-02-01", "--until", "2026-04-01"}),
+            Range(1, 12));
+  // The HTML report selects the same way.
+  RunResult html = Run({"audit", "export", "--format", "html", "--out",
+                        dir_ / "r.html", "--until", "2026-03-03"});
+  EXPECT_EQ(html.exit_code, 0) << Describe(html);
+  ExpectClockWarning(html);
+}
+
+// ---- which time is which
+// ------------------------------------------------------
+
+// On the real clock: `status` shows when the step started (STARTED AT: the
+// marker row, the same time as its step_started event), `audit state` when
+// it committed (COMMITTED AT: its step_applied event, written just before
+// the COMMIT).
+TEST_F(AuditCliTest, StatusShowsTheStartAndAuditStateTheCommitOfAStep) {
+  Migration("0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  RunResult a = Run({"apply"});
+  ASSERT_EQ(a.exit_code, 0) << Describe(a);
+  std::vector<std::string> started = Jsonl({"--type", "step_started"});
+  std::vector<std::string> applied = Jsonl({"--type", "step_applied"});
+  ASSERT_EQ(started.size(), 1u);
+  ASSERT_EQ(applied.size(), 1u);
+  auto start = ParseTime(*JsonString(started[0], "time"));
+  auto commit = ParseTime(*JsonString(applied[0], "time"));
+  ASSERT_TRUE(start && commit);
+
+  RunResult status = Run({"status"});
+  ASSERT_EQ(status.exit_code, 0) << Describe(status);
+  EXPECT_TRUE(Contains(status.out, "STARTED AT")) << status.out;
+  RunResult json = Run({"status", "--format", "json"});
+  ASSERT_EQ(json.exit_code, 0) << Describe(json);
+  auto marker = ParseTime(*JsonString(json.out, "applied_at"));
+  ASSERT_TRUE(marker) << json.out;
+  EXPECT_EQ(*marker, *start) << json.out << started[0];
+
+  RunResult state = Run({"audit", "state"});
+  ASSERT_EQ(state.exit_code, 0) << Describe(state);
+  EXPECT_TRUE(Contains(state.out, "COMMITTED AT")) << state.out;
+  std::optional<int64_t> shown;
+  for (const auto& line : Lines(state.out)) {
+    if (line.rfind("0001 ", 0) == 0) {
+      size_t from = line.find_first_not_of(' ', 4);
+      shown = ParseTime(line.substr(from, line.find(' ', from) - from));
+    }
+  }
+  ASSERT_TRUE(shown) << state.out;
+  EXPECT_EQ(*shown, *commit) << state.out << applied[0];
 }
 
 // ---- --type -----------------------------------------------------------------

@@ -134,7 +134,7 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           row.push_back(std::move(*cell));
       }
       std::printf("target: %s\n", s.identity.redacted_uri.c_str());
-      PrintTable(stdout, {"VERSION", "NAME", "STATE", "APPLIED AT", "NOTE"},
+      PrintTable(stdout, {"VERSION", "NAME", "STATE", "STARTED AT", "NOTE"},
                  rows);
       std::printf("%d applied, %d pending", applied, pending);
       if (!s.unfinished.empty()) {

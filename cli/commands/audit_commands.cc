@@ -1,4 +1,5 @@
 // audit: read the ledger for people who must know what happened.
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -6,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -38,23 +40,26 @@ void AddFilterFlags(CLI::App* cmd, LogFilters* f) {
   cmd->add_option("--actor", f->actor, "OS user (or user@host)");
 }
 
-// Builds the ledger scan filter and the predicate for what the index
-// cannot select.
-StatusOr<ScanFilter> ToScanFilter(const LogFilters& f) {
+// Builds the ledger scan filter for what the indexes select. Times are
+// checked and returned in *since / *until (when given) but left out of the
+// filter: they select positions in the chains (see ChainTimes).
+StatusOr<ScanFilter> ToScanFilter(const LogFilters& f,
+                                  std::optional<int64_t>* since = nullptr,
+                                  std::optional<int64_t>* until = nullptr) {
   ScanFilter s;
   if (!f.since.empty()) {
     auto t = ParseTime(f.since);
     if (!t)
       return InvalidInput("--since " + f.since +
                           ": not a time (use RFC 3339 or YYYY-MM-DD)");
-    s.since_micros = *t;
+    if (since) *since = *t;
   }
   if (!f.until.empty()) {
     auto t = ParseTime(f.until);
     if (!t)
       return InvalidInput("--until " + f.until +
                           ": not a time (use RFC 3339 or YYYY-MM-DD)");
-    s.until_micros = *t;
+    if (until) *until = *t;
   }
   if (!f.type.empty()) {
     const std::vector<std::string> types = EventTypeNames();
@@ -68,6 +73,160 @@ StatusOr<ScanFilter> ToScanFilter(const LogFilters& f) {
   s.run_id = f.run;
   s.version = f.version;  // the version index narrows the scan
   return s;
+}
+
+std::string TargetKeyOfEvent(const v1::Event& ev) {
+  if (ev.target().database_id().empty()) return "";
+  return ev.target().kind() + ":" + ev.target().database_id();
+}
+
+// A time resolves to a position in each target's chain: the last event, in
+// chain order, recorded before it. Runners' clocks disagree (CI machines
+// sharing a target's mirror), so recorded times can go backwards along a
+// chain; comparing each event's own time with a bound would then select
+// events on both sides of an earlier one, and build states that never
+// existed. Positions keep every selection a contiguous stretch of each
+// chain, and agree with the recorded times whenever these only go forward.
+class ChainTimes {
+ public:
+  // Reads the time of every event (the envelope only). Warns on stderr, once
+  // per target, when its times go backwards.
+  static StatusOr<ChainTimes> Read(Ledger* ledger) {
+    ChainTimes c;
+    v1::EventEnvelopeView view;
+    Status parse = Status::Ok();
+    MIGLEDGER_RETURN_IF_ERROR(
+        ledger->ScanBytes(1, 0, [&](uint64_t seq, std::string_view bytes) {
+          view.Clear();
+          if (!view.ParseFromArray(bytes.data(),
+                                   static_cast<int>(bytes.size()))) {
+            parse = LedgerCorrupt("event " + std::to_string(seq) +
+                                  " does not decode");
+            return false;
+          }
+          std::string key;
+          if (!view.target().database_id().empty())
+            key = view.target().kind() + ":" + view.target().database_id();
+          const int64_t micros =
+              view.time().seconds() * 1000000 + view.time().nanos() / 1000;
+          Chain& chain = c.chains_[key];
+          if (!chain.events.empty() && !chain.backwards_at &&
+              micros < chain.events.back().micros) {
+            chain.backwards_at = seq;
+            chain.backwards_after = chain.events.back();
+            chain.backwards_micros = micros;
+          }
+          chain.events.push_back({seq, micros});
+          return true;
+        }));
+    MIGLEDGER_RETURN_IF_ERROR(parse);
+    for (const auto& [key, chain] : c.chains_) {
+      if (!chain.backwards_at) continue;
+      spdlog::warn(
+          "event times go backwards in the chain of target {}: sequence {} "
+          "({}) comes after sequence {} ({}); the runners' clocks disagree, "
+          "so a time selects the events up to the last one recorded before "
+          "it in chain order",
+          key.empty() ? "(none)" : key, chain.backwards_at,
+          FormatRfc3339(chain.backwards_micros), chain.backwards_after.sequence,
+          FormatRfc3339(chain.backwards_after.micros));
+    }
+    return c;
+  }
+
+  // The first ledger sequence of any chain past its cut (`cut`: as
+  // LastBefore returns; a chain without a cut is past it from its start);
+  // nullopt when every chain ends at its cut.
+  std::optional<uint64_t> FirstAfter(
+      const std::map<std::string, uint64_t>& cut) const {
+    std::optional<uint64_t> first;
+    for (const auto& [key, chain] : chains_) {
+      auto c = cut.find(key);
+      const uint64_t after = c == cut.end() ? 0 : c->second;
+      auto it = std::upper_bound(
+          chain.events.begin(), chain.events.end(), after,
+          [](uint64_t s, const Timed& t) { return s < t.sequence; });
+      if (it != chain.events.end() && (!first || it->sequence < *first))
+        first = it->sequence;
+    }
+    return first;
+  }
+
+  // Per target key: the ledger sequence of its last event, in chain order,
+  // whose time is before `micros` (targets without one are left out).
+  std::map<std::string, uint64_t> LastBefore(int64_t micros) const {
+    std::map<std::string, uint64_t> cut;
+    for (const auto& [key, chain] : chains_) {
+      for (auto it = chain.events.rbegin(); it != chain.events.rend(); ++it) {
+        if (it->micros < micros) {
+          cut[key] = it->sequence;
+          break;
+        }
+      }
+    }
+    return cut;
+  }
+
+ private:
+  struct Timed {
+    uint64_t sequence = 0;
+    int64_t micros = 0;
+  };
+  struct Chain {
+    std::vector<Timed> events;  // in chain (= ledger) order
+    uint64_t backwards_at = 0;  // first event older than the one before it
+    Timed backwards_after;
+    int64_t backwards_micros = 0;
+  };
+  std::map<std::string, Chain> chains_;
+};
+
+// `--since` / `--until` as positions: per target, the events after the
+// since cut and up to the until cut.
+struct TimeSelection {
+  bool since = false, until = false;
+  std::map<std::string, uint64_t> since_cut, until_cut;
+  bool Contains(const LedgerEntry& e) const {
+    if (!since && !until) return true;
+    const std::string key = TargetKeyOfEvent(e.event);
+    if (since) {
+      auto it = since_cut.find(key);
+      if (it != since_cut.end() && e.sequence <= it->second) return false;
+    }
+    if (until) {
+      auto it = until_cut.find(key);
+      if (it == until_cut.end() || e.sequence > it->second) return false;
+    }
+    return true;
+  }
+};
+
+// Resolves the bounds and narrows `scan` to the sequences they can select.
+StatusOr<TimeSelection> SelectTimes(Ledger* ledger,
+                                    const std::optional<int64_t>& since,
+                                    const std::optional<int64_t>& until,
+                                    ScanFilter* scan) {
+  TimeSelection t;
+  if (!since && !until) return t;
+  MIGLEDGER_ASSIGN_OR_RETURN(ChainTimes chains, ChainTimes::Read(ledger));
+  constexpr uint64_t kNothing = std::numeric_limits<uint64_t>::max();
+  if (since) {
+    t.since = true;
+    t.since_cut = chains.LastBefore(*since);
+    scan->min_sequence = chains.FirstAfter(t.since_cut).value_or(kNothing);
+  }
+  if (until) {
+    t.until = true;
+    t.until_cut = chains.LastBefore(*until);
+    uint64_t last = 0;
+    for (const auto& [key, seq] : t.until_cut) last = std::max(last, seq);
+    if (last == 0) {
+      scan->min_sequence = kNothing;
+    } else {
+      scan->max_sequence = last;
+    }
+  }
+  return t;
 }
 
 bool Matches(const LogFilters& f, const LedgerEntry& e) {
@@ -91,11 +250,27 @@ bool Matches(const LogFilters& f, const LedgerEntry& e) {
   return true;
 }
 
+// The selection of `f`: what the ledger's indexes narrow (*scan) and the
+// predicate for the rest (*matches).
+Status Selection(Ledger* ledger, const LogFilters& f, ScanFilter* scan,
+                 std::function<bool(const LedgerEntry&)>* matches) {
+  std::optional<int64_t> since, until;
+  MIGLEDGER_ASSIGN_OR_RETURN(*scan, ToScanFilter(f, &since, &until));
+  MIGLEDGER_ASSIGN_OR_RETURN(TimeSelection times,
+                             SelectTimes(ledger, since, until, scan));
+  *matches = [f, times = std::move(times)](const LedgerEntry& e) {
+    return Matches(f, e) && times.Contains(e);
+  };
+  return Status::Ok();
+}
+
 Status ForEachMatching(Ledger* ledger, const LogFilters& f,
                        const std::function<void(const LedgerEntry&)>& fn) {
-  MIGLEDGER_ASSIGN_OR_RETURN(ScanFilter s, ToScanFilter(f));
+  ScanFilter s;
+  std::function<bool(const LedgerEntry&)> matches;
+  MIGLEDGER_RETURN_IF_ERROR(Selection(ledger, f, &s, &matches));
   return ledger->Scan(s, [&](const LedgerEntry& e) {
-    if (Matches(f, e)) fn(e);
+    if (matches(e)) fn(e);
     return true;
   });
 }
@@ -331,8 +506,7 @@ Status WriteHtml(Ledger* ledger, const LogFilters& f, std::FILE* out) {
   HtmlReportOptions o;
   MIGLEDGER_ASSIGN_OR_RETURN(o.checkpoint, ledger->Digest("", 0));
   o.checkpoint_text = DigestText(o.checkpoint);
-  MIGLEDGER_ASSIGN_OR_RETURN(o.scan, ToScanFilter(f));
-  o.matches = [f](const LedgerEntry& e) { return Matches(f, e); };
+  MIGLEDGER_RETURN_IF_ERROR(Selection(ledger, f, &o.scan, &o.matches));
   o.filter_description = DescribeFilters(f);
   o.generated_at_micros = NowMicros();
   return WriteHtmlReport(ledger, o, out);
@@ -437,13 +611,19 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       *selected = [=]() -> Status {
         MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
         ScanFilter s;
+        std::optional<std::map<std::string, uint64_t>> cut;
         if (!as_of->empty()) {
           bool digits =
               as_of->find_first_not_of("0123456789") == std::string::npos;
           if (digits && as_of->size() < 12) {
             s.max_sequence = std::stoull(*as_of);
           } else if (auto t = ParseTime(*as_of)) {
-            s.until_micros = *t + (as_of->size() == 10 ? 86400000000LL : 1);
+            // Each target as its chain stood after its last event recorded
+            // at or before that time (a date: by the end of that day).
+            MIGLEDGER_ASSIGN_OR_RETURN(ChainTimes chains,
+                                       ChainTimes::Read(ledger.get()));
+            cut = chains.LastBefore(*t +
+                                    (as_of->size() == 10 ? 86400000000LL : 1));
           } else {
             return InvalidInput("--as-of " + *as_of +
                                 ": not a time or a sequence number");
@@ -455,6 +635,10 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         std::map<std::string, std::string> names;
         MIGLEDGER_RETURN_IF_ERROR(ledger->Scan(s, [&](const LedgerEntry& e) {
           if (!Matches(f, e)) return true;
+          if (cut) {
+            auto it = cut->find(TargetKeyOfEvent(e.event));
+            if (it == cut->end() || e.sequence > it->second) return true;
+          }
           std::string key =
               e.event.target().kind() + ":" + e.event.target().database_id();
           per_target[key].Add(e.event);
@@ -481,7 +665,7 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
               "unfinished\n",
               names[key].c_str(), key.c_str(), latest.c_str(), rows.size(),
               p.open_attempts.size());
-          PrintTable(stdout, {"VERSION", "APPLIED AT", "SHA256"}, rows);
+          PrintTable(stdout, {"VERSION", "COMMITTED AT", "SHA256"}, rows);
         }
         return Status::Ok();
       };
