@@ -80,6 +80,18 @@ std::string TargetKeyOfEvent(const v1::Event& ev) {
   return ev.target().kind() + ":" + ev.target().database_id();
 }
 
+// A recorded time in microseconds, saturated: a mirrored event may carry any
+// time (as the ledger reads it).
+int64_t SaturatedMicros(int64_t seconds, int32_t nanos) {
+  int64_t micros = 0;
+  if (__builtin_mul_overflow(seconds, int64_t{1000000}, &micros) ||
+      __builtin_add_overflow(micros, int64_t{nanos / 1000}, &micros)) {
+    return seconds < 0 ? std::numeric_limits<int64_t>::min()
+                       : std::numeric_limits<int64_t>::max();
+  }
+  return micros;
+}
+
 // A time resolves to a position in each target's chain: the last event, in
 // chain order, recorded before it. Runners' clocks disagree (CI machines
 // sharing a target's mirror), so recorded times can go backwards along a
@@ -108,7 +120,7 @@ class ChainTimes {
           if (!view.target().database_id().empty())
             key = view.target().kind() + ":" + view.target().database_id();
           const int64_t micros =
-              view.time().seconds() * 1000000 + view.time().nanos() / 1000;
+              SaturatedMicros(view.time().seconds(), view.time().nanos());
           Chain& chain = c.chains_[key];
           if (!chain.events.empty() && !chain.backwards_at &&
               micros < chain.events.back().micros) {
@@ -455,10 +467,7 @@ StatusOr<std::optional<LedgerEntry>> StartOfAttempt(Ledger* ledger,
   if (attempt.empty()) return std::optional<LedgerEntry>();
   ScanFilter s;
   s.version = EventVersion(e.event);
-  if (!e.event.target().database_id().empty()) {
-    s.target_key =
-        e.event.target().kind() + ":" + e.event.target().database_id();
-  }
+  s.target_key = TargetKeyOfEvent(e.event);
   s.max_sequence = e.sequence;
   std::optional<LedgerEntry> found;
   MIGLEDGER_RETURN_IF_ERROR(ledger->Scan(s, [&](const LedgerEntry& c) {
