@@ -52,8 +52,8 @@ struct Projection {
   // canonical version -> its history, in numeric version order
   std::map<std::string, VersionHistory, VersionOrder> versions;
   std::vector<OpenAttempt> open_attempts;
-  std::map<std::string, NoTxProgress, VersionOrder>
-      no_tx_progress;  // canonical version ->
+  // canonical version -> the progress of its no-transaction step
+  std::map<std::string, NoTxProgress, VersionOrder> no_tx_progress;
   uint64_t events = 0;
   int64_t last_event_micros = 0;  // time of the newest event
 };
@@ -105,10 +105,9 @@ class ByVersion {
     entries_.emplace_back(CanonicalDigits(version), std::move(value));
   }
   void Add(std::string&& temporary, T value) = delete;  // would dangle
-  // Call once after the Adds. Input in version order (files) costs one
-  // pass; input in string order (rows
-  // ORDER BY version) one counting sort by length, which leaves it in
-  // version order.
+  // Call once after the Adds. Input in version order (files, a Projection's
+  // versions) costs one pass; input in string order (rows ORDER BY version)
+  // one counting sort by length, which leaves it in version order.
   void Sort() {
     auto less = [](const Entry& a, const Entry& b) {
       return CanonicalLess(a.first, b.first);
