@@ -929,7 +929,7 @@ std::unique_ptr<Target> MakeTarget(const std::string& kind,
                                           std::to_string(seed % 1000000));
 }
 
-void RunCase(const std::string& kind, uint64_t fixed_seed, int default_ops) {
+void RunCase(const std::string& kind, uint64_t fixed_seed, int ops) {
   if (kind == "postgres" && !PgServer::Available())
     GTEST_SKIP() << "PGTEST_URI not set (scripts/pg-throwaway run --)";
   uint64_t seed = SeedFor(fixed_seed);
@@ -938,14 +938,15 @@ void RunCase(const std::string& kind, uint64_t fixed_seed, int default_ops) {
   TempDir dir;
   auto target = MakeTarget(kind, dir.path(), seed);
   ModelRun run(seed, target.get(), dir.path());
-  run.Run(EnvInt("MIGLEDGER_MODEL_OPS", default_ops));
+  run.Run(ops);
 }
 
 class ModelTest : public ::testing::TestWithParam<std::string> {};
 
 // A new seed each run (printed).
 TEST_P(ModelTest, RandomOperationsAgreeWithTheModel) {
-  RunCase(GetParam(), 0, GetParam() == "sqlite" ? 200 : 100);
+  RunCase(GetParam(), 0,
+          EnvInt("MIGLEDGER_MODEL_OPS", GetParam() == "sqlite" ? 200 : 100));
 }
 
 // Seeds that once found a defect, kept as regression cases:
