@@ -7,6 +7,8 @@
 // failed or interrupted CREATE INDEX CONCURRENTLY is dropped before it runs
 // again. Run under scripts/pg-throwaway (PGTEST_* variables).
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -285,6 +287,57 @@ TEST_F(PgSessionTest, FailedConcurrentIndexIsDroppedBeforeTheRetry) {
                   "i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
                   "WHERE c.relname = 'accounts_email' ORDER BY 1"),
             (Rows{"app.accounts_email:true", "public.accounts_email:false"}));
+}
+
+// Ctrl-C while a CREATE INDEX CONCURRENTLY builds: the statement is
+// cancelled and leaves its index invalid; the next apply drops it and builds
+// it again instead of failing on "already exists".
+TEST_F(PgSessionTest, InterruptedConcurrentIndexIsDroppedBeforeTheRetry) {
+  // The build calls slow_key() once per row; it sleeps only in sessions
+  // that set mltest.sleep (the interrupted run).
+  Query(
+      "CREATE TABLE big (id integer NOT NULL);\n"
+      "INSERT INTO big SELECT g FROM generate_series(1, 400) AS g;\n"
+      "CREATE FUNCTION slow_key(i integer) RETURNS integer\n"
+      "LANGUAGE plpgsql IMMUTABLE AS $fn$\n"
+      "BEGIN\n"
+      "  PERFORM pg_sleep(coalesce(nullif(current_setting('mltest.sleep', "
+      "true), ''), '0')::float8);\n"
+      "  RETURN i;\n"
+      "END\n"
+      "$fn$;");
+  Write("0001_slow_index.up.sql",
+        "-- migledger:no-transaction\n"
+        "CREATE INDEX CONCURRENTLY big_slow_idx ON big (slow_key(id));\n");
+  const std::string err_path = dir_ / "apply.err";
+  pid_t pid = StartMigledger({"apply"}, dir_.path(),
+                             {{"PGOPTIONS", "-c mltest.sleep=0.05"}}, err_path);
+  ASSERT_GT(pid, 0);
+  const bool building = WaitUntil(
+      [&] {
+        return !Query(
+                    "SELECT a.pid FROM pg_stat_activity a JOIN "
+                    "pg_stat_progress_create_index p ON p.pid = a.pid "
+                    "WHERE p.phase LIKE 'building index%' AND "
+                    "a.datname = current_database()")
+                    .empty();
+      },
+      60);
+  if (!building) kill(pid, SIGKILL);
+  ASSERT_TRUE(building) << ReadFile(err_path);
+  kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_TRUE(WaitForExit(pid, 60, &status)) << ReadFile(err_path);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT)
+      << ReadFile(err_path);
+  ASSERT_EQ(Query("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON "
+                  "c.oid = i.indexrelid WHERE c.relname = 'big_slow_idx'"),
+            Rows{"f"});
+  RunResult r = Run({"apply"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(Query("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON "
+                  "c.oid = i.indexrelid WHERE c.relname = 'big_slow_idx'"),
+            Rows{"t"});
 }
 
 }  // namespace
