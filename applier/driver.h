@@ -119,12 +119,14 @@ class Driver {
   // by a no-transaction migration's own BEGIN statement).
   virtual bool InTransaction() = 0;
 
-  // Called after each migration step, whatever its outcome. Settings a
-  // migration changed for the session (PostgreSQL: SET search_path, SET
-  // ROLE, statement_timeout...) must not reach the next migration, which
-  // would otherwise behave differently in one run than in two (or after a
-  // crash, in a new session): the PostgreSQL driver resets them before the
-  // work session runs anything else. SQLite: nothing (see the README).
+  // Called after each migration step, whatever its outcome. What a
+  // migration left in the session (PostgreSQL: SET search_path, SET ROLE,
+  // statement_timeout, temporary tables, prepared statements, advisory
+  // locks...) must not reach the next migration, which would otherwise
+  // behave differently in one run than in two (or after a crash, in a new
+  // session): the PostgreSQL driver resets the session, as DISCARD ALL
+  // would, before the work session runs anything else. SQLite: nothing (see
+  // the README).
   virtual void StepDone() {}
 
   // Runs one statement (or, for PostgreSQL, several as one simple query) on
