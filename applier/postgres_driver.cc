@@ -1154,10 +1154,13 @@ class PostgresDriver final : public Driver {
   }
 
   // In a transaction on the work session, before the tool's own rows: the
-  // connection's own role until the transaction ends (SET LOCAL), whatever
-  // SET ROLE or SET SESSION AUTHORIZATION the migration ran. Results: 2.
+  // session's own role until the transaction ends (SET LOCAL), whatever SET
+  // ROLE or SET SESSION AUTHORIZATION the migration ran. "role TO DEFAULT"
+  // is what RESET ROLE gives: the role the role's, the database's or the
+  // conninfo's settings name (ALTER ROLE deployer SET role = app_owner),
+  // else the login role. Results: 2.
   static constexpr const char* kToolRoleForTransaction =
-      "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL ROLE NONE;\n";
+      "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL role TO DEFAULT;\n";
   static constexpr int kToolRoleForTransactionResults = 2;
 
   // The index of the first of `statements` that makes the transaction
