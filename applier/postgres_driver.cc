@@ -920,6 +920,12 @@ class PostgresDriver final : public Driver {
                      " or a later one: another migledger wrote to it; nothing "
                      "was committed");
       }
+      if (sqlstate == "25006") {  // read_only_sql_transaction
+        return MigrationFailed(
+            "the transaction is read-only (SET TRANSACTION READ ONLY, BEGIN "
+            "READ ONLY), so migledger cannot record what it did in it: make "
+            "it read-write; nothing was committed");
+      }
       return MigrationFailed("writing migledger.events and COMMIT on " +
                              Target() + ": " + message);
     }

@@ -213,6 +213,24 @@ TEST_F(PgSessionTest, ReadOnlyTransactionIsRefusedNamingTheLine) {
   EXPECT_EQ(Query("SELECT count(*) FROM migledger.applied"), Rows{"0"});
 }
 
+// The same in a no-transaction file's own transaction: the acknowledgements
+// of its statements go into the mirror inside it, so it is refused at its
+// COMMIT, nothing of it kept.
+TEST_F(PgSessionTest, ReadOnlyFileTransactionIsRefusedAtItsCommit) {
+  Write("0001_check.up.sql",
+        "-- migledger:no-transaction\n"
+        "BEGIN READ ONLY;\n"
+        "SELECT 1;\n"
+        "COMMIT;\n");
+  RunResult r = Run({"apply"});
+  EXPECT_EQ(r.exit_code, 3) << Describe(r);
+  EXPECT_EQ(Lines(r.err).size(), 1u) << r.err;
+  EXPECT_TRUE(Contains(r.err, "0001_check.up.sql:4 (statement 3)")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "read-only")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "make it read-write")) << r.err;
+  EXPECT_EQ(Query("SELECT count(*) FROM migledger.applied"), Rows{"0"});
+}
+
 // A no-transaction step killed after its SET search_path and SET ROLE were
 // acknowledged resumes in a session where both hold again: the rest of it
 // builds what it builds where, and as whom, one uninterrupted apply does.
