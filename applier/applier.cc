@@ -739,10 +739,14 @@ struct Applier::Impl {
     auto flushed = FlushMirror();
     if (!flushed.ok())
       spdlog::warn("event mirror not updated: {}", flushed.message());
-    std::string msg = "migration " + m.version + " " + DirName(dir) +
-                      " failed at " + f.path + ":" + std::to_string(line) +
-                      " (statement " + std::to_string(stmt_index + 1) +
-                      "): " + sf->message();
+    // Without a statement the failure is not the file's (BEGIN, COMMIT,
+    // migledger's own rows): no line to name.
+    std::string msg =
+        "migration " + m.version + " " + DirName(dir) + " failed " +
+        (stmt ? "at " + f.path + ":" + std::to_string(line) + " (statement " +
+                    std::to_string(stmt_index + 1) + ")"
+              : "(" + f.path + ")") +
+        ": " + sf->message();
     if (!err.sqlstate.empty()) msg += " [SQLSTATE " + err.sqlstate + "]";
     if (!err.detail.empty()) msg += " DETAIL: " + err.detail;
     if (!err.hint.empty()) msg += " HINT: " + err.hint;
@@ -767,9 +771,11 @@ struct Applier::Impl {
   // also commits the run's RunFinished (succeeded, `steps_done` steps) to the
   // mirror in its transaction and leaves it prepared there, for RunPlan to
   // append locally; the run then needs no mirror transaction of its own.
+  // `retrying`: an earlier attempt of this step ended (failed, interrupted
+  // or killed) without finishing it.
   StatusOr<StepReport> RunStep(
-      const Migration& m, v1::Direction dir, bool resuming, int resume_at,
-      const std::vector<std::string>& acked_hashes,
+      const Migration& m, v1::Direction dir, bool resuming, bool retrying,
+      int resume_at, const std::vector<std::string>& acked_hashes,
       std::optional<PreparedEvent>* finishing = nullptr, int steps_done = 0) {
     const MigrationFile& f = dir == v1::DIRECTION_DOWN ? m.down : m.up;
     StepReport report{m.version, m.slug, dir, "", 0, ""};
@@ -831,8 +837,8 @@ struct Applier::Impl {
                  m.version, m.slug);
     const int64_t t0 = MonoMicros();
     if (no_tx)
-      return RunNoTx(m, f, dir, attempt, statements, resuming, resume_at, t0,
-                     report);
+      return RunNoTx(m, f, dir, attempt, statements, resuming,
+                     resuming || retrying, resume_at, t0, report);
 
     // The statements and the marker row in one transaction (PostgreSQL: one
     // round trip); the crash points inside it all see an open, uncommitted
@@ -973,27 +979,61 @@ struct Applier::Impl {
   StatusOr<StepReport> RunNoTx(const Migration& m, const MigrationFile& f,
                                v1::Direction dir, const std::string& attempt,
                                const std::vector<SqlStatement>& statements,
-                               bool resuming, int resume_at, int64_t t0,
-                               StepReport report) {
-    // Before resuming, drop the debris a killed CREATE INDEX CONCURRENTLY
-    // leaves (an invalid index) if the statement we resume at builds it.
-    // Only when resuming: we hold the target's lock, so an invalid index of
-    // that name can only be our own interrupted build, never someone's
-    // build in progress.
-    if (resuming && resume_at < static_cast<int>(statements.size())) {
-      MIGLEDGER_ASSIGN_OR_RETURN(auto invalid, driver->InvalidIndexes());
-      for (const auto& idx : invalid) {
-        std::string bare = idx.substr(
-            idx.rfind('.') == std::string::npos ? 0 : idx.rfind('.') + 1);
-        if (!bare.empty() && bare.front() == '"')
-          bare = bare.substr(1, bare.size() - 2);
-        if (statements[resume_at].text.find(bare) == std::string::npos)
-          continue;
+                               bool resuming, bool retrying, int resume_at,
+                               int64_t t0, StepReport report) {
+    // The statements before `resume_at` ran in the session of an earlier
+    // attempt, which ended with it (or was reset since): what they set for
+    // the session (search_path, ROLE, a timeout) is set again first, so the
+    // rest runs as it would have in one go. SETs inside a transaction the
+    // file rolled back ended with it.
+    if (resuming && resume_at > 0) {
+      std::vector<int> replay, block;
+      bool in_block = false;
+      for (int i = 0; i < resume_at && i < static_cast<int>(statements.size());
+           ++i) {
+        const std::string& text = statements[i].text;
+        if (OpensTransaction(text)) {
+          in_block = true;
+        } else if (in_block && IsTransactionControl(text)) {
+          if (!IsRollback(text))
+            replay.insert(replay.end(), block.begin(), block.end());
+          block.clear();
+          in_block = false;
+        } else if (IsSessionSetting(text)) {
+          (in_block ? block : replay).push_back(i);
+        }
+      }
+      for (int i : replay) {
         SqlError err;
-        spdlog::warn("dropping invalid index {} left by an interrupted attempt",
-                     idx);
-        MIGLEDGER_RETURN_IF_ERROR(
-            driver->Exec("DROP INDEX CONCURRENTLY IF EXISTS " + idx, &err));
+        spdlog::info("setting again what statement {} of {} set: {}", i + 1,
+                     m.version, statements[i].text);
+        auto st = driver->Exec(statements[i].text, &err);
+        if (!st.ok()) {
+          err.message = "cannot set again, before resuming at statement " +
+                        std::to_string(resume_at + 1) +
+                        ", what this statement set for the session: " +
+                        (err.message.empty() ? st.message() : err.message);
+          return Fail(m, f, dir, attempt, i, &statements[i], err, st, false,
+                      MonoMicros() - t0);
+        }
+      }
+    }
+    // An earlier attempt that ended inside a CREATE INDEX CONCURRENTLY
+    // (killed, interrupted, or failed on a duplicate key) left its index
+    // behind, invalid: dropped before the statement runs again. Only the
+    // index that statement names, on its table, and only after an earlier
+    // attempt: we hold the target's lock, so it is that attempt's build,
+    // never someone's build in progress.
+    if (retrying && resume_at < static_cast<int>(statements.size())) {
+      MIGLEDGER_ASSIGN_OR_RETURN(
+          auto leftover,
+          driver->LeftoverInvalidIndex(statements[resume_at].text));
+      if (leftover) {
+        SqlError err;
+        spdlog::warn("dropping invalid index {} left by an earlier attempt",
+                     *leftover);
+        MIGLEDGER_RETURN_IF_ERROR(driver->Exec(
+            "DROP INDEX CONCURRENTLY IF EXISTS " + *leftover, &err));
       }
     }
     // Each acknowledged statement reaches the mirror before the next one
@@ -1101,6 +1141,9 @@ struct Applier::Impl {
                                ledger->Prepare(&outcome));
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, Outbox());
     rows.push_back(MirrorRowOf(prepared));
+    // The marker's transaction in a fresh session: what the statements set
+    // (a role, a read-only default) is not the bookkeeping's.
+    driver->StepDone();
     StepBatch batch;  // no statements: only the marker row
     if (dir == v1::DIRECTION_UP) {
       batch.insert_marker =
@@ -1214,8 +1257,13 @@ struct Applier::Impl {
         acked = prog->second.statement_hashes;
         resume_at = static_cast<int>(acked.size());
       }
-      auto step = RunStep(*s.migration, s.direction, resuming, resume_at, acked,
-                          last ? &finished : nullptr,
+      // Its last attempt failed, rolled back or stopped at its first
+      // statement (then there is no progress to resume).
+      auto hist = p.versions.find(CanonicalVersion(s.migration->version));
+      const bool retrying =
+          hist != p.versions.end() && !hist->second.last_error.empty();
+      auto step = RunStep(*s.migration, s.direction, resuming, retrying,
+                          resume_at, acked, last ? &finished : nullptr,
                           static_cast<int>(report.steps.size()) + 1);
       driver->StepDone();
       if (!step.ok()) {

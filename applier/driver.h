@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "applier/sql_splitter.h"
@@ -118,12 +119,14 @@ class Driver {
   // by a no-transaction migration's own BEGIN statement).
   virtual bool InTransaction() = 0;
 
-  // Called after each migration step, whatever its outcome. Settings a
-  // migration changed for the session (PostgreSQL: SET search_path, SET
-  // ROLE, statement_timeout...) must not reach the next migration, which
-  // would otherwise behave differently in one run than in two (or after a
-  // crash, in a new session): the PostgreSQL driver resets them before the
-  // work session runs anything else. SQLite: nothing (see the README).
+  // Called after each migration step, whatever its outcome. What a
+  // migration left in the session (PostgreSQL: SET search_path, SET ROLE,
+  // statement_timeout, temporary tables, prepared statements, advisory
+  // locks...) must not reach the next migration, which would otherwise
+  // behave differently in one run than in two (or after a crash, in a new
+  // session): the PostgreSQL driver resets the session, as DISCARD ALL
+  // would, before the work session runs anything else. SQLite: nothing (see
+  // the README).
   virtual void StepDone() {}
 
   // Runs one statement (or, for PostgreSQL, several as one simple query) on
@@ -165,6 +168,16 @@ class Driver {
   // names of invalid indexes (PostgreSQL: pg_index.indisvalid = false) in
   // the search path; SQLite has none.
   virtual StatusOr<std::vector<std::string>> InvalidIndexes() = 0;
+  // The invalid index an earlier attempt of `statement` left when it ended
+  // mid-build (killed, interrupted, or failed on a duplicate key): for a
+  // CREATE INDEX CONCURRENTLY, the index of the name it gives, on the table
+  // it names (resolved as the work session resolves it, so after a
+  // migration's SET search_path), when it exists and is invalid, as
+  // "schema.name" quoted for SQL; nullopt otherwise. SQLite: nullopt.
+  virtual StatusOr<std::optional<std::string>> LeftoverInvalidIndex(
+      std::string_view /*statement*/) {
+    return std::optional<std::string>();
+  }
   // True when `error`, from running `statement` again on resume, shows the
   // statement's work already done: what it creates (a table, an index, a
   // column, an enum value...) exists, or what its DROP names is gone.

@@ -604,7 +604,15 @@ class PostgresDriver final : public Driver {
       return Internal("Begin: a transaction is already open on " + Target());
     }
     MIGLEDGER_RETURN_IF_ERROR(ResetIfPending());
-    return Simple("BEGIN");
+    if (!migration_state_) return Simple("BEGIN");
+    // Between a no-transaction migration's statements (the mirror rows that
+    // acknowledge them): migledger's own transaction, read-write and as its
+    // own role whatever the migration set for the session, which keeps the
+    // rest of what it set.
+    MIGLEDGER_RETURN_IF_ERROR(Simple(
+        (std::string("BEGIN READ WRITE; ") + kToolRoleForTransaction).c_str()));
+    tool_role_in_transaction_ = true;
+    return Status::Ok();
   }
 
   bool InTransaction() override {
@@ -613,6 +621,7 @@ class PostgresDriver final : public Driver {
   }
 
   Status Commit() override {
+    tool_role_in_transaction_ = false;
     switch (PQtransactionStatus(conn_)) {
       case PQTRANS_UNKNOWN:
         return LostConnection("COMMIT", nullptr);
@@ -646,6 +655,7 @@ class PostgresDriver final : public Driver {
   }
 
   Status Rollback() override {
+    tool_role_in_transaction_ = false;
     PGTransactionStatusType ts = PQtransactionStatus(conn_);
     if (ts == PQTRANS_IDLE) return Status::Ok();
     if (ts == PQTRANS_UNKNOWN) return LostConnection("ROLLBACK", nullptr);
@@ -663,6 +673,7 @@ class PostgresDriver final : public Driver {
     SqlError error;
     int results = 0;
     Status st = Exec(SessionReset(&results), &error);
+    if (st.ok()) migration_state_ = false;
     return st.code() == Code::kMigrationFailed ? ResetFailed(error.message)
                                                : st;
   }
@@ -676,6 +687,7 @@ class PostgresDriver final : public Driver {
   Status Exec(const std::string& sql, SqlError* error) override {
     if (error != nullptr) *error = SqlError{};
     MIGLEDGER_RETURN_IF_ERROR(ResetIfPending());
+    migration_state_ = true;
     if (PQsendQuery(conn_, sql.c_str()) == 0) {
       if (PQstatus(conn_) == CONNECTION_BAD) {
         return LostConnection("sending a statement", nullptr);
@@ -727,6 +739,15 @@ class PostgresDriver final : public Driver {
       sql += "\n;\n";
     }
     const size_t statements_end = sql.size();
+    // The bookkeeping runs as the tool's own role whatever role the
+    // migration took (SET ROLE app_owner is the usual way to give the
+    // application's role what a migration creates), for this transaction
+    // only: LOCAL, so a no-transaction file's session keeps its role.
+    int switch_results = 0;
+    if (!statements.empty() || (migration_state_ && reset_results == 0)) {
+      sql += kToolRoleForTransaction;
+      switch_results = kToolRoleForTransactionResults;
+    }
     if (batch.insert_marker) {
       const MarkerRow& m = *batch.insert_marker;
       sql +=
@@ -749,6 +770,9 @@ class PostgresDriver final : public Driver {
     }
     int done = 0;  // results before the first error: BEGIN, statements...
     Result failed = DrainResults(&done);
+    tool_role_in_transaction_ = !failed && switch_results > 0;
+    if (!failed && reset_results > 0) migration_state_ = false;
+    if (!statements.empty()) migration_state_ = true;
     // The reset is part of the query's transaction: undone if it failed.
     if (failed && reset_results > 0) reset_pending_ = true;
     if (failed && done < reset_results && PQstatus(conn_) != CONNECTION_BAD) {
@@ -763,8 +787,10 @@ class PostgresDriver final : public Driver {
     }
     done -= reset_results;
     const int n = static_cast<int>(statements.size());
-    // done == 0: BEGIN failed; 1..n: statement done-1 failed; n+1: the marker.
+    // done == 0: BEGIN failed; 1..n: statement done-1 failed; then the role
+    // switch, then the marker.
     failure->statement_index = done >= 1 && done <= n ? done - 1 : -1;
+    const bool bookkeeping_failed = done > n;
     if (PQstatus(conn_) == CONNECTION_BAD) {
       return LostConnection("running a step", failed.get());
     }
@@ -791,9 +817,33 @@ class PostgresDriver final : public Driver {
     }
     const std::string sqlstate = failure->error.sqlstate;
     (void)Rollback();
-    if (failure->statement_index < 0 && done == n + 1 && sqlstate == "23505") {
+    const bool marker_failed = done == n + 1 + switch_results;
+    if (failure->statement_index < 0 && marker_failed && batch.insert_marker &&
+        sqlstate == "23505") {
       return Drift("a marker for version " + batch.insert_marker->version +
                    " already exists in migledger.applied on " + Target());
+    }
+    if (bookkeeping_failed && failure->statement_index < 0) {
+      // read_only_sql_transaction: a transaction made read-only cannot take
+      // the marker row that records it. Name the statement that did it.
+      const int read_only =
+          sqlstate == "25006" ? ReadOnlyStatement(statements) : -1;
+      if (read_only >= 0) {
+        failure->statement_index = read_only;
+        failure->error.position = -1;
+        failure->error.message =
+            "the migration makes its own transaction read-only, so migledger "
+            "cannot write the marker row that records it in that "
+            "transaction: remove this statement (a migration runs in a "
+            "read-write transaction, even one that only checks something)";
+        return MigrationFailed(failure->error.message);
+      }
+      failure->error.message =
+          "migledger could not write its own bookkeeping (" +
+          std::string(batch.insert_marker ? "the marker row"
+                                          : "the removal of the marker row") +
+          " in migledger.applied) on " + Target() + ": " +
+          failure->error.message;
     }
     return MigrationFailed(failure->error.message);
   }
@@ -802,6 +852,15 @@ class PostgresDriver final : public Driver {
   // (a row that exists already, say) makes the server skip the COMMIT.
   Status CommitWithMirrorRows(const std::vector<MirrorRow>& rows) override {
     if (rows.empty() || rows.size() > kMirrorRowsPerStatement) {
+      if (!rows.empty() && !tool_role_in_transaction_ && migration_state_ &&
+          PQtransactionStatus(conn_) == PQTRANS_INTRANS) {
+        Status st = Simple(kToolRoleForTransaction);
+        if (!st.ok()) {
+          (void)Rollback();
+          return st;
+        }
+      }
+      tool_role_in_transaction_ = false;
       return Driver::CommitWithMirrorRows(rows);
     }
     if (PQtransactionStatus(conn_) != PQTRANS_INTRANS) {
@@ -825,6 +884,10 @@ class PostgresDriver final : public Driver {
              ByteaLiteral(rows[i].chain_head) + ")";
     }
     sql += ";\nCOMMIT;";
+    if (!tool_role_in_transaction_ && migration_state_) {
+      sql.insert(0, kToolRoleForTransaction);
+    }
+    tool_role_in_transaction_ = false;
     if (PQsendQuery(conn_, sql.c_str()) == 0) {
       if (PQstatus(conn_) == CONNECTION_BAD)
         return LostConnection("COMMIT", nullptr);
@@ -856,6 +919,12 @@ class PostgresDriver final : public Driver {
                      std::to_string(rows.front().target_sequence) +
                      " or a later one: another migledger wrote to it; nothing "
                      "was committed");
+      }
+      if (sqlstate == "25006") {  // read_only_sql_transaction
+        return MigrationFailed(
+            "the transaction is read-only (SET TRANSACTION READ ONLY, BEGIN "
+            "READ ONLY), so migledger cannot record what it did in it: make "
+            "it read-write; nothing was committed");
       }
       return MigrationFailed("writing migledger.events and COMMIT on " +
                              Target() + ": " + message);
@@ -994,6 +1063,27 @@ class PostgresDriver final : public Driver {
     return names;
   }
 
+  StatusOr<std::optional<std::string>> LeftoverInvalidIndex(
+      std::string_view statement) override {
+    const auto target = ParseCreateIndexConcurrently(statement);
+    if (!target) return std::optional<std::string>();
+    // The table resolves through the migration's search_path.
+    auto res = Run("looking for an invalid index left by an earlier attempt",
+                   "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) "
+                   "FROM pg_catalog.pg_index i "
+                   "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+                   "JOIN pg_catalog.pg_class t ON t.oid = i.indrelid "
+                   "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                   "WHERE t.oid = pg_catalog.to_regclass($1) "
+                   "AND c.relnamespace = t.relnamespace AND c.relname = $2 "
+                   "AND NOT i.indisvalid",
+                   {{target->table}, {target->index}}, false,
+                   Code::kTargetUnavailable);
+    if (!res.ok()) return res.status();
+    if (PQntuples(res->get()) != 1) return std::optional<std::string>();
+    return std::optional<std::string>(PQgetvalue(res->get(), 0, 0));
+  }
+
   bool ErrorShowsDone(const SqlError& error,
                       std::string_view statement) const override {
     // duplicate_column, _database, _function, _schema, _table (also an
@@ -1040,15 +1130,20 @@ class PostgresDriver final : public Driver {
       "SET client_min_messages = warning; "
       "SELECT CASE WHEN current_user = 'migledger' THEN "
       "pg_catalog.current_setting('search_path') END;";
-  // Between migrations: every setting back to the session's defaults (those
-  // of the role, the database and the connection string), then what the
-  // setup changed, as constants: the search_path the setup chose when it
-  // dropped "$user" (Session::search_path), computed once per connection
-  // rather than before every migration (that expression, planned and run
-  // each time, was most of the reset's cost on the server). RESET SESSION
-  // AUTHORIZATION is sent only when the server reported (ParameterStatus) a
-  // session_authorization other than the connection's own; RESET ROLE and
-  // RESET ALL always.
+  // Between migrations: the session as fresh as a new connection, as
+  // DISCARD ALL would leave it (cursors, role, settings, prepared
+  // statements, LISTEN, advisory locks, cached plans, temporary objects,
+  // sequence caches), then what the setup changed, as constants: the
+  // search_path the setup chose when it dropped "$user"
+  // (Session::search_path), computed once per connection rather than before
+  // every migration (that expression, planned and run each time, was most of
+  // the reset's cost on the server). DISCARD ALL itself refuses to run
+  // inside a transaction block, which a query of several statements is, so
+  // the reset is its parts, sent in the step's own query. The applier lock
+  // is on the lock session, so pg_advisory_unlock_all() on this one frees
+  // only what migrations took. RESET SESSION AUTHORIZATION is sent only when
+  // the server reported (ParameterStatus) a session_authorization other than
+  // the connection's own.
   void MakeSessionSetupReset(const std::string& search_path) {
     const char* auth = PQparameterStatus(conn_, "session_authorization");
     session_authorization_ = auth != nullptr ? auth : "";
@@ -1064,17 +1159,56 @@ class PostgresDriver final : public Driver {
                              : " SET search_path TO " + list + ";";
   }
 
+  // In a transaction on the work session, before the tool's own rows: the
+  // session's own role until the transaction ends (SET LOCAL), whatever SET
+  // ROLE or SET SESSION AUTHORIZATION the migration ran. "role TO DEFAULT"
+  // is what RESET ROLE gives: the role the role's, the database's or the
+  // conninfo's settings name (ALTER ROLE deployer SET role = app_owner),
+  // else the login role. Results: 2.
+  static constexpr const char* kToolRoleForTransaction =
+      "SET LOCAL SESSION AUTHORIZATION DEFAULT; SET LOCAL role TO DEFAULT;\n";
+  static constexpr int kToolRoleForTransactionResults = 2;
+
+  // The index of the first of `statements` that makes the transaction
+  // read-only (SET TRANSACTION READ ONLY, SET transaction_read_only), or -1.
+  static int ReadOnlyStatement(const std::vector<SqlStatement>& statements) {
+    for (size_t i = 0; i < statements.size(); ++i) {
+      std::string text;  // lower case, each run of blanks one space
+      for (char c : statements[i].text) {
+        if (std::isspace(static_cast<unsigned char>(c))) {
+          if (text.empty() || text.back() != ' ') text += ' ';
+        } else {
+          text +=
+              static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+      }
+      if (text.find("read only") != std::string::npos ||
+          text.find("transaction_read_only") != std::string::npos) {
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  }
+
+  // DISCARD ALL's parts (without SET SESSION AUTHORIZATION, see above) and
+  // the setup's message level, and how many results they return.
+  static constexpr const char* kDiscardAllButLocks =
+      "CLOSE ALL; RESET ROLE; RESET ALL; DEALLOCATE ALL; UNLISTEN *; "
+      "SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD PLANS; "
+      "DISCARD TEMP; DISCARD SEQUENCES; SET client_min_messages = warning;";
+  static constexpr int kDiscardAllButLocksResults = 10;
+
   // The reset to send now, and the number of results it returns.
   std::string SessionReset(int* results) const {
     std::string sql;
-    *results = 3;
+    *results = kDiscardAllButLocksResults;
     const char* auth = PQparameterStatus(conn_, "session_authorization");
     if (session_authorization_.empty() || auth == nullptr ||
         session_authorization_ != auth) {
       sql = "RESET SESSION AUTHORIZATION; ";
       ++*results;
     }
-    sql += "RESET ROLE; RESET ALL; SET client_min_messages = warning;";
+    sql += kDiscardAllButLocks;
     if (!search_path_reset_.empty()) {
       sql += search_path_reset_;
       ++*results;
@@ -1403,6 +1537,10 @@ class PostgresDriver final : public Driver {
   bool lock_held_ = false;
   bool server_counts_bytes_ = false;  // SQL_ASCII database
   bool reset_pending_ = false;        // a step ran since the last reset
+  // Statements of a migration ran on the work session since its last reset.
+  bool migration_state_ = false;
+  // The open transaction runs as the tool's role (kToolRoleForTransaction).
+  bool tool_role_in_transaction_ = false;
   // MakeSessionSetupReset(): the connection's session_authorization and
   // the reset's search_path statement ("" for none).
   std::string session_authorization_;
@@ -1516,6 +1654,119 @@ std::optional<std::string> SearchPathWithoutUser(std::string_view search_path) {
     if (folded == "$user") continue;
     if (!out.empty()) out += ", ";
     out += entry.text;
+  }
+  return out;
+}
+
+namespace {
+
+// Skips blanks and -- and /* */ comments (nested, as the server reads them).
+size_t SkipBlanksAndComments(std::string_view s, size_t i) {
+  while (i < s.size()) {
+    if (std::isspace(static_cast<unsigned char>(s[i]))) {
+      ++i;
+    } else if (s.substr(i, 2) == "--") {
+      while (i < s.size() && s[i] != '\n') ++i;
+    } else if (s.substr(i, 2) == "/*") {
+      int depth = 1;
+      for (i += 2; i < s.size() && depth > 0;) {
+        if (s.substr(i, 2) == "/*") {
+          ++depth;
+          i += 2;
+        } else if (s.substr(i, 2) == "*/") {
+          --depth;
+          i += 2;
+        } else {
+          ++i;
+        }
+      }
+    } else {
+      break;
+    }
+  }
+  return i;
+}
+
+// One identifier or keyword: a "quoted" one as written inside its quotes
+// ("" read as "), an unquoted one folded to lower case (ASCII letters, as
+// the server folds them in UTF-8). Sets *quoted; "" at anything else.
+std::string NextIdentifier(std::string_view s, size_t* pos, bool* quoted) {
+  size_t i = SkipBlanksAndComments(s, *pos);
+  std::string out;
+  *quoted = false;
+  if (i < s.size() && s[i] == '"') {
+    *quoted = true;
+    for (++i; i < s.size(); ++i) {
+      if (s[i] == '"') {
+        if (i + 1 < s.size() && s[i + 1] == '"') {
+          out += '"';
+          ++i;
+          continue;
+        }
+        *pos = i + 1;
+        return out;
+      }
+      out += s[i];
+    }
+    return "";  // unterminated
+  }
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (!(std::isalnum(c) || c == '_' || c == '$' || c >= 0x80)) break;
+    out += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    ++i;
+  }
+  *pos = i;
+  return out;
+}
+
+std::string QuoteIdentifier(const std::string& name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::optional<CreateIndexConcurrently> ParseCreateIndexConcurrently(
+    std::string_view statement) {
+  size_t pos = 0;
+  bool quoted = false;
+  auto keyword = [&](const char* word) {
+    size_t at = pos;
+    bool q = false;
+    if (NextIdentifier(statement, &at, &q) != word || q) return false;
+    pos = at;
+    return true;
+  };
+  if (!keyword("create")) return std::nullopt;
+  (void)keyword("unique");
+  if (!keyword("index") || !keyword("concurrently")) return std::nullopt;
+  if (keyword("if")) {
+    if (!keyword("not") || !keyword("exists")) return std::nullopt;
+  }
+  CreateIndexConcurrently out;
+  {
+    size_t at = pos;
+    out.index = NextIdentifier(statement, &at, &quoted);
+    if (out.index.empty() || (!quoted && out.index == "on")) {
+      return std::nullopt;  // no name: the server makes one up
+    }
+    pos = at;
+  }
+  if (!keyword("on")) return std::nullopt;
+  (void)keyword("only");
+  for (;;) {
+    std::string part = NextIdentifier(statement, &pos, &quoted);
+    if (part.empty()) return std::nullopt;
+    if (!out.table.empty()) out.table += '.';
+    out.table += QuoteIdentifier(part);
+    pos = SkipBlanksAndComments(statement, pos);
+    if (pos >= statement.size() || statement[pos] != '.') break;
+    ++pos;
   }
   return out;
 }

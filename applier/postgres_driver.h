@@ -75,4 +75,17 @@ std::string SearchPathSetList(std::string_view search_path);
 //   "$user"                -> (empty)
 std::optional<std::string> SearchPathWithoutUser(std::string_view search_path);
 
+// What a CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON [ONLY]
+// table ... statement names: the index (as the server stores the name:
+// unquoted names folded to lower case) and the table, as a qualified name
+// whose parts are quoted, for to_regclass(). nullopt for any other
+// statement, and for one that leaves the index's name to the server.
+//   CREATE INDEX CONCURRENTLY Idx ON app.t (a)   -> {"idx", "\"app\".\"t\""}
+struct CreateIndexConcurrently {
+  std::string index;
+  std::string table;
+};
+std::optional<CreateIndexConcurrently> ParseCreateIndexConcurrently(
+    std::string_view statement);
+
 }  // namespace migledger

@@ -605,4 +605,28 @@ bool IsDropStatement(std::string_view statement) {
   return WordIs(NextWord(statement, &pos), "drop");
 }
 
+bool IsSessionSetting(std::string_view statement) {
+  size_t pos = 0;
+  const std::string_view first = NextWord(statement, &pos);
+  if (WordIs(first, "reset")) return true;
+  if (!WordIs(first, "set")) return false;
+  const std::string_view next = NextWord(statement, &pos);
+  return !WordIs(next, "local") && !WordIs(next, "transaction") &&
+         !WordIs(next, "constraints");
+}
+
+bool OpensTransaction(std::string_view statement) {
+  size_t pos = 0;
+  const std::string_view first = NextWord(statement, &pos);
+  return IsTransactionControl(statement) &&
+         (WordIs(first, "begin") || WordIs(first, "start"));
+}
+
+bool IsRollback(std::string_view statement) {
+  size_t pos = 0;
+  const std::string_view first = NextWord(statement, &pos);
+  return IsTransactionControl(statement) &&
+         (WordIs(first, "rollback") || WordIs(first, "abort"));
+}
+
 }  // namespace migledger

@@ -62,4 +62,15 @@ bool IsPlainCommit(std::string_view statement);
 // CONCURRENTLY...). Same rules as IsTransactionControl.
 bool IsDropStatement(std::string_view statement);
 
+// True when the statement changes the session beyond its transaction
+// (PostgreSQL): SET [SESSION] ..., SET ROLE, SET SESSION AUTHORIZATION,
+// SET SESSION CHARACTERISTICS, RESET ...; not SET LOCAL, SET TRANSACTION
+// or SET CONSTRAINTS. Same rules as IsTransactionControl.
+bool IsSessionSetting(std::string_view statement);
+
+// True for BEGIN / START TRANSACTION (a transaction opens), and for
+// ROLLBACK / ABORT that end one (not ROLLBACK TO SAVEPOINT).
+bool OpensTransaction(std::string_view statement);
+bool IsRollback(std::string_view statement);
+
 }  // namespace migledger

@@ -948,4 +948,29 @@ TEST(IsPlainCommit, RecognisesCommitsThatOnlyCommit) {
   }
 }
 
+TEST(IsSessionSetting, RecognisesWhatOutlivesTheTransaction) {
+  for (const char* sql :
+       {"SET search_path = app;", "set role app_owner;",
+        "SET SESSION statement_timeout = '5s'",
+        "SET SESSION AUTHORIZATION other;",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY;",
+        "RESET search_path;", "/* c */ RESET ALL"}) {
+    EXPECT_TRUE(IsSessionSetting(sql)) << sql;
+  }
+  for (const char* sql :
+       {"SET LOCAL search_path = app;", "SET TRANSACTION READ ONLY;",
+        "SET CONSTRAINTS ALL DEFERRED;",
+        "SELECT set_config('a.b', 'c', false);", "-- SET search_path = app\n",
+        "SETTLE;", ""}) {
+    EXPECT_FALSE(IsSessionSetting(sql)) << sql;
+  }
+  EXPECT_TRUE(OpensTransaction("BEGIN;"));
+  EXPECT_TRUE(OpensTransaction("start transaction read only"));
+  EXPECT_FALSE(OpensTransaction("COMMIT;"));
+  EXPECT_TRUE(IsRollback("ROLLBACK;"));
+  EXPECT_TRUE(IsRollback("abort"));
+  EXPECT_FALSE(IsRollback("ROLLBACK TO SAVEPOINT a;"));
+  EXPECT_FALSE(IsRollback("COMMIT;"));
+}
+
 }  // namespace migledger
