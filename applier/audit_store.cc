@@ -2,8 +2,10 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "applier/libpq_loader.h"
@@ -18,6 +20,8 @@ struct StoreMigration {
   int version;
   const char* description;
   const char* sql;
+  // Also inserts the store's identity row (a random id made here).
+  bool creates_identity = false;
 };
 const StoreMigration kStoreMigrations[] = {
     {1, "events of every target",
@@ -32,9 +36,51 @@ const StoreMigration kStoreMigrations[] = {
     {2, "index by arrival for incremental readers",
      "CREATE INDEX events_received_at_idx ON \"migledger_store\".\"events\" "
      "(received_at)"},
+    // The rows a store already holds get their order once, from what they
+    // say: by arrival (received_at, the pushing transaction's start), where
+    // a row counts as arrived no later than any later row of its target (two
+    // pushes of one target could start in one order and commit in the
+    // other), then by target key and target sequence. Each target's rows
+    // stay in target order.
+    {3, "store order and identity",
+     "ALTER TABLE \"migledger_store\".\"events\" ADD COLUMN store_sequence "
+     "bigint;"
+     "UPDATE \"migledger_store\".\"events\" e SET store_sequence = o.n FROM"
+     " (SELECT target_key, target_sequence, row_number() OVER (ORDER BY"
+     " arrived, target_key, target_sequence) AS n FROM (SELECT target_key,"
+     " target_sequence, min(received_at) OVER (PARTITION BY target_key ORDER"
+     " BY target_sequence DESC) AS arrived FROM"
+     " \"migledger_store\".\"events\") a) o"
+     " WHERE e.target_key = o.target_key AND"
+     " e.target_sequence = o.target_sequence;"
+     "ALTER TABLE \"migledger_store\".\"events\" ALTER COLUMN store_sequence"
+     " SET NOT NULL, ADD CONSTRAINT events_store_sequence_positive CHECK"
+     " (store_sequence > 0), ADD CONSTRAINT events_store_sequence_key UNIQUE"
+     " (store_sequence);"
+     "CREATE TABLE \"migledger_store\".\"identity\" ("
+     " one_row boolean PRIMARY KEY DEFAULT true CHECK (one_row),"
+     " store_id text NOT NULL CHECK (store_id ~ '^[0-9a-f]{32}$'),"
+     " created_at timestamptz NOT NULL DEFAULT now())",
+     true},
 };
 // Serializes schema upgrades between runners ("MLSTORE1" in ASCII).
 constexpr int64_t kStoreLockKey = 0x4d4c53544f524531;
+
+// Rows per INSERT statement of a push, and parameters per row.
+constexpr size_t kRowsPerInsert = 200;
+constexpr int kColumns = 6;
+
+std::string NewStoreId() {
+  std::random_device rd;
+  uint8_t raw[16];
+  for (auto& b : raw) b = static_cast<uint8_t>(rd());
+  return ToHex(raw, sizeof raw);
+}
+
+bool IsStoreId(const std::string& id) {
+  return id.size() == 32 &&
+         id.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
 
 struct ResultDeleter {
   void operator()(PGresult* r) const { PQclear(r); }
@@ -60,61 +106,39 @@ class PgAuditStore final : public AuditStore {
   int schema_version() const override { return version_; }
 
   StatusOr<uint64_t> Push(Ledger* ledger) override {
+    // The table lock serializes pushers (readers are not blocked), so the
+    // store sequence is max + 1 with no gaps, and rows commit in that order:
+    // a reader sees a dense prefix of the store's order.
+    MIGLEDGER_RETURN_IF_ERROR(Exec("BEGIN"));
+    Status st =
+        Exec("LOCK TABLE \"migledger_store\".\"events\" IN EXCLUSIVE MODE");
     uint64_t sent = 0;
-    for (const std::string& key : ledger->TargetKeys()) {
-      MIGLEDGER_ASSIGN_OR_RETURN(uint64_t head, StoreHead(key));
-      ChainHead local = ledger->TargetHead(key);
-      if (head > 0 && head <= local.size) {
-        // The store's last row of this target must be our event there.
-        std::string stored_chain;
-        MIGLEDGER_RETURN_IF_ERROR(StoredChain(key, head, &stored_chain));
-        bool same = false;
-        MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-            key, head - 1,
-            [&](const LedgerEntry&, const Digest32&, const Digest32& chain) {
-              same = stored_chain == AsBytes(chain);
-              return false;
-            }));
-        if (!same) {
-          return Drift("the audit store's history of target " + key +
-                       " forks from the local ledger at target sequence " +
-                       std::to_string(head));
-        }
+    if (st.ok()) {
+      StatusOr<uint64_t> pushed = PushLocked(ledger);
+      if (pushed.ok()) {
+        sent = *pushed;
+      } else {
+        st = pushed.status();
       }
-      if (head >= local.size) continue;
-      std::vector<std::string> values;  // 5 per row, flattened
-      MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
-          key, head,
-          [&](const LedgerEntry& e, const Digest32& leaf,
-              const Digest32& chain) {
-            values.push_back(key);
-            values.push_back(std::to_string(e.event.target_sequence()));
-            values.push_back(e.bytes);
-            values.push_back(std::string(AsBytes(leaf)));
-            values.push_back(std::string(AsBytes(chain)));
-            return true;
-          }));
-      MIGLEDGER_RETURN_IF_ERROR(Exec("BEGIN"));
-      Status st = InsertRows(values);
-      if (st.ok()) {
-        CrashPoint("store.before_commit");
-        st = Exec("COMMIT");
-      }
-      if (!st.ok()) {
-        (void)Exec("ROLLBACK");
-        return st;
-      }
-      sent += values.size() / 5;
+    }
+    if (st.ok()) {
+      if (sent > 0) CrashPoint("store.before_commit");
+      st = Exec("COMMIT");
+    }
+    if (!st.ok()) {
+      (void)Exec("ROLLBACK");
+      return st;
     }
     return sent;
   }
 
   StatusOr<uint64_t> PullAll(Ledger* ledger) override {
-    Result r(PQexecParams(
-        conn_,
-        "SELECT event_bytes, leaf_hash, chain_head FROM "
-        "\"migledger_store\".\"events\" ORDER BY target_key, target_sequence",
-        0, nullptr, nullptr, nullptr, nullptr, 1));
+    Result r(PQexecParams(conn_,
+                          "SELECT store_sequence::text AS seq, event_bytes, "
+                          "leaf_hash, chain_head FROM "
+                          "\"migledger_store\".\"events\" ORDER BY "
+                          "store_sequence",
+                          0, nullptr, nullptr, nullptr, nullptr, 1));
     if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
       return Error("reading the audit store", r.get());
     uint64_t n = 0;
@@ -123,14 +147,40 @@ class PgAuditStore final : public AuditStore {
         return std::string(PQgetvalue(r.get(), i, c),
                            PQgetlength(r.get(), i, c));
       };
-      Status st = ledger->AppendMirrored(cell(0), cell(1), cell(2));
+      const std::string seq = cell(0);
+      if (seq != std::to_string(n + 1)) {
+        return LedgerCorrupt(
+            "the audit store does not verify: its order has no store "
+            "sequence " +
+            std::to_string(n + 1) + " (the next row is " + seq +
+            "): rows were removed or renumbered");
+      }
+      Status st = ledger->AppendMirrored(cell(1), cell(2), cell(3));
       if (!st.ok())
-        return LedgerCorrupt("the audit store does not verify: " +
-                             st.message());
+        return LedgerCorrupt(
+            "the audit store does not verify at store "
+            "sequence " +
+            seq + ": " + st.message());
       ++n;
     }
     MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
     return n;
+  }
+
+  StatusOr<std::string> StoreId() override {
+    Result r(PQexecParams(
+        conn_, "SELECT store_id FROM \"migledger_store\".\"identity\"", 0,
+        nullptr, nullptr, nullptr, nullptr, 0));
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
+      return Error("reading the audit store's identity", r.get());
+    std::string id;
+    if (PQntuples(r.get()) == 1) id = PQgetvalue(r.get(), 0, 0);
+    if (PQntuples(r.get()) != 1 || !IsStoreId(id)) {
+      return LedgerCorrupt("the audit store " + redacted_ +
+                           " has no valid identity row "
+                           "(migledger_store.identity was edited)");
+    }
+    return id;
   }
 
  private:
@@ -160,6 +210,16 @@ class PgAuditStore final : public AuditStore {
     for (const auto& m : kStoreMigrations) {
       if (m.version <= version_) continue;
       MIGLEDGER_RETURN_IF_ERROR(Exec(m.sql));
+      if (m.creates_identity) {
+        const std::string id = NewStoreId();
+        const char* params[] = {id.c_str()};
+        Result ins(PQexecParams(conn_,
+                                "INSERT INTO \"migledger_store\".\"identity\" "
+                                "(store_id) VALUES ($1)",
+                                1, nullptr, params, nullptr, nullptr, 0));
+        if (PQresultStatus(ins.get()) != PGRES_COMMAND_OK)
+          return Error("creating the audit store's identity", ins.get());
+      }
       const char* params[] = {nullptr, m.description, MIGLEDGER_VERSION};
       std::string v = std::to_string(m.version);
       params[0] = v.c_str();
@@ -176,88 +236,135 @@ class PgAuditStore final : public AuditStore {
     return Status::Ok();
   }
 
-  StatusOr<uint64_t> StoreHead(const std::string& key) {
-    const char* params[] = {key.c_str()};
-    Result r(
-        PQexecParams(conn_,
-                     "SELECT coalesce(max(target_sequence), 0) FROM "
-                     "\"migledger_store\".\"events\" WHERE target_key = $1",
-                     1, nullptr, params, nullptr, nullptr, 0));
-    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
-      return Error("reading the audit store", r.get());
-    return std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10);
+  // Push() with the events table locked, inside its transaction.
+  StatusOr<uint64_t> PushLocked(Ledger* ledger) {
+    Result size(PQexec(conn_,
+                       "SELECT coalesce(max(store_sequence), 0) FROM "
+                       "\"migledger_store\".\"events\""));
+    if (PQresultStatus(size.get()) != PGRES_TUPLES_OK)
+      return Error("reading the audit store", size.get());
+    const uint64_t store_size =
+        std::strtoull(PQgetvalue(size.get(), 0, 0), nullptr, 10);
+    std::vector<std::string> values;  // kColumns per row, flattened
+    for (const std::string& key : ledger->TargetKeys()) {
+      ChainHead stored;
+      MIGLEDGER_RETURN_IF_ERROR(StoreHead(key, &stored));
+      const ChainHead local = ledger->TargetHead(key);
+      // The history both hold must be the same: the chain at the shorter
+      // one's head covers every event before it.
+      const uint64_t shared = std::min(stored.size, local.size);
+      if (shared > 0) {
+        ChainHead theirs = stored;
+        if (shared < stored.size) {
+          MIGLEDGER_RETURN_IF_ERROR(StoredChain(key, shared, &theirs.chain));
+        }
+        MIGLEDGER_ASSIGN_OR_RETURN(ChainHead ours,
+                                   ledger->TargetHeadAt(key, shared));
+        if (ours.chain != theirs.chain) {
+          return Drift("the audit store's history of target " + key +
+                       " forks from the local ledger at or before target "
+                       "sequence " +
+                       std::to_string(shared));
+        }
+      }
+      if (stored.size >= local.size) continue;
+      MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
+          key, stored.size,
+          [&](const LedgerEntry& e, const Digest32& leaf,
+              const Digest32& chain) {
+            values.push_back(key);
+            values.push_back(std::to_string(e.event.target_sequence()));
+            values.push_back(e.bytes);
+            values.push_back(std::string(AsBytes(leaf)));
+            values.push_back(std::string(AsBytes(chain)));
+            values.push_back(
+                std::to_string(store_size + values.size() / kColumns + 1));
+            return true;
+          }));
+    }
+    MIGLEDGER_RETURN_IF_ERROR(InsertRows(values));
+    return values.size() / kColumns;
   }
 
-  Status StoredChain(const std::string& key, uint64_t seq, std::string* chain) {
+  // The target's last row in the store: its target sequence and chain head
+  // (size 0 when the store has none).
+  Status StoreHead(const std::string& key, ChainHead* head) {
+    const char* params[] = {key.c_str()};
+    Result r(PQexecParams(
+        conn_,
+        "SELECT target_sequence::text AS seq, chain_head FROM "
+        "\"migledger_store\".\"events\" WHERE target_key = $1 ORDER BY "
+        "target_sequence DESC LIMIT 1",
+        1, nullptr, params, nullptr, nullptr, 1));
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
+      return Error("reading the audit store", r.get());
+    *head = ChainHead{};
+    if (PQntuples(r.get()) == 0) return Status::Ok();
+    head->size = std::strtoull(
+        std::string(PQgetvalue(r.get(), 0, 0), PQgetlength(r.get(), 0, 0))
+            .c_str(),
+        nullptr, 10);
+    return ToChain(r.get(), 1, key, head->size, &head->chain);
+  }
+
+  Status StoredChain(const std::string& key, uint64_t seq, Digest32* chain) {
     std::string s = std::to_string(seq);
     const char* params[] = {key.c_str(), s.c_str()};
     Result r(
         PQexecParams(conn_,
                      "SELECT chain_head FROM \"migledger_store\".\"events\" "
-                     "WHERE target_key = $1 AND target_sequence = $2",
+                     "WHERE target_key = $1 AND target_sequence = $2::bigint",
                      2, nullptr, params, nullptr, nullptr, 1));
-    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1) {
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
       return Error("reading the audit store", r.get());
+    if (PQntuples(r.get()) != 1) {
+      return LedgerCorrupt("the audit store has no row for target " + key +
+                           " at target sequence " + s +
+                           " although it has later ones");
     }
-    chain->assign(PQgetvalue(r.get(), 0, 0), PQgetlength(r.get(), 0, 0));
+    return ToChain(r.get(), 0, key, seq, chain);
+  }
+
+  // The chain_head cell (column c of row 0) as a digest.
+  static Status ToChain(const PGresult* r, int c, const std::string& key,
+                        uint64_t seq, Digest32* chain) {
+    if (PQgetlength(r, 0, c) != static_cast<int>(chain->size())) {
+      return LedgerCorrupt("the audit store's chain head of target " + key +
+                           " at target sequence " + std::to_string(seq) +
+                           " is not 32 bytes");
+    }
+    std::memcpy(chain->data(), PQgetvalue(r, 0, c), chain->size());
     return Status::Ok();
   }
 
-  // Inserts rows (5 values each); rows already present must hold the same
-  // bytes.
+  // Inserts rows (kColumns values each: target key, target sequence, event
+  // bytes, leaf hash, chain head, store sequence).
   Status InsertRows(const std::vector<std::string>& v) {
-    const size_t rows = v.size() / 5;
-    const size_t batch = 200;
-    for (size_t start = 0; start < rows; start += batch) {
-      size_t n = std::min(batch, rows - start);
+    const size_t rows = v.size() / kColumns;
+    for (size_t start = 0; start < rows; start += kRowsPerInsert) {
+      size_t n = std::min(kRowsPerInsert, rows - start);
       std::string sql =
           "INSERT INTO \"migledger_store\".\"events\" (target_key, "
-          "target_sequence, event_bytes, "
-          "leaf_hash, chain_head) VALUES ";
+          "target_sequence, event_bytes, leaf_hash, chain_head, "
+          "store_sequence) VALUES ";
       std::vector<const char*> values;
       std::vector<int> lengths, formats;
       for (size_t i = 0; i < n; ++i) {
-        int b = static_cast<int>(i * 5);
-        sql += (i ? ",(" : "(") + std::string("$") + std::to_string(b + 1) +
-               ", $" + std::to_string(b + 2) + "::bigint, $" +
-               std::to_string(b + 3) + ", $" + std::to_string(b + 4) + ", $" +
-               std::to_string(b + 5) + ")";
-        for (int c = 0; c < 5; ++c) {
-          const std::string& cell = v[(start + i) * 5 + c];
+        auto p = [&](int c) { return "$" + std::to_string(i * kColumns + c); };
+        sql += (i ? ",(" : "(") + p(1) + ", " + p(2) + "::bigint, " + p(3) +
+               ", " + p(4) + ", " + p(5) + ", " + p(6) + "::bigint)";
+        for (int c = 0; c < kColumns; ++c) {
+          const std::string& cell = v[(start + i) * kColumns + c];
           values.push_back(cell.data());
           lengths.push_back(static_cast<int>(cell.size()));
-          formats.push_back(c >= 2 ? 1 : 0);
+          formats.push_back(c >= 2 && c <= 4 ? 1 : 0);
         }
       }
-      sql += " ON CONFLICT (target_key, target_sequence) DO NOTHING";
       Result r(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()),
                             nullptr, values.data(), lengths.data(),
                             formats.data(), 0));
       if (PQresultStatus(r.get()) != PGRES_COMMAND_OK)
         return Error("writing the audit store", r.get());
-      if (static_cast<size_t>(std::atoll(PQcmdTuples(r.get()))) != n) {
-        // Some rows were there already (another runner pushed them): they
-        // must be byte-identical, or two histories forked.
-        for (size_t i = 0; i < n; ++i) {
-          const std::string& key = v[(start + i) * 5];
-          const std::string& seq = v[(start + i) * 5 + 1];
-          const char* params[] = {key.c_str(), seq.c_str()};
-          Result c(PQexecParams(
-              conn_,
-              "SELECT event_bytes FROM \"migledger_store\".\"events\" WHERE "
-              "target_key = $1 AND target_sequence = $2::bigint",
-              2, nullptr, params, nullptr, nullptr, 1));
-          if (PQresultStatus(c.get()) != PGRES_TUPLES_OK ||
-              PQntuples(c.get()) != 1 ||
-              std::string(PQgetvalue(c.get(), 0, 0),
-                          PQgetlength(c.get(), 0, 0)) !=
-                  v[(start + i) * 5 + 2]) {
-            return Drift("the audit store holds a different event for target " +
-                         key + " at target sequence " + seq +
-                         " (forked history)");
-          }
-        }
-      }
     }
     return Status::Ok();
   }

@@ -127,6 +127,8 @@ StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g) {
   TemporaryLedgers().push_back(dir);
   LedgerOptions lo;
   lo.create_if_missing = true;
+  // The copy is named as the store, so its digest is the store's checkpoint.
+  MIGLEDGER_ASSIGN_OR_RETURN(lo.new_ledger_id, store->StoreId());
   MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, Ledger::Open(dir + "/ledger", lo));
   MIGLEDGER_ASSIGN_OR_RETURN(uint64_t n, store->PullAll(ledger.get()));
   spdlog::info("read {} event(s) from the audit store", n);

@@ -22,7 +22,7 @@ struct GlobalOptions {
   std::string project_dir = ".";
   std::string target;
   std::string lock_timeout = "";  // "" = from config; "5s", "200ms", "0"
-  bool use_store = false;  // audit commands read the central audit store
+  bool use_store = false;         // audit commands read the central audit store
   int verbose = 0;
   bool quiet = false;
   std::string command_line;  // argv joined, passwords redacted
@@ -32,7 +32,9 @@ struct GlobalOptions {
 StatusOr<ApplierOptions> MakeApplierOptions(const GlobalOptions& g);
 // Opens the ledger of the project read-only (audit commands). With
 // use_store, the whole fleet's history is pulled from the central audit
-// store into a temporary ledger (every hash verified) and that is returned.
+// store into a temporary ledger (every hash verified) and that is returned:
+// its sequence N is store sequence N and its id is the store's, so its
+// digests are checkpoints of the store.
 StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g);
 
 using CommandAction = std::function<Status()>;
@@ -40,8 +42,8 @@ using CommandAction = std::function<Status()>;
 // Adds one command's subcommand and flags to `app`. When the command is
 // selected on the command line it stores its action in *selected (the flags
 // it captured are filled by then). `g` outlives the action.
-using CommandSetup =
-    void (*)(CLI::App* app, GlobalOptions* g, CommandAction* selected);
+using CommandSetup = void (*)(CLI::App* app, GlobalOptions* g,
+                              CommandAction* selected);
 
 // Registration functions, one per file in cli/commands/; each adds its
 // commands to the table.

@@ -452,7 +452,7 @@ class RocksLedger final : public Ledger {
     return new TableIterator(db_, ro, tables_[table].cf, tables_[table].prefix);
   }
 
-  Status Init(bool fresh) {
+  Status Init(bool fresh, const std::string &new_ledger_id) {
     std::string value;
     // Decide "new ledger" under RocksDB's lock, not from a look before it:
     // two first runs can both see no ledger, and the second must not
@@ -460,7 +460,7 @@ class RocksLedger final : public Ledger {
     if (fresh && !read_only_ && GetRow(kMeta, "format", &value).IsNotFound()) {
       rocksdb::WriteBatch batch;
       PutRow(&batch, kMeta, "format", format_2_ ? kFormatVersion : "1");
-      ledger_id_ = NewLedgerId();
+      ledger_id_ = new_ledger_id.empty() ? NewLedgerId() : new_ledger_id;
       PutRow(&batch, kMeta, "ledger_id", ledger_id_);
       rocksdb::WriteOptions wo;
       wo.sync = true;
@@ -1480,6 +1480,13 @@ rocksdb::Status CreateWithColumnFamilies(
 StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
                                                const LedgerOptions &options) {
   namespace fs = std::filesystem;
+  const std::string &id = options.new_ledger_id;
+  if (!id.empty() &&
+      (id.size() != 32 ||
+       id.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+    return InvalidInput("a ledger id is 32 lowercase hex characters, not \"" +
+                        id + "\"");
+  }
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
     return IoError("cannot open ledger " + dir + ": not a directory");
@@ -1610,7 +1617,7 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   }
   auto ledger = std::make_unique<RocksLedger>(db, std::move(handles),
                                               options.read_only, format_2);
-  MIGLEDGER_RETURN_IF_ERROR(ledger->Init(!exists));
+  MIGLEDGER_RETURN_IF_ERROR(ledger->Init(!exists, options.new_ledger_id));
   return std::unique_ptr<Ledger>(std::move(ledger));
 }
 

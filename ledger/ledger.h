@@ -109,6 +109,11 @@ struct LedgerOptions {
   // Tests only: a new ledger gets the format-1 layout (one column family per
   // table), so tests can prove that such ledgers still open and extend.
   bool create_format_1 = false;
+  // The id a ledger created by this open gets, instead of a random one: for
+  // a ledger that is a copy of another history (the audit store's, built by
+  // `--store` readers), so its digests name that history. Ignored when the
+  // ledger exists. REQUIRES: empty or 32 lowercase hex characters.
+  std::string new_ledger_id;
 };
 
 // The version a step-like event is about (as the version index keys it),

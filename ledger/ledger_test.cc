@@ -1696,6 +1696,33 @@ TEST_F(LedgerTest, CreateIfMissingMakesAPrivateDirectory) {
   EXPECT_EQ(again->ledger_id(), id);
 }
 
+TEST_F(LedgerTest, NewLedgerIdNamesTheLedgerItCreatesOnly) {
+  // A copy of another history (the audit store's) carries that history's id
+  // into its digests; an existing ledger keeps its own.
+  LedgerOptions named = Writable();
+  named.new_ledger_id = "0123456789abcdef0123456789abcdef";
+  auto ledger = MustOpen(Dir(), named);
+  ASSERT_TRUE(ledger);
+  EXPECT_EQ(ledger->ledger_id(), named.new_ledger_id);
+  auto digest = ledger->Digest("", 0);
+  ASSERT_TRUE(digest.ok()) << digest.status().ToString();
+  EXPECT_EQ(digest->ledger_id, named.new_ledger_id);
+  ledger.reset();
+  named.new_ledger_id = "fedcba9876543210fedcba9876543210";
+  auto again = MustOpen(Dir(), named);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->ledger_id(), "0123456789abcdef0123456789abcdef");
+  again.reset();
+  for (const char* bad : {"0123", "0123456789ABCDEF0123456789ABCDEF",
+                          "0123456789abcdef0123456789abcde\n"}) {
+    LedgerOptions o = Writable();
+    o.new_ledger_id = bad;
+    auto refused = Ledger::Open(Dir("other"), o);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.status().code(), Code::kInvalidInput) << bad;
+  }
+}
+
 TEST_F(LedgerTest, RocksDbThatIsNotALedgerIsCorrupt) {
   // A RocksDB database without the ledger's column families or format.
   {

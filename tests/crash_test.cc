@@ -629,7 +629,7 @@ int ApplyHits(const std::string& p, bool no_tx, bool store) {
   // mirror inside a step's COMMIT (RunFinished inside the last step's).
   if (p == "mirror.before_commit")
     return 1 + (no_tx ? 1 + kStatementsPerStep : 0);
-  // One push per run, one batch per target.
+  // One push per run, one transaction for all its targets.
   if (p == "store.before_commit") return store ? 1 : 0;
   return -1;
 }

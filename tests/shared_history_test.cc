@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <sstream>
@@ -18,6 +20,8 @@
 
 namespace migledger::testing {
 namespace {
+
+namespace fs = std::filesystem;
 
 std::string Migration(int i) {
   return "CREATE TABLE t" + std::to_string(i) +
@@ -334,18 +338,72 @@ class AuditStoreTest : public SharedHistoryTest {
     store_uri_ = PgServer::CreateDatabase(store_db_);
   }
   void TearDown() override {
+    for (const auto& name : extra_dbs_) PgServer::DropDatabase(name);
     if (!store_db_.empty()) PgServer::DropDatabase(store_db_);
     SharedHistoryTest::TearDown();
   }
-  void Configure(const std::string& project, const std::string& store_uri) {
+  void Configure(const std::string& project, const std::string& store_uri,
+                 const std::string& target_uri = "") {
+    fs::create_directories(project + "/migrations");
     WriteFile(project + "/migledger.toml",
               "audit_store = \"" + store_uri +
                   "\"\ndefault_target = \"dev\"\nlock_timeout_ms = "
                   "2000\n[targets.dev]\nurl = \"" +
-                  uri_ + "\"\n");
+                  (target_uri.empty() ? uri_ : target_uri) + "\"\n");
+  }
+  // A second target database on the same server, dropped with the test.
+  // `prefix` makes its name (and so its target key) sort where a test needs.
+  std::string OtherTarget(const std::string& prefix) {
+    extra_dbs_.push_back(prefix + db_.substr(2));
+    return PgServer::CreateDatabase(extra_dbs_.back());
+  }
+  // Runs `args` in `project` and expects exit 0.
+  std::string MustRun(const std::vector<std::string>& args,
+                      const std::string& project) {
+    RunResult r = RunMigledger(args, project);
+    EXPECT_EQ(r.exit_code, 0) << args.back() << ": " << r.out << r.err;
+    return r.out;
+  }
+  std::vector<std::string> Store(const std::string& sql) {
+    return PgServer::Query(store_uri_, sql);
   }
   std::string store_db_, store_uri_;
+  std::vector<std::string> extra_dbs_;
 };
+
+// The first line of a command's stderr, and how many lines it has.
+std::string OneErrorLine(const RunResult& r) {
+  EXPECT_EQ(Lines(r.err).size(), 1u) << r.err;
+  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+  return r.err;
+}
+
+// One row of `audit log --format csv`: its first seven columns (sequence,
+// time, target, database_id, type, version, run_id, none of which holds a
+// comma or a quote here) and its last one (leaf_hash).
+struct CsvEvent {
+  uint64_t sequence = 0;
+  std::string time, database_id, run_id, leaf_hash;
+};
+std::vector<CsvEvent> ParseLogCsv(const std::string& csv) {
+  std::vector<CsvEvent> events;
+  std::vector<std::string> lines = Lines(csv);
+  for (size_t i = 1; i < lines.size(); ++i) {  // after the header
+    std::string line = lines[i];
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::vector<std::string> cells;
+    std::istringstream in(line);
+    for (std::string cell; cells.size() < 7 && std::getline(in, cell, ',');)
+      cells.push_back(cell);
+    if (cells.size() < 7) {
+      ADD_FAILURE() << "not a csv event row: " << line;
+      continue;
+    }
+    events.push_back({std::stoull(cells[0]), cells[1], cells[3], cells[6],
+                      line.substr(line.rfind(',') + 1)});
+  }
+  return events;
+}
 
 TEST_F(AuditStoreTest, StoreDownThenUpReceivesEverythingOnce) {
   std::string p = dir_ / "p";
@@ -388,7 +446,7 @@ TEST_F(AuditStoreTest, StoreDownThenUpReceivesEverythingOnce) {
       PgServer::Query(store_uri_,
                       "SELECT max(version) FROM migledger_store.schema_history")
           .at(0),
-      "2");
+      "3");
 }
 
 TEST_F(AuditStoreTest,
@@ -466,5 +524,384 @@ TEST_F(AuditStoreTest,
   for (const auto& name : dbs) PgServer::DropDatabase(name);
 }
 
+// Holds the store's events table locked as a pusher does, from a psql
+// session of its own, until Release(): pushers that come meanwhile wait.
+class HeldStoreLock {
+ public:
+  explicit HeldStoreLock(const std::string& uri) {
+    psql_ = popen(
+        ("psql -X -q -v ON_ERROR_STOP=1 '" + uri + "' >/dev/null").c_str(),
+        "w");
+    if (psql_ == nullptr) return;
+    std::fputs("BEGIN;\nLOCK TABLE migledger_store.events IN EXCLUSIVE MODE;\n",
+               psql_);
+    std::fflush(psql_);
+  }
+  ~HeldStoreLock() { Release(); }
+  bool started() const { return psql_ != nullptr; }
+  void Release() {
+    if (psql_ == nullptr) return;
+    std::fputs("COMMIT;\n", psql_);
+    pclose(psql_);
+    psql_ = nullptr;
+  }
+
+ private:
+  std::FILE* psql_ = nullptr;
+};
+
+// Sessions holding (granted) or waiting for (not granted) a lock on the
+// store's events table.
+int StoreTableLocks(const std::string& store_uri, bool granted) {
+  return std::stoi(
+      PgServer::Query(
+          store_uri,
+          "SELECT count(*) FROM pg_locks WHERE relation = "
+          "'migledger_store.events'::regclass AND database = (SELECT oid "
+          "FROM pg_database WHERE datname = current_database()) AND granted "
+          "= " +
+              std::string(granted ? "true" : "false"))
+          .at(0));
+}
+
+// Every row has a store sequence 1..N with no gap, and each target's rows
+// come in target order 1, 2, 3... along it.
+void ExpectDenseStoreOrder(const std::string& store_uri) {
+  EXPECT_EQ(PgServer::Query(
+                store_uri,
+                "SELECT count(*) = max(store_sequence) AND min(store_sequence) "
+                "= 1 FROM migledger_store.events")
+                .at(0),
+            "t");
+  EXPECT_EQ(PgServer::Query(
+                store_uri,
+                "SELECT count(*) FROM (SELECT target_sequence, row_number() "
+                "OVER (PARTITION BY target_key ORDER BY store_sequence) AS n "
+                "FROM migledger_store.events) x WHERE target_sequence <> n")
+                .at(0),
+            "0");
+}
+
+class StoreHistoryTest : public AuditStoreTest {
+ protected:
+  // Runs from two ledgers on the first target (a: 1-2, b: 1-4, a: 3-6),
+  // then from a third on a new target whose key sorts before the first's
+  // (c: 1). `checkpoint` runs after the first run. Sets early_uri_.
+  void BuildHistory(const std::function<void()>& checkpoint) {
+    Configure(a_, store_uri_);
+    Configure(b_, store_uri_);
+    AddMigrations(a_, 1, 2);
+    MustRun({"apply"}, a_);
+    checkpoint();
+    AddMigrations(b_, 1, 4);
+    MustRun({"apply"}, b_);
+    AddMigrations(a_, 3, 6);
+    MustRun({"apply"}, a_);
+    early_uri_ = OtherTarget("sa");
+    ASSERT_LT(TargetKey(early_uri_), TargetKey(uri_));
+    Configure(c_, store_uri_, early_uri_);
+    AddMigrations(c_, 1, 1);
+    MustRun({"apply"}, c_);
+  }
+  std::string a_ = dir_ / "a", b_ = dir_ / "b", c_ = dir_ / "c";
+  std::string early_uri_;
+};
+
+TEST_F(StoreHistoryTest, SavedStoreDigestVerifiesAfterMoreRunsAndANewTarget) {
+  std::string saved;
+  BuildHistory([&] {
+    saved = MustRun({"--store", "audit", "digest"}, a_);
+    EXPECT_EQ(MustRun({"--store", "audit", "digest"}, a_), saved)
+        << "the store's checkpoint is the same each time it is asked for";
+    EXPECT_EQ(MustRun({"--store", "audit", "digest"}, b_), saved)
+        << "and the same whoever asks";
+    WriteFile(dir_ / "saved.digest", saved);
+  });
+  ASSERT_EQ(Lines(saved).size(), 4u) << saved;
+  EXPECT_EQ(Lines(saved)[1],
+            "ledger_id: " +
+                Store("SELECT store_id FROM migledger_store.identity").at(0));
+
+  for (const std::string& project : {a_, b_, c_}) {
+    RunResult v = RunMigledger(
+        {"--store", "audit", "verify", "--digest", dir_ / "saved.digest"},
+        project);
+    EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+    EXPECT_TRUE(Contains(v.out, "is a prefix of this ledger")) << v.out;
+  }
+  const std::string now = MustRun({"--store", "audit", "digest"}, c_);
+  ASSERT_EQ(Lines(now).size(), 4u) << now;
+  EXPECT_EQ(Lines(now)[1], Lines(saved)[1]) << "the store keeps its id";
+  EXPECT_GT(std::stoull(Lines(now)[2].substr(6)),
+            std::stoull(Lines(saved)[2].substr(6)));
+  // The local ledger's digest is not the store's checkpoint.
+  RunResult other =
+      RunMigledger({"audit", "verify", "--digest", dir_ / "saved.digest"}, a_);
+  EXPECT_EQ(other.exit_code, 6) << other.out << other.err;
+  EXPECT_TRUE(Contains(OneErrorLine(other), "of another ledger"));
+}
+
+TEST_F(StoreHistoryTest, StoreLogIsOldestFirstInStoreOrder) {
+  BuildHistory([] {});
+  std::vector<CsvEvent> events =
+      ParseLogCsv(MustRun({"--store", "audit", "log", "--format", "csv"}, a_));
+  std::vector<std::string> rows = Store(
+      "SELECT store_sequence, encode(leaf_hash, 'hex') FROM "
+      "migledger_store.events ORDER BY store_sequence");
+  ASSERT_EQ(events.size(), rows.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence, i + 1);
+    EXPECT_EQ(rows[i], std::to_string(i + 1) + "|" + events[i].leaf_hash);
+  }
+  // The four runs, each one's events together, in the order they ran.
+  std::vector<CsvEvent> runs;
+  std::set<std::string> seen;
+  for (const CsvEvent& e : events) {
+    if (!runs.empty() && runs.back().run_id == e.run_id) continue;
+    EXPECT_TRUE(seen.insert(e.run_id).second)
+        << "the events of run " << e.run_id << " are not together";
+    runs.push_back(e);
+  }
+  ASSERT_EQ(runs.size(), 4u);
+  for (size_t i = 1; i < runs.size(); ++i)
+    EXPECT_LT(runs[i - 1].time, runs[i].time) << i;
+  EXPECT_EQ("postgres:" + runs.back().database_id, TargetKey(early_uri_));
+  ExpectDenseStoreOrder(store_uri_);
+}
+
+TEST_F(AuditStoreTest, EditedStoreFailsVerificationWithExit6) {
+  std::string a = dir_ / "a", b = dir_ / "b";
+  Configure(a, store_uri_);
+  AddMigrations(a, 1, 2);
+  MustRun({"apply"}, a);
+  Configure(b, store_uri_, OtherTarget("sb"));
+  AddMigrations(b, 1, 1);
+  MustRun({"apply"}, b);
+  WriteFile(dir_ / "saved.digest", MustRun({"--store", "audit", "digest"}, a));
+  const std::vector<std::string> verify = {"--store", "audit", "verify"};
+  const std::vector<std::string> verify_digest = {
+      "--store", "audit", "verify", "--digest", dir_ / "saved.digest"};
+  ASSERT_EQ(RunMigledger(verify_digest, a).exit_code, 0);
+
+  // The last row of the first target and the first of the second swapped
+  // in the store's order: each target's chain still verifies, the saved
+  // checkpoint does not.
+  const std::string x =
+      Store(
+          "SELECT max(store_sequence) FROM migledger_store.events WHERE "
+          "target_key = '" +
+          TargetKey(uri_) + "'")
+          .at(0);
+  const std::string y = std::to_string(std::stoull(x) + 1);
+  const std::string swap =
+      "UPDATE migledger_store.events SET store_sequence = 1000000 WHERE "
+      "store_sequence = " +
+      x + "; UPDATE migledger_store.events SET store_sequence = " + x +
+      " WHERE store_sequence = " + y +
+      "; UPDATE migledger_store.events SET store_sequence = " + y +
+      " WHERE store_sequence = 1000000";
+  Store(swap);
+  EXPECT_EQ(RunMigledger(verify, a).exit_code, 0);
+  RunResult swapped = RunMigledger(verify_digest, a);
+  EXPECT_EQ(swapped.exit_code, 6) << swapped.out << swapped.err;
+  EXPECT_TRUE(Contains(OneErrorLine(swapped), "not an append-only extension"));
+  Store(swap);
+  ASSERT_EQ(RunMigledger(verify_digest, a).exit_code, 0);
+
+  // An edited event.
+  const std::string bytes =
+      Store(
+          "SELECT encode(event_bytes, 'hex') FROM migledger_store.events "
+          "WHERE store_sequence = 3")
+          .at(0);
+  Store(
+      "UPDATE migledger_store.events SET event_bytes = overlay(event_bytes "
+      "placing '\\x58'::bytea from 20 for 1) WHERE store_sequence = 3");
+  for (const auto& args :
+       {verify, verify_digest,
+        std::vector<std::string>{"--store", "audit", "log"}}) {
+    RunResult edited = RunMigledger(args, a);
+    EXPECT_EQ(edited.exit_code, 6) << edited.out << edited.err;
+    EXPECT_TRUE(Contains(OneErrorLine(edited), "at store sequence 3"));
+  }
+  Store("UPDATE migledger_store.events SET event_bytes = decode('" + bytes +
+        "', 'hex') WHERE store_sequence = 3");
+  ASSERT_EQ(RunMigledger(verify_digest, a).exit_code, 0);
+
+  // Another identity, then none.
+  Store("UPDATE migledger_store.identity SET store_id = repeat('0', 32)");
+  RunResult renamed = RunMigledger(verify_digest, a);
+  EXPECT_EQ(renamed.exit_code, 6) << renamed.out << renamed.err;
+  EXPECT_TRUE(Contains(OneErrorLine(renamed), "of another ledger"));
+  Store("DELETE FROM migledger_store.identity");
+  RunResult anonymous = RunMigledger(verify, a);
+  EXPECT_EQ(anonymous.exit_code, 6) << anonymous.out << anonymous.err;
+  EXPECT_TRUE(Contains(OneErrorLine(anonymous), "no valid identity row"));
+  Store("INSERT INTO migledger_store.identity (store_id) VALUES ('" +
+        Lines(ReadFile(dir_ / "saved.digest")).at(1).substr(11) + "')");
+  ASSERT_EQ(RunMigledger(verify_digest, a).exit_code, 0);
+
+  // A removed row.
+  Store("DELETE FROM migledger_store.events WHERE store_sequence = 2");
+  RunResult removed = RunMigledger(verify, a);
+  EXPECT_EQ(removed.exit_code, 6) << removed.out << removed.err;
+  EXPECT_TRUE(Contains(OneErrorLine(removed), "no store sequence 2"));
+}
+
+// Pushers from two processes at once, with rows in common, queue on the
+// store's lock and each appends what the store lacks after the other's
+// rows: the order stays dense, every target's rows stay in target order,
+// and each event is there once. Runner a has the first target's history
+// and the start of the second's; runner c, a second ledger on the second
+// target, has all of that one's.
+TEST_F(AuditStoreTest, ConcurrentPushersFromTwoProcessesGiveADenseOrder) {
+  std::string a = dir_ / "a", c = dir_ / "c";
+  const std::string other = OtherTarget("sc");
+  auto configure_a = [&](const std::string& store) {
+    WriteFile(a + "/migledger.toml",
+              "audit_store = \"" + store +
+                  "\"\ndefault_target = \"dev\"\nlock_timeout_ms = 2000\n"
+                  "[targets.dev]\nurl = \"" +
+                  uri_ + "\"\n[targets.other]\nurl = \"" + other + "\"\n");
+  };
+  // The histories are made while the store is down.
+  const std::string nowhere =
+      "postgresql://migledger@127.0.0.1:1/nowhere?connect_timeout=2";
+  Configure(c, nowhere, other);
+  configure_a(nowhere);
+  AddMigrations(a, 1, 2);
+  MustRun({"apply", "--target", "other"}, a);
+  MustRun({"apply", "--target", "dev"}, a);
+  AddMigrations(c, 1, 3);
+  MustRun({"apply"}, c);
+  Configure(c, store_uri_, other);
+  configure_a(store_uri_);
+  MustRun({"--store", "audit", "verify"}, a);  // creates the store's schema
+
+  HeldStoreLock lock(store_uri_);
+  ASSERT_TRUE(lock.started());
+  ASSERT_TRUE(
+      WaitUntil([&] { return StoreTableLocks(store_uri_, true) == 1; }, 60));
+  const std::vector<std::string> projects = {a, c};
+  std::vector<pid_t> pids;
+  for (const std::string& project : projects) {
+    pids.push_back(StartMigledger({"apply"}, project, {}, project + ".err"));
+    ASSERT_GT(pids.back(), 0);
+  }
+  EXPECT_TRUE(
+      WaitUntil([&] { return StoreTableLocks(store_uri_, false) == 2; }, 120))
+      << "both pushers wait for the store's lock";
+  lock.Release();
+  for (size_t i = 0; i < pids.size(); ++i) {
+    int status = 0;
+    ASSERT_TRUE(WaitForExit(pids[i], 120, &status));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    const std::string err = ReadFile(projects[i] + ".err");
+    EXPECT_FALSE(Contains(err, "audit store not updated")) << err;
+  }
+  ExpectDenseStoreOrder(store_uri_);
+  // Each target's events once, as the ledger that has all of them holds
+  // them.
+  for (const auto& [project, key] :
+       std::vector<std::pair<std::string, std::string>>{
+           {a, TargetKey(uri_)}, {c, TargetKey(other)}}) {
+    RunResult store_digest =
+        RunMigledger({"--store", "audit", "digest", "--target-key", key}, a);
+    ASSERT_EQ(store_digest.exit_code, 0) << store_digest.err;
+    std::string size_and_root;
+    for (const std::string& line : Lines(store_digest.out)) {
+      if (line.rfind("size: ", 0) == 0 || line.rfind("root: ", 0) == 0)
+        size_and_root += line + "\n";
+    }
+    EXPECT_EQ(size_and_root, TargetDigest(project, key)) << key;
+  }
+  EXPECT_EQ(
+      Store("SELECT count(*) FROM migledger_store.events").at(0),
+      std::to_string(CountLines(MustRun({"audit", "log", "--format", "jsonl",
+                                         "--target", TargetKey(uri_)},
+                                        a),
+                                "\"type\"") +
+                     CountLines(MustRun({"audit", "log", "--format", "jsonl",
+                                         "--target", TargetKey(other)},
+                                        c),
+                                "\"type\"")));
+  EXPECT_EQ(RunMigledger({"--store", "audit", "verify"}, a).exit_code, 0);
+}
+
+// A store made by an earlier migledger (schema 2: no store order, no
+// identity) gets both when this one first opens it. The rows it holds are
+// numbered once, by arrival, a row counting as arrived no later than the
+// later rows of its target (two pushes of one target could start in one
+// order and commit in the other), so each target stays in target order;
+// the same rows get the same numbers every time.
+TEST_F(AuditStoreTest, StoreOfSchema2GetsItsOrderOnceTheSameEveryTime) {
+  std::string a = dir_ / "a", b = dir_ / "b";
+  Configure(a, store_uri_);
+  AddMigrations(a, 1, 2);
+  MustRun({"apply"}, a);
+  const std::string other = OtherTarget("sd");
+  Configure(b, store_uri_, other);
+  AddMigrations(b, 1, 1);
+  MustRun({"apply"}, b);
+  const std::string first = TargetKey(uri_), second = TargetKey(other);
+  ASSERT_LT(second, first);
+  auto to_schema_2 = [&] {
+    Store(
+        "DROP TABLE migledger_store.identity; ALTER TABLE "
+        "migledger_store.events DROP COLUMN store_sequence; DELETE FROM "
+        "migledger_store.schema_history WHERE version = 3");
+    // The first target's last row arrived before its other rows; the
+    // second target's rows in between.
+    Store(
+        "UPDATE migledger_store.events SET received_at = CASE WHEN "
+        "target_key = '" +
+        second +
+        "' THEN timestamptz '2026-01-01 00:00:07+00' WHEN target_sequence = "
+        "(SELECT max(target_sequence) FROM migledger_store.events WHERE "
+        "target_key = '" +
+        first +
+        "') THEN timestamptz '2026-01-01 00:00:05+00' ELSE timestamptz "
+        "'2026-01-01 00:00:10+00' END");
+  };
+  const std::string order =
+      "SELECT store_sequence, target_key, target_sequence FROM "
+      "migledger_store.events ORDER BY store_sequence";
+  to_schema_2();
+  const std::string digest = MustRun({"--store", "audit", "digest"}, a);
+  EXPECT_EQ(
+      Store("SELECT max(version) FROM migledger_store.schema_history").at(0),
+      "3");
+  ExpectDenseStoreOrder(store_uri_);
+  const std::vector<std::string> numbered = Store(order);
+  const int first_rows = std::stoi(
+      Store("SELECT count(*) FROM migledger_store.events WHERE target_key = '" +
+            first + "'")
+          .at(0));
+  ASSERT_GT(numbered.size(), static_cast<size_t>(first_rows));
+  for (size_t i = 0; i < numbered.size(); ++i) {
+    const bool of_first = i < static_cast<size_t>(first_rows);
+    EXPECT_EQ(numbered[i],
+              std::to_string(i + 1) + "|" + (of_first ? first : second) + "|" +
+                  std::to_string(of_first ? i + 1 : i + 1 - first_rows));
+  }
+  EXPECT_EQ(RunMigledger({"--store", "audit", "verify"}, a).exit_code, 0);
+
+  to_schema_2();
+  const std::string again = MustRun({"--store", "audit", "digest"}, a);
+  EXPECT_EQ(Store(order), numbered);
+  EXPECT_EQ(Lines(again).at(2), Lines(digest).at(2));  // size
+  EXPECT_EQ(Lines(again).at(3), Lines(digest).at(3));  // root
+
+  // New rows go after the numbered ones.
+  WriteFile(dir_ / "saved.digest", again);
+  AddMigrations(a, 3, 3);
+  MustRun({"apply"}, a);
+  ExpectDenseStoreOrder(store_uri_);
+  EXPECT_EQ(
+      RunMigledger(
+          {"--store", "audit", "verify", "--digest", dir_ / "saved.digest"}, a)
+          .exit_code,
+      0);
+}
 }  // namespace
 }  // namespace migledger::testing
