@@ -108,13 +108,19 @@ class PgAuditStore final : public AuditStore {
   StatusOr<uint64_t> Push(Ledger* ledger) override {
     // The table lock serializes pushers (readers are not blocked), so the
     // store sequence is max + 1 with no gaps, and rows commit in that order:
-    // a reader sees a dense prefix of the store's order.
-    MIGLEDGER_RETURN_IF_ERROR(Exec("BEGIN"));
-    Status st =
-        Exec("LOCK TABLE \"migledger_store\".\"events\" IN EXCLUSIVE MODE");
+    // a reader sees a dense prefix of the store's order. One round trip
+    // begins, locks and reads the store's size.
+    Result size(PQexec(conn_,
+                       "BEGIN; LOCK TABLE \"migledger_store\".\"events\" IN "
+                       "EXCLUSIVE MODE; SELECT coalesce(max(store_sequence), "
+                       "0) FROM \"migledger_store\".\"events\""));
+    Status st = PQresultStatus(size.get()) == PGRES_TUPLES_OK
+                    ? Status::Ok()
+                    : Error("locking the audit store", size.get());
     uint64_t sent = 0;
     if (st.ok()) {
-      StatusOr<uint64_t> pushed = PushLocked(ledger);
+      StatusOr<uint64_t> pushed = PushLocked(
+          ledger, std::strtoull(PQgetvalue(size.get(), 0, 0), nullptr, 10));
       if (pushed.ok()) {
         sent = *pushed;
       } else {
@@ -236,15 +242,9 @@ class PgAuditStore final : public AuditStore {
     return Status::Ok();
   }
 
-  // Push() with the events table locked, inside its transaction.
-  StatusOr<uint64_t> PushLocked(Ledger* ledger) {
-    Result size(PQexec(conn_,
-                       "SELECT coalesce(max(store_sequence), 0) FROM "
-                       "\"migledger_store\".\"events\""));
-    if (PQresultStatus(size.get()) != PGRES_TUPLES_OK)
-      return Error("reading the audit store", size.get());
-    const uint64_t store_size =
-        std::strtoull(PQgetvalue(size.get(), 0, 0), nullptr, 10);
+  // Push() with the events table locked, inside its transaction;
+  // `store_size` is the store's last store sequence.
+  StatusOr<uint64_t> PushLocked(Ledger* ledger, uint64_t store_size) {
     std::vector<std::string> values;  // kColumns per row, flattened
     for (const std::string& key : ledger->TargetKeys()) {
       ChainHead stored;
