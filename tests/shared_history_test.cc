@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -529,6 +530,8 @@ TEST_F(AuditStoreTest,
 class HeldStoreLock {
  public:
   explicit HeldStoreLock(const std::string& uri) {
+    // A psql that stopped on an error must fail the test, not kill it.
+    std::signal(SIGPIPE, SIG_IGN);
     psql_ = popen(
         ("psql -X -q -v ON_ERROR_STOP=1 '" + uri + "' >/dev/null").c_str(),
         "w");
