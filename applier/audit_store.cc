@@ -164,9 +164,8 @@ class PgAuditStore final : public AuditStore {
       Status st = ledger->AppendMirrored(cell(1), cell(2), cell(3));
       if (!st.ok())
         return LedgerCorrupt(
-            "the audit store does not verify at store "
-            "sequence " +
-            seq + ": " + st.message());
+            "the audit store does not verify at store sequence " + seq + ": " +
+            st.message());
       ++n;
     }
     MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
@@ -246,6 +245,7 @@ class PgAuditStore final : public AuditStore {
   // `store_size` is the store's last store sequence.
   StatusOr<uint64_t> PushLocked(Ledger* ledger, uint64_t store_size) {
     std::vector<std::string> values;  // kColumns per row, flattened
+    uint64_t store_sequence = store_size;
     for (const std::string& key : ledger->TargetKeys()) {
       ChainHead stored;
       MIGLEDGER_RETURN_IF_ERROR(StoreHead(key, &stored));
@@ -277,8 +277,7 @@ class PgAuditStore final : public AuditStore {
             values.push_back(e.bytes);
             values.push_back(std::string(AsBytes(leaf)));
             values.push_back(std::string(AsBytes(chain)));
-            values.push_back(
-                std::to_string(store_size + values.size() / kColumns + 1));
+            values.push_back(std::to_string(++store_sequence));
             return true;
           }));
     }
