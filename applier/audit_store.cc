@@ -65,6 +65,10 @@ const StoreMigration kStoreMigrations[] = {
 };
 // Serializes schema upgrades between runners ("MLSTORE1" in ASCII).
 constexpr int64_t kStoreLockKey = 0x4d4c53544f524531;
+// Serializes pushes, so that each appends after the last ("MLSTOREA"). An
+// advisory lock, not a lock of the events table: it takes no privilege on
+// the table, and neither readers nor autovacuum ever wait for it.
+constexpr int64_t kStoreAppendLockKey = 0x4d4c53544f524541;
 
 // Rows per INSERT statement of a push, and parameters per row.
 constexpr size_t kRowsPerInsert = 200;
@@ -94,7 +98,8 @@ class PgAuditStore final : public AuditStore {
   ~PgAuditStore() override { PQfinish(conn_); }
 
   Status Upgrade() {
-    MIGLEDGER_RETURN_IF_ERROR(Exec("BEGIN"));
+    // READ COMMITTED: the schema version is read after the lock is granted.
+    MIGLEDGER_RETURN_IF_ERROR(Exec("BEGIN ISOLATION LEVEL READ COMMITTED"));
     Status st = UpgradeInTransaction();
     if (!st.ok()) {
       (void)Exec("ROLLBACK");
@@ -106,14 +111,19 @@ class PgAuditStore final : public AuditStore {
   int schema_version() const override { return version_; }
 
   StatusOr<uint64_t> Push(Ledger* ledger) override {
-    // The table lock serializes pushers (readers are not blocked), so the
-    // store sequence is max + 1 with no gaps, and rows commit in that order:
-    // a reader sees a dense prefix of the store's order. One round trip
-    // begins, locks and reads the store's size.
-    Result size(PQexec(conn_,
-                       "BEGIN; LOCK TABLE \"migledger_store\".\"events\" IN "
-                       "EXCLUSIVE MODE; SELECT coalesce(max(store_sequence), "
-                       "0) FROM \"migledger_store\".\"events\""));
+    // The lock serializes pushers, so the store sequence is max + 1 with no
+    // gaps, and rows commit in that order: a reader sees a dense prefix of
+    // the store's order. The max is read by a statement after the lock is
+    // granted, so (READ COMMITTED, whatever the store's default) it sees
+    // the previous pusher's rows. One round trip begins, locks and reads the
+    // store's size.
+    Result size(
+        PQexec(conn_, ("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT "
+                       "pg_advisory_xact_lock(" +
+                       std::to_string(kStoreAppendLockKey) +
+                       "); SELECT coalesce(max(store_sequence), 0) FROM "
+                       "\"migledger_store\".\"events\"")
+                          .c_str()));
     Status st = PQresultStatus(size.get()) == PGRES_TUPLES_OK
                     ? Status::Ok()
                     : Error("locking the audit store", size.get());
@@ -241,7 +251,7 @@ class PgAuditStore final : public AuditStore {
     return Status::Ok();
   }
 
-  // Push() with the events table locked, inside its transaction;
+  // Push() holding the push lock, inside its transaction;
   // `store_size` is the store's last store sequence.
   StatusOr<uint64_t> PushLocked(Ledger* ledger, uint64_t store_size) {
     std::vector<std::string> values;  // kColumns per row, flattened

@@ -5,8 +5,8 @@
 // Rows are keyed by (target key, target sequence) and hold the exact event
 // bytes with their leaf hash and target chain head, as the targets' mirrors
 // do. Each row also has a store sequence: 1, 2, 3, ... in the order rows
-// arrived, with no gaps, assigned while the pusher holds the events table
-// locked (so pushes are serialized and a reader sees a dense prefix). That
+// arrived, with no gaps, assigned while the pusher holds the store's push
+// lock (so pushes are serialized and a reader sees a dense prefix). That
 // order, never changed, is the store's history: `--store` readers rebuild it
 // as a ledger whose sequence N is store sequence N and whose id is the
 // store's own (created once, migledger_store.identity), so a digest saved

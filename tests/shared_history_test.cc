@@ -525,8 +525,17 @@ TEST_F(AuditStoreTest,
   for (const auto& name : dbs) PgServer::DropDatabase(name);
 }
 
-// Holds the store's events table locked as a pusher does, from a psql
-// session of its own, until Release(): pushers that come meanwhile wait.
+// The advisory lock a push holds (kStoreAppendLockKey in
+// applier/audit_store.cc, "MLSTOREA"), as pg_locks shows it.
+constexpr uint64_t kPushLockKey = 0x4d4c53544f524541;
+const std::string kPushLock =
+    "locktype = 'advisory' AND classid = " +
+    std::to_string(kPushLockKey >> 32) +
+    " AND objid = " + std::to_string(kPushLockKey & 0xffffffff) +
+    " AND objsubid = 1";
+
+// Holds the store's push lock as a pusher does, from a psql session of its
+// own, until Release(): pushers that come meanwhile wait.
 class HeldStoreLock {
  public:
   explicit HeldStoreLock(const std::string& uri) {
@@ -536,7 +545,9 @@ class HeldStoreLock {
         ("psql -X -q -v ON_ERROR_STOP=1 '" + uri + "' >/dev/null").c_str(),
         "w");
     if (psql_ == nullptr) return;
-    std::fputs("BEGIN;\nLOCK TABLE migledger_store.events IN EXCLUSIVE MODE;\n",
+    std::fputs(("BEGIN;\nSELECT pg_advisory_xact_lock(" +
+                std::to_string(static_cast<int64_t>(kPushLockKey)) + ");\n")
+                   .c_str(),
                psql_);
     std::fflush(psql_);
   }
@@ -553,17 +564,14 @@ class HeldStoreLock {
   std::FILE* psql_ = nullptr;
 };
 
-// Sessions holding (granted) or waiting for (not granted) a lock on the
-// store's events table.
-int StoreTableLocks(const std::string& store_uri, bool granted) {
+// Sessions holding (granted) or waiting for (not granted) the push lock.
+int PushLocks(const std::string& store_uri, bool granted) {
   return std::stoi(
-      PgServer::Query(
-          store_uri,
-          "SELECT count(*) FROM pg_locks WHERE relation = "
-          "'migledger_store.events'::regclass AND database = (SELECT oid "
-          "FROM pg_database WHERE datname = current_database()) AND granted "
-          "= " +
-              std::string(granted ? "true" : "false"))
+      PgServer::Query(store_uri,
+                      "SELECT count(*) FROM pg_locks WHERE " + kPushLock +
+                          " AND database = (SELECT oid FROM pg_database "
+                          "WHERE datname = current_database()) AND granted = " +
+                          std::string(granted ? "true" : "false"))
           .at(0));
 }
 
@@ -780,20 +788,22 @@ TEST_F(AuditStoreTest, ConcurrentPushersFromTwoProcessesGiveADenseOrder) {
   Configure(c, store_uri_, other);
   configure_a(store_uri_);
   MustRun({"--store", "audit", "verify"}, a);  // creates the store's schema
+  // A store whose sessions start in REPEATABLE READ: a pusher must still
+  // see, once it has the lock, the rows of the pusher before it.
+  Store("ALTER DATABASE " + store_db_ +
+        " SET default_transaction_isolation = 'repeatable read'");
 
   HeldStoreLock lock(store_uri_);
   ASSERT_TRUE(lock.started());
-  ASSERT_TRUE(
-      WaitUntil([&] { return StoreTableLocks(store_uri_, true) == 1; }, 60));
+  ASSERT_TRUE(WaitUntil([&] { return PushLocks(store_uri_, true) == 1; }, 60));
   const std::vector<std::string> projects = {a, c};
   std::vector<pid_t> pids;
   for (const std::string& project : projects) {
     pids.push_back(StartMigledger({"apply"}, project, {}, project + ".err"));
     ASSERT_GT(pids.back(), 0);
   }
-  EXPECT_TRUE(
-      WaitUntil([&] { return StoreTableLocks(store_uri_, false) == 2; }, 120))
-      << "both pushers wait for the store's lock";
+  EXPECT_TRUE(WaitUntil([&] { return PushLocks(store_uri_, false) == 2; }, 120))
+      << "both pushers wait for the store's push lock";
   lock.Release();
   for (size_t i = 0; i < pids.size(); ++i) {
     int status = 0;
