@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "applier/conninfo.h"
 #include "applier/libpq_loader.h"
 #include "applier/postgres_driver.h"
 #include "common/crash_points.h"
@@ -420,16 +421,16 @@ std::string AuditStoreUrl(const std::string& literal,
 StatusOr<std::unique_ptr<AuditStore>> AuditStore::Open(
     const std::string& conninfo) {
   MIGLEDGER_RETURN_IF_ERROR(LoadLibpq());
-  std::string redacted = RedactPostgresUri(conninfo);
+  std::string redacted = RedactConninfo(conninfo);
   PGconn* conn = PQconnectdb(conninfo.c_str());
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(conn);
     size_t nl = msg.find('\n');
     if (nl != std::string::npos) msg.resize(nl);
-    if (const char* pw = PQpass(conn); pw && *pw) {
-      for (size_t p; (p = msg.find(pw)) != std::string::npos;)
-        msg.replace(p, strlen(pw), "***");
-    }
+    std::vector<std::string> secrets = ConninfoSecrets(conninfo);
+    if (const char* pw = PQpass(conn); pw && *pw) secrets.emplace_back(pw);
+    if (const char* env = std::getenv("PGPASSWORD")) secrets.emplace_back(env);
+    msg = ScrubSecrets(std::move(msg), secrets);
     PQfinish(conn);
     return TargetUnavailable("cannot connect to the audit store " + redacted +
                              ": " + msg);

@@ -2,10 +2,15 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
+#include <utility>
+
+#include "applier/conninfo.h"
 
 namespace migledger {
 namespace fs = std::filesystem;
@@ -20,6 +25,38 @@ std::string Anchor(const std::string& root, const std::string& path) {
 bool LooksLikeUri(const std::string& t) {
   return t.rfind("sqlite:", 0) == 0 || t.rfind("postgres://", 0) == 0 ||
          t.rfind("postgresql://", 0) == 0 || t.find('=') != std::string::npos;
+}
+
+// kInvalidInput naming the first key of `table` not in `known`, with its
+// line: a misspelt key would otherwise be ignored silently.
+Status RefuseUnknownKeys(const toml::table& table, const std::string& prefix,
+                         std::initializer_list<std::string_view> known) {
+  for (const auto& [key, node] : table) {
+    if (std::find(known.begin(), known.end(), key.str()) != known.end()) {
+      continue;
+    }
+    std::string known_list;
+    for (std::string_view k : known) {
+      known_list += (known_list.empty() ? "" : ", ") + std::string(k);
+    }
+    return InvalidInput(std::string(kConfigFileName) + ":" +
+                        std::to_string(key.source().begin.line) +
+                        ": unknown key \"" + prefix + std::string(key.str()) +
+                        "\" (known: " + known_list + ")");
+  }
+  return Status::Ok();
+}
+
+// A connection string written in the file must not hold a password
+// (applier/conninfo.h); `key` names where it is, with its line.
+Status RefusePasswordIn(const toml::node_view<const toml::node>& node,
+                        const std::string& key, const std::string& value) {
+  if (value.rfind("sqlite:", 0) == 0 || !LooksLikePostgresConninfo(value)) {
+    return Status::Ok();
+  }
+  const auto line = node.node() ? node.node()->source().begin.line : 0;
+  return RefuseStoredSecret(value, std::string(kConfigFileName) + ":" +
+                                       std::to_string(line) + ": " + key);
 }
 
 }  // namespace
@@ -47,6 +84,11 @@ StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,
     return InvalidInput(std::string(kConfigFileName) + ": " + key +
                         " must be a string");
   };
+  MIGLEDGER_RETURN_IF_ERROR(
+      RefuseUnknownKeys(tbl, "",
+                        {"migrations_dir", "ledger_dir", "default_target",
+                         "lock_timeout_ms", "allow_out_of_order", "targets",
+                         "groups", "audit_store", "audit_store_url_env"}));
   std::string migrations = "migrations", ledger = ".migledger";
   MIGLEDGER_RETURN_IF_ERROR(
       str(tbl["migrations_dir"], "migrations_dir", &migrations));
@@ -57,6 +99,8 @@ StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,
       str(tbl["audit_store"], "audit_store", &c.audit_store_url));
   MIGLEDGER_RETURN_IF_ERROR(str(tbl["audit_store_url_env"],
                                 "audit_store_url_env", &c.audit_store_url_env));
+  MIGLEDGER_RETURN_IF_ERROR(RefusePasswordIn(std::as_const(tbl)["audit_store"],
+                                             "audit_store", c.audit_store_url));
   if (auto n = tbl["lock_timeout_ms"]) {
     // Only a TOML integer: toml++ would convert a float such as 3e93 to
     // int64_t itself, which overflows (undefined behaviour).
@@ -90,9 +134,13 @@ StatusOr<ProjectConfig> ParseProjectConfig(const std::string& text,
         return InvalidInput(std::string(kConfigFileName) + ": targets." +
                             tc.name + " must be a table with url or url_env");
       }
+      MIGLEDGER_RETURN_IF_ERROR(RefuseUnknownKeys(
+          *entry, "targets." + tc.name + ".", {"url", "url_env"}));
       toml::node_view<toml::node> view(*entry);
       MIGLEDGER_RETURN_IF_ERROR(str(view["url"], "url", &tc.url));
       MIGLEDGER_RETURN_IF_ERROR(str(view["url_env"], "url_env", &tc.url_env));
+      MIGLEDGER_RETURN_IF_ERROR(RefusePasswordIn(
+          std::as_const(*entry)["url"], "targets." + tc.name + ".url", tc.url));
       if (tc.url.empty() == tc.url_env.empty()) {
         return InvalidInput(std::string(kConfigFileName) + ": targets." +
                             tc.name + " needs exactly one of url or url_env");

@@ -103,5 +103,60 @@ TEST(ConfigTest, GroupsListTargetNames) {
   ASSERT_EQ(c->groups["fleet"].size(), 2u);
 }
 
+// issue 30 item 9: a misspelt key was ignored silently.
+TEST(ConfigTest, UnknownKeysAreRefusedWithTheirLine) {
+  auto top =
+      ParseProjectConfig("migrations_dir = \"m\"\nlock_timout_ms = 5\n", "/p");
+  ASSERT_FALSE(top.ok());
+  EXPECT_EQ(top.status().code(), Code::kInvalidInput);
+  EXPECT_NE(top.status().message().find("migledger.toml:2: unknown key "
+                                        "\"lock_timout_ms\""),
+            std::string::npos)
+      << top.status().message();
+  auto target = ParseProjectConfig(
+      "[targets.dev]\nurl = \"sqlite:a.db\"\n\nurl_evn = \"X\"\n", "/p");
+  ASSERT_FALSE(target.ok());
+  EXPECT_NE(target.status().message().find(
+                "migledger.toml:4: unknown key \"targets.dev.url_evn\""),
+            std::string::npos)
+      << target.status().message();
+  EXPECT_NE(target.status().message().find("url_env"), std::string::npos);
+}
+
+// issue 30 item 2: a password in migledger.toml is refused, never used.
+TEST(ConfigTest, APasswordInTheFileIsRefusedWithItsLine) {
+  for (const std::string url :
+       {"postgres://app:s3cret@host/db", "host=h password=s3cret",
+        "postgres:///db?host=/run&sslpassword=s3cret"}) {
+    auto c = ParseProjectConfig(
+        "default_target = \"prod\"\n[targets.prod]\nurl = \"" + url + "\"\n",
+        "/p");
+    ASSERT_FALSE(c.ok()) << url;
+    EXPECT_EQ(c.status().code(), Code::kInvalidInput);
+    const std::string& m = c.status().message();
+    EXPECT_EQ(m.find("s3cret"), std::string::npos) << m;
+    EXPECT_NE(m.find("migledger.toml:3: targets.prod.url holds a password"),
+              std::string::npos)
+        << m;
+    for (const char* word : {"url_env", "PGPASSWORD", ".pgpass"}) {
+      EXPECT_NE(m.find(word), std::string::npos) << m;
+    }
+  }
+  auto store = ParseProjectConfig(
+      "audit_store = \"postgresql://audit:s3cret@db/audit\"\n", "/p");
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("audit_store holds a password"),
+            std::string::npos)
+      << store.status().message();
+  EXPECT_EQ(store.status().message().find("s3cret"), std::string::npos);
+  // Without a password, and through url_env (the place for one), it loads.
+  auto fine = ParseProjectConfig(
+      "audit_store = \"postgresql://audit@db/audit\"\n"
+      "[targets.prod]\nurl_env = \"DATABASE_URL\"\n"
+      "[targets.dev]\nurl = \"postgres://app@host/db?sslmode=require\"\n",
+      "/p");
+  EXPECT_TRUE(fine.ok()) << fine.status().message();
+}
+
 }  // namespace
 }  // namespace migledger

@@ -1,5 +1,6 @@
 #include "applier/driver.h"
 
+#include "applier/conninfo.h"
 #include "applier/postgres_driver.h"
 #include "applier/sqlite_driver.h"
 
@@ -58,7 +59,7 @@ Status Driver::CommitWithMirrorRows(const std::vector<MirrorRow>& rows) {
 
 std::string RedactUri(const std::string& uri) {
   if (uri.rfind("sqlite:", 0) == 0) return uri;
-  return RedactPostgresUri(uri);
+  return RedactConninfo(uri);
 }
 
 }  // namespace migledger

@@ -197,7 +197,9 @@ struct DriverOptions {
 StatusOr<std::unique_ptr<Driver>> OpenDriver(const std::string& uri,
                                              bool create_if_missing);
 
-// Removes any password from a target URI / conninfo for display and events.
+// A target URI / conninfo as it may be shown and stored: "sqlite:..." as it
+// is, a PostgreSQL one through RedactConninfo (applier/conninfo.h: only
+// display-safe keywords kept).
 std::string RedactUri(const std::string& uri);
 
 }  // namespace migledger

@@ -33,6 +33,7 @@ constexpr const char* kLibpqSoname = "libpq.so.5";
     (const char* const* keywords, const char* const* values,                   \
      int expand_dbname),                                                       \
     (keywords, values, expand_dbname))                                         \
+  X(PQconninfoOption*, PQconndefaults, (void), ())                             \
   X(PQconninfoOption*, PQconninfo, (PGconn * conn), (conn))                    \
   X(void, PQconninfoFree, (PQconninfoOption * options), (options))             \
   X(PQconninfoOption*, PQconninfoParse, (const char* conninfo, char** errmsg), \

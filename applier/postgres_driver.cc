@@ -18,244 +18,15 @@
 #include <utility>
 #include <vector>
 
+#include "applier/conninfo.h"
 #include "applier/libpq_loader.h"
 #include "common/interrupt.h"
 
 namespace migledger {
 namespace {
 
-// ---------------------------------------------------------------------------
-// Redaction
-
-bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (size_t i = 0; i < prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(s[i])) !=
-        std::tolower(static_cast<unsigned char>(prefix[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// Length of the URI scheme designator ("postgresql://" or "postgres://"), or
-// 0 when `s` is not a URI.
-size_t UriPrefixLength(std::string_view s) {
-  for (std::string_view scheme : {"postgresql://", "postgres://"}) {
-    if (StartsWithNoCase(s, scheme)) return scheme.size();
-  }
-  return 0;
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string PercentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size()) {
-      int hi = HexValue(s[i + 1]);
-      int lo = HexValue(s[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
-
-std::string ToLower(std::string s) {
-  for (char& c : s)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// A conninfo with its passwords removed, and the passwords that were there
-// (raw and decoded), for scrubbing messages.
-struct Redaction {
-  std::string text;
-  std::vector<std::string> passwords;
-};
-
 void AddSecret(std::vector<std::string>* secrets, std::string_view s) {
-  if (s.empty()) return;
-  secrets->emplace_back(s);
-  std::string decoded = PercentDecode(s);
-  if (decoded != s) secrets->push_back(std::move(decoded));
-}
-
-Redaction RedactConninfo(const std::string& conninfo);
-
-Redaction RedactUriForm(const std::string& uri, size_t prefix_len) {
-  Redaction r;
-  std::string s = uri;
-  // User info: "user:password@" before the first '/' after the scheme. The
-  // last '@' there is taken, so an unencoded '@' in a password is covered.
-  size_t slash = s.find('/', prefix_len);
-  if (slash == std::string::npos) slash = s.size();
-  size_t at = std::string::npos;
-  for (size_t i = prefix_len; i < slash; ++i) {
-    if (s[i] == '@') at = i;
-  }
-  size_t query_from = prefix_len;
-  if (at != std::string::npos) {
-    size_t colon = s.find(':', prefix_len);
-    if (colon != std::string::npos && colon < at) {
-      AddSecret(&r.passwords,
-                std::string_view(s).substr(colon + 1, at - colon - 1));
-      s.erase(colon, at - colon);
-      at = colon;
-      query_from = at + 1;
-    }
-  }
-  // Query parameters: drop every "password=...".
-  size_t q = s.find('?', query_from);
-  if (q != std::string::npos) {
-    std::string query = s.substr(q + 1);
-    std::vector<std::string> kept;
-    size_t start = 0;
-    while (start <= query.size()) {
-      size_t amp = query.find('&', start);
-      if (amp == std::string::npos) amp = query.size();
-      std::string param = query.substr(start, amp - start);
-      size_t eq = param.find('=');
-      std::string key = ToLower(PercentDecode(param.substr(0, eq)));
-      if (key == "password") {
-        if (eq != std::string::npos) {
-          AddSecret(&r.passwords, std::string_view(param).substr(eq + 1));
-        }
-      } else if (key == "dbname" && eq != std::string::npos) {
-        // libpq does not expand a dbname inside a URI, but scrub it anyway.
-        Redaction inner = RedactConninfo(PercentDecode(param.substr(eq + 1)));
-        if (!inner.passwords.empty()) {
-          for (auto& p : inner.passwords) r.passwords.push_back(p);
-          param = param.substr(0, eq + 1) + "REDACTED";
-        }
-        kept.push_back(param);
-      } else if (!param.empty()) {
-        kept.push_back(param);
-      }
-      start = amp + 1;
-    }
-    s.erase(q);
-    for (size_t i = 0; i < kept.size(); ++i) {
-      s += (i == 0 ? "?" : "&");
-      s += kept[i];
-    }
-  }
-  r.text = std::move(s);
-  return r;
-}
-
-bool IsConninfoSpace(char c) {
-  return std::isspace(static_cast<unsigned char>(c)) != 0;
-}
-
-std::string QuoteConninfoValue(std::string_view v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('\'');
-  return out;
-}
-
-// key=value conninfo, scanned the way libpq's conninfo_parse does.
-Redaction RedactKeyValueForm(const std::string& s) {
-  Redaction r;
-  std::vector<std::string> kept;
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    while (i < n && IsConninfoSpace(s[i])) ++i;
-    if (i >= n) break;
-    size_t key_start = i;
-    while (i < n && !IsConninfoSpace(s[i]) && s[i] != '=') ++i;
-    std::string key = s.substr(key_start, i - key_start);
-    while (i < n && IsConninfoSpace(s[i])) ++i;
-    if (i >= n || s[i] != '=') {
-      // Malformed: keep the rest as it is (libpq rejects it anyway), but
-      // never let a password through.
-      std::string rest = s.substr(key_start);
-      if (ToLower(rest).find("password") != std::string::npos) {
-        kept.push_back("REDACTED");
-      } else {
-        kept.push_back(rest);
-      }
-      break;
-    }
-    ++i;  // '='
-    while (i < n && IsConninfoSpace(s[i])) ++i;
-    std::string value;
-    if (i < n && s[i] == '\'') {
-      ++i;
-      while (i < n && s[i] != '\'') {
-        if (s[i] == '\\' && i + 1 < n) ++i;
-        value.push_back(s[i]);
-        ++i;
-      }
-      if (i < n) ++i;  // closing quote
-    } else {
-      while (i < n && !IsConninfoSpace(s[i])) {
-        if (s[i] == '\\' && i + 1 < n) ++i;
-        value.push_back(s[i]);
-        ++i;
-      }
-    }
-    std::string lower_key = ToLower(key);
-    if (lower_key == "password") {
-      AddSecret(&r.passwords, value);
-      continue;
-    }
-    std::string pair = s.substr(key_start, i - key_start);
-    if (lower_key == "dbname" &&
-        (UriPrefixLength(value) > 0 || value.find('=') != std::string::npos)) {
-      // libpq expands a connection string given as dbname.
-      Redaction inner = RedactConninfo(value);
-      if (!inner.passwords.empty()) {
-        for (auto& p : inner.passwords) r.passwords.push_back(p);
-        pair = key + "=" + QuoteConninfoValue(inner.text);
-      }
-    }
-    kept.push_back(std::move(pair));
-  }
-  for (size_t k = 0; k < kept.size(); ++k) {
-    if (k > 0) r.text += ' ';
-    r.text += kept[k];
-  }
-  return r;
-}
-
-Redaction RedactConninfo(const std::string& conninfo) {
-  if (size_t prefix = UriPrefixLength(conninfo); prefix > 0) {
-    return RedactUriForm(conninfo, prefix);
-  }
-  if (conninfo.find('=') != std::string::npos) {
-    return RedactKeyValueForm(conninfo);
-  }
-  return Redaction{conninfo, {}};
-}
-
-// Replaces every occurrence of each secret in `text`.
-std::string Scrub(std::string text, const std::vector<std::string>& secrets) {
-  for (const std::string& secret : secrets) {
-    if (secret.empty()) continue;
-    size_t pos = 0;
-    while ((pos = text.find(secret, pos)) != std::string::npos) {
-      text.replace(pos, secret.size(), "***");
-      pos += 3;
-    }
-  }
-  return text;
+  if (!s.empty()) secrets->emplace_back(s);
 }
 
 // libpq messages end in '\n' and may hold several lines: one per host tried,
@@ -381,7 +152,7 @@ class PostgresDriver final : public Driver {
   // Connects the work session and reads the identity.
   Status Init() {
     identity_.kind = "postgres";
-    identity_.redacted_uri = RedactConninfo(conninfo_).text;
+    identity_.redacted_uri = RedactConninfo(conninfo_);
     std::string search_path;
     auto conn = Connect(&search_path);
     if (!conn.ok()) return conn.status();
@@ -1105,7 +876,7 @@ class PostgresDriver final : public Driver {
   std::string Scrub(std::string text) const {
     std::vector<std::string> secrets = secrets_;
     if (const char* env = std::getenv("PGPASSWORD")) AddSecret(&secrets, env);
-    return ::migledger::Scrub(std::move(text), secrets);
+    return ScrubSecrets(std::move(text), secrets);
   }
 
   // Remembers the password libpq used for `conn` (from the conninfo,
@@ -1549,10 +1320,6 @@ class PostgresDriver final : public Driver {
 
 }  // namespace
 
-std::string RedactPostgresUri(const std::string& uri) {
-  return RedactConninfo(uri).text;
-}
-
 namespace {
 
 // One entry of a search_path value, read as the server reads it
@@ -1774,30 +1541,13 @@ std::optional<CreateIndexConcurrently> ParseCreateIndexConcurrently(
 StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
     const std::string& conninfo) {
   MIGLEDGER_RETURN_IF_ERROR(LoadLibpq());
-  Redaction redaction = RedactConninfo(conninfo);
   // Reject what libpq cannot parse before connecting (a plain database name
   // is not a conninfo, libpq takes it as dbname).
-  if (UriPrefixLength(conninfo) > 0 ||
-      conninfo.find('=') != std::string::npos) {
-    char* err = nullptr;
-    PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
-    if (opts == nullptr) {
-      std::string message =
-          err != nullptr ? LibpqMessage(err) : "out of memory";
-      if (err != nullptr) PQfreemem(err);
-      return InvalidInput("invalid PostgreSQL connection string " +
-                          redaction.text + ": " +
-                          Scrub(message, redaction.passwords));
-    }
-    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-      if (std::strcmp(o->keyword, "password") == 0 && o->val != nullptr) {
-        AddSecret(&redaction.passwords, o->val);
-      }
-    }
-    PQconninfoFree(opts);
+  if (LooksLikePostgresConninfo(conninfo)) {
+    MIGLEDGER_RETURN_IF_ERROR(ParseConninfo(conninfo).status());
   }
-  auto driver = std::make_unique<PostgresDriver>(
-      conninfo, std::move(redaction.passwords));
+  auto driver =
+      std::make_unique<PostgresDriver>(conninfo, ConninfoSecrets(conninfo));
   MIGLEDGER_RETURN_IF_ERROR(driver->Init());
   return std::unique_ptr<Driver>(std::move(driver));
 }

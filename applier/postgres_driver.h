@@ -47,14 +47,6 @@ inline constexpr int64_t kPostgresSchemaLockKey = kPostgresApplierLockKey + 1;
 StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
     const std::string& conninfo);
 
-// Removes passwords from a libpq URI (the ":password" of the user info and
-// any "password=" query parameter) or key=value conninfo (any
-// "password=..." pair). Anything else is returned unchanged.
-//   postgresql://user:pw@host/db            -> postgresql://user@host/db
-//   postgresql://host/db?password=pw&a=b    -> postgresql://host/db?a=b
-//   host=h password='p w' dbname=d          -> host=h dbname=d
-std::string RedactPostgresUri(const std::string& uri);
-
 // A search_path value (as current_setting('search_path') prints it) as the
 // list of a SET statement: each schema name as a string literal, so
 // `SET search_path TO <list>` sets the same path. "" when an element is not

@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "applier/conninfo.h"
 #include "cli/command.h"
+#include "cli/format.h"
 #include "common/file_modes.h"
 #include "common/time_util.h"
 
@@ -27,6 +29,26 @@ Status WriteNewFile(const fs::path& path, const std::string& content) {
   // Project files belong to the project, not to the ledger: usual mode.
   ::chmod(path.c_str(), 0666 & ~OriginalUmask());
   return Status::Ok();
+}
+
+// `s` as a TOML basic string: quoted, with \\, " and control characters
+// escaped.
+std::string TomlString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
 }
 
 void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
@@ -53,14 +75,12 @@ void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
             "default_target = \"dev\"\n"
             "lock_timeout_ms = 10000\n\n"
             "[targets.dev]\n";
-        if (url.find(":@") != std::string::npos ||
-            url.find("password") != std::string::npos) {
-          return InvalidInput(
-              "do not put passwords in migledger.toml; use url_env or .pgpass");
-        }
-        text += "url = \"" + url + "\"\n";
+        // migledger.toml is usually committed: a password stays out of it
+        // (applier/conninfo.h parses the URI as libpq does).
+        MIGLEDGER_RETURN_IF_ERROR(RefuseStoredSecret(url, "--target"));
+        text += "url = " + TomlString(url) + "\n";
         MIGLEDGER_RETURN_IF_ERROR(WriteNewFile(config, text));
-        std::printf("created %s\n", config.string().c_str());
+        std::printf("created %s\n", OneLine(config.string()).c_str());
       }
       bool found = false;
       MIGLEDGER_ASSIGN_OR_RETURN(ProjectConfig c,
@@ -71,12 +91,12 @@ void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           return IoError("cannot create " + c.migrations_dir + ": " +
                          ec.message());
         ::chmod(c.migrations_dir.c_str(), 0777 & ~OriginalUmask());
-        std::printf("created %s/\n", c.migrations_dir.c_str());
+        std::printf("created %s/\n", OneLine(c.migrations_dir).c_str());
       }
       LedgerOptions lo;
       lo.create_if_missing = true;
       MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, Ledger::Open(c.ledger_dir, lo));
-      std::printf("ledger %s (id %s)\n", c.ledger_dir.c_str(),
+      std::printf("ledger %s (id %s)\n", OneLine(c.ledger_dir).c_str(),
                   ledger->ledger_id().c_str());
       return Status::Ok();
     };
@@ -155,7 +175,8 @@ void SetupNew(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           WriteNewFile(down, header + "-- " + *slug +
                                  ": down (the statements that revert the up "
                                  "file; `down` refuses a file without any)\n"));
-      std::printf("%s\n%s\n", up.string().c_str(), down.string().c_str());
+      std::printf("%s\n%s\n", OneLine(up.string()).c_str(),
+                  OneLine(down.string()).c_str());
       return Status::Ok();
     };
   });
