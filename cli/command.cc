@@ -1,5 +1,6 @@
 #include "cli/command.h"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -223,12 +224,29 @@ std::string UnknownCommandHint(CLI::App& app, int argc, char** argv) {
   return "";
 }
 
+// The "%*" of the log pattern: the message OneLine() (control characters
+// escaped), as every other line on stderr.
+class TerminalSafeMessage final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const std::string text =
+        OneLine(std::string(msg.payload.data(), msg.payload.size()));
+    dest.append(text.data(), text.data() + text.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<TerminalSafeMessage>();
+  }
+};
+
 }  // namespace
 
 int RunCli(int argc, char** argv) {
   MakeNewFilesPrivate();  // the ledger and exports are 0600 (dir 0700)
   auto logger = spdlog::stderr_color_mt("migledger");
-  logger->set_pattern("%^%l%$: %v");
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<TerminalSafeMessage>('*').set_pattern("%^%l%$: %*");
+  logger->set_formatter(std::move(formatter));
   spdlog::set_default_logger(logger);
 
   CLI::App app{
@@ -273,7 +291,7 @@ int RunCli(int argc, char** argv) {
     std::string hint = MisplacedOptionHint(app, argc, argv);
     if (hint.empty()) hint = UnknownCommandHint(app, argc, argv);
     std::fprintf(stderr, "error: %s (see --help)\n",
-                 hint.empty() ? e.what() : hint.c_str());
+                 OneLine(hint.empty() ? e.what() : hint).c_str());
     return kExitBadInput;
   }
   if (g.quiet) {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cli/proto_json.h"
+#include "cli/terminal_text.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
 #include "ledger/merkle.h"
@@ -18,7 +19,7 @@
 namespace migledger {
 
 std::string OneLine(const std::string& text) {
-  if (text.find_first_of("\r\n\t") == std::string::npos) return text;
+  if (!NeedsTerminalEscaping(text)) return text;
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size(); ++i) {
@@ -32,16 +33,17 @@ std::string OneLine(const std::string& text) {
       out += c == '\t' ? ' ' : c;
     }
   }
-  return out;
+  return TerminalText(out);
 }
 
 void PrintTable(std::FILE* out, const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& raw_rows) {
   // One line per row: line breaks in a cell (an error message, a reason)
-  // are shown as " / "; the other formats keep them. The rows are copied
+  // are shown as " / " and control characters escaped (OneLine); the other
+  // formats keep them. The rows are copied
   // only when a cell needs it (an audit table can be a million rows).
   auto multiline = [](const std::string& c) {
-    return c.find_first_of("\r\n\t") != std::string::npos;
+    return NeedsTerminalEscaping(c);
   };
   const bool flatten =
       std::any_of(raw_rows.begin(), raw_rows.end(), [&](const auto& r) {
@@ -417,13 +419,15 @@ std::vector<std::string> EventRow(const LedgerEntry& entry) {
   std::string actor = e.actor().os_user() + "@" + e.actor().host();
   std::string t = EventTime(e);
   t = t.substr(0, 19) + "Z";
+  // Every cell as a terminal shows it (OneLine): the coloured table of
+  // `audit log` prints these without PrintTable.
   return {std::to_string(entry.sequence),
           t,
-          target,
+          OneLine(target),
           EventType(e),
-          EventVersion(e),
-          actor,
-          EventSummary(e)};
+          OneLine(EventVersion(e)),
+          OneLine(actor),
+          OneLine(EventSummary(e))};
 }
 
 }  // namespace migledger

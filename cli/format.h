@@ -13,8 +13,10 @@
 
 namespace migledger {
 
-// `text` on one line: each run of line breaks becomes " / " (none at the
-// end), tabs become spaces. For error lines and table cells.
+// `text` on one line and safe for a terminal: each run of line breaks
+// becomes " / " (none at the end), tabs become spaces, and every other
+// control character is escaped (TerminalText, cli/terminal_text.h). For
+// error lines and table cells.
 std::string OneLine(const std::string& text);
 
 // Prints rows under a header, columns padded to their widest cell; cells
@@ -57,7 +59,7 @@ Status WriteEventsJsonl(Ledger* ledger, std::FILE* out, unsigned threads = 0,
                         uint64_t chunk_events = 0);
 
 // Adds the human columns of an event to a row: seq, time, target, type,
-// version, actor, summary.
+// version, actor, summary; each cell OneLine() (safe for a terminal).
 std::vector<std::string> EventRow(const LedgerEntry& entry);
 const std::vector<std::string>& EventRowHeader();
 

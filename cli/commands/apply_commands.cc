@@ -68,17 +68,17 @@ std::string JsonString(const std::string& s) {
 
 void PrintRunReport(const RunReport& r, const char* nothing) {
   for (const auto& line : r.recovered)
-    std::printf("recovered %s\n", line.c_str());
+    std::printf("recovered %s\n", OneLine(line).c_str());
   for (const auto& v : r.out_of_band)
-    std::printf("recorded out-of-band application of %s\n", v.c_str());
+    std::printf("recorded out-of-band application of %s\n", OneLine(v).c_str());
   if (r.steps.empty() && r.failure.ok()) {
     std::printf("%s\n", nothing);
     return;
   }
   for (const auto& s : r.steps) {
     if (s.outcome == "failed") continue;
-    std::printf("%-8s %s %s (%.1f ms)\n", s.outcome.c_str(), s.version.c_str(),
-                s.slug.c_str(),
+    std::printf("%-8s %s %s (%.1f ms)\n", s.outcome.c_str(),
+                OneLine(s.version).c_str(), OneLine(s.slug).c_str(),
                 static_cast<double>(s.duration_micros) / 1000.0);
   }
 }
@@ -133,7 +133,7 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
              {&r.version, &r.slug, &r.state, &r.applied_at, &r.note})
           row.push_back(std::move(*cell));
       }
-      std::printf("target: %s\n", s.identity.redacted_uri.c_str());
+      std::printf("target: %s\n", OneLine(s.identity.redacted_uri).c_str());
       PrintTable(stdout, {"VERSION", "NAME", "STATE", "STARTED AT", "NOTE"},
                  rows);
       std::printf("%d applied, %d pending", applied, pending);
@@ -145,7 +145,7 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       }
       std::printf("\n");
       for (const auto& d : s.drift)
-        std::printf("drift: %s\n", d.details.c_str());
+        std::printf("drift: %s\n", OneLine(d.details).c_str());
       KeepUntilExit(std::move(applier));
       KeepUntilExit(std::make_unique<StatusReport>(std::move(s)));
       KeepUntilExit(std::make_unique<decltype(rows)>(std::move(rows)));
@@ -329,9 +329,10 @@ void SetupRecover(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         std::printf("nothing to recover\n");
       }
       for (const auto& line : report.recovered)
-        std::printf("recovered %s\n", line.c_str());
+        std::printf("recovered %s\n", OneLine(line).c_str());
       for (const auto& v : report.out_of_band) {
-        std::printf("recorded out-of-band application of %s\n", v.c_str());
+        std::printf("recorded out-of-band application of %s\n",
+                    OneLine(v).c_str());
       }
       return Status::Ok();
     };
@@ -375,7 +376,7 @@ void SetupBaseline(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
                                  OpenApplier(*g, AccessMode::kWrite, *reason));
       MIGLEDGER_RETURN_IF_ERROR(applier->Baseline(*version, *reason));
-      std::printf("baselined at %s\n", version->c_str());
+      std::printf("baselined at %s\n", OneLine(*version).c_str());
       return Status::Ok();
     };
   });
@@ -398,7 +399,8 @@ void SetupAcceptChecksum(CLI::App* app, GlobalOptions* g,
       MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
                                  OpenApplier(*g, AccessMode::kWrite, *reason));
       MIGLEDGER_RETURN_IF_ERROR(applier->AcceptChecksum(*version, *reason));
-      std::printf("accepted the current checksum of %s\n", version->c_str());
+      std::printf("accepted the current checksum of %s\n",
+                  OneLine(*version).c_str());
       return Status::Ok();
     };
   });

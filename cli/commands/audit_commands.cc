@@ -16,6 +16,7 @@
 #include "cli/command.h"
 #include "cli/format.h"
 #include "cli/html_report.h"
+#include "cli/terminal_text.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
 #include "ledger/merkle.h"
@@ -582,7 +583,7 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       *selected = [=]() -> Status {
         MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
         MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, ledger->Get(*seq));
-        std::printf("%s\n", EventJson(e, true).c_str());
+        std::printf("%s\n", TerminalLines(EventJson(e, true)).c_str());
         MIGLEDGER_ASSIGN_OR_RETURN(std::optional<LedgerEntry> started,
                                    StartOfAttempt(ledger.get(), e));
         if (!started) return Status::Ok();
@@ -590,17 +591,18 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           std::printf("-- attempt %s started at sequence %llu (%s)\n",
                       started->event.step_started().attempt_id().c_str(),
                       static_cast<unsigned long long>(started->sequence),
-                      started->event.step_started().file().c_str());
+                      OneLine(started->event.step_started().file()).c_str());
         }
         const std::string& key =
             started->event.step_started().sql_blob_sha256();
         auto sql = ledger->GetBlob(key);
         if (sql.ok()) {
-          std::printf("-- SQL (sha256 %s)\n%s", key.c_str(), sql->c_str());
+          std::printf("-- SQL (sha256 %s)\n%s", key.c_str(),
+                      TerminalLines(*sql).c_str());
           if (!sql->empty() && sql->back() != '\n') std::printf("\n");
         } else {
           std::printf("-- SQL text unavailable: %s\n",
-                      sql.status().message().c_str());
+                      OneLine(sql.status().message()).c_str());
         }
         return Status::Ok();
       };
@@ -672,8 +674,8 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           std::printf(
               "target %s (%s): schema version %s, %zu applied, %zu "
               "unfinished\n",
-              names[key].c_str(), key.c_str(), latest.c_str(), rows.size(),
-              p.open_attempts.size());
+              OneLine(names[key]).c_str(), OneLine(key).c_str(),
+              OneLine(latest).c_str(), rows.size(), p.open_attempts.size());
           PrintTable(stdout, {"VERSION", "COMMITTED AT", "SHA256"}, rows);
         }
         return Status::Ok();
@@ -796,7 +798,7 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         }
         if (std::rename(tmp.c_str(), out->c_str()) != 0)
           return IoError("cannot write " + *out);
-        std::printf("wrote %s\n", out->c_str());
+        std::printf("wrote %s\n", OneLine(*out).c_str());
         return Status::Ok();
       };
     });
