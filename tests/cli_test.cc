@@ -442,13 +442,98 @@ TEST(CliInitTest, InitCreatesConfigMigrationsDirAndPrivateLedger) {
   EXPECT_EQ(v.exit_code, 0) << Describe(v);
 }
 
+// issue 30 item 2: the check looked only for ":@" and the word "password",
+// so postgres://app:s3cret@host/db went into migledger.toml (mode 0644).
 TEST(CliInitTest, InitRefusesPasswordInConfig) {
+  for (const std::string uri :
+       {"postgres://app:s3cret@host/db",
+        "postgresql://app@host/db?sslpassword=s3cret",
+        "host=h dbname=d password=s3cret",
+        "postgres:///db?host=/run/pg&password=s3cret"}) {
+    TempDir dir;
+    RunResult r = RunMigledger({"init", "--target", uri}, dir.path());
+    EXPECT_EQ(r.exit_code, 2) << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_FALSE(Contains(r.err + r.out, "s3cret")) << Describe(r);
+    for (const char* word : {"url_env", "PGPASSWORD", ".pgpass"}) {
+      EXPECT_TRUE(Contains(r.err, word)) << word << ": " << r.err;
+    }
+    EXPECT_FALSE(fs::exists(dir / "migledger.toml"));
+  }
+  // Without a password the URI is written, quoted as TOML.
   TempDir dir;
-  RunResult r = RunMigledger(
-      {"init", "--target", "postgresql://u:@localhost/db"}, dir.path());
-  EXPECT_EQ(r.exit_code, 2) << Describe(r);
-  ExpectOneErrorLine(r);
-  EXPECT_FALSE(fs::exists(dir / "migledger.toml"));
+  RunResult ok = RunMigledger(
+      {"init", "--target", "postgres://app@host/db?sslmode=require"},
+      dir.path());
+  EXPECT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_TRUE(Contains(ReadFile(dir / "migledger.toml"),
+                       "url = \"postgres://app@host/db?sslmode=require\""));
+}
+
+// A migledger.toml that holds a password (targets or the audit store) is
+// refused before anything connects, and so is a misspelt key.
+TEST(CliConfigTest, PasswordOrUnknownKeyInTheFileIsBadInput) {
+  const std::map<std::string, std::string> files = {
+      {"default_target = \"dev\"\n[targets.dev]\n"
+       "url = \"postgres://app:s3cret@127.0.0.1:1/db\"\n",
+       "migledger.toml:3: targets.dev.url holds a password"},
+      {"audit_store = \"host=127.0.0.1 port=1 sslpassword=s3cret\"\n"
+       "default_target = \"dev\"\n[targets.dev]\nurl = \"sqlite:a.db\"\n",
+       "migledger.toml:1: audit_store holds a password (sslpassword)"},
+      {"default_target = \"dev\"\ndefault_tagret = \"x\"\n[targets.dev]\n"
+       "url = \"sqlite:a.db\"\n",
+       "migledger.toml:2: unknown key \"default_tagret\""},
+  };
+  for (const auto& [toml, message] : files) {
+    TempDir dir;
+    WriteFile(dir / "migledger.toml", toml);
+    fs::create_directories(dir / "migrations");
+    for (const char* command : {"status", "apply"}) {
+      RunResult r = RunMigledger({command}, dir.path());
+      EXPECT_EQ(r.exit_code, 2) << Describe(r);
+      ExpectOneErrorLine(r);
+      EXPECT_TRUE(Contains(r.err, message)) << r.err;
+      EXPECT_FALSE(Contains(r.err + r.out, "s3cret")) << Describe(r);
+    }
+    EXPECT_FALSE(fs::exists(dir / "a.db"));
+  }
+}
+
+// issue 39: an ESC sequence or a bidi override in a --reason, the actor, a
+// file name or a database's error text reached the terminal raw. The ledger
+// keeps the exact bytes; tables and error lines escape them.
+TEST(CliTerminalTest, ControlCharactersAreEscapedInTablesAndErrorLines) {
+  TempDir dir;
+  MakeProject(dir.path(), "sqlite:app.db");
+  const std::string esc = "\x1b[2K\x1b[1A";
+  const std::string rlo = "\xe2\x80\xae";
+  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  WriteFile(dir / "migrations/0002_b.up.sql",
+            "INSERT INTO \"t" + esc + "x" + rlo + "\" VALUES (1);\n");
+  const std::map<std::string, std::string> env = {
+      {"MIGLEDGER_ACTOR", "ops" + esc + rlo}};
+  auto raw = [&](const std::string& text) {
+    return Contains(text, "\x1b") || Contains(text, rlo);
+  };
+  RunResult apply =
+      RunMigledger({"apply", "--reason", "ok" + esc + "forged\nline" + rlo},
+                   dir.path(), env);
+  EXPECT_EQ(apply.exit_code, 3) << Describe(apply);
+  ExpectOneErrorLine(apply);
+  EXPECT_FALSE(raw(apply.err)) << apply.err;
+  EXPECT_TRUE(Contains(apply.err, "t\\e[2K\\e[1Ax\\u202e")) << apply.err;
+  RunResult log = RunMigledger({"audit", "log"}, dir.path());
+  EXPECT_EQ(log.exit_code, 0) << Describe(log);
+  EXPECT_FALSE(raw(log.out)) << log.out;
+  EXPECT_TRUE(Contains(log.out, "ok\\e[2K\\e[1Aforged")) << log.out;
+  EXPECT_TRUE(Contains(log.out, "ops\\e[2K")) << log.out;
+  RunResult status = RunMigledger({"status"}, dir.path());
+  EXPECT_FALSE(raw(status.out + status.err)) << status.out;
+  // The stored event keeps the exact bytes (JSON escapes them its own way).
+  RunResult jsonl = RunMigledger(
+      {"audit", "log", "--format", "jsonl", "--type", "run_started"},
+      dir.path());
+  EXPECT_TRUE(Contains(jsonl.out, "ok\\u001b[2K")) << jsonl.out;
 }
 
 TEST(CliNewTest, NewCreatesTimestampedUpDownPairInEmptyProject) {
@@ -2030,6 +2115,7 @@ class CliPostgresSecretsTest : public ::testing::Test {
     db_ = std::make_unique<PgDatabase>();
     ASSERT_TRUE(db_->ok()) << db_->error();
     uri_ = WithPassword(db_->uri(), password_);
+    secrets_ = {password_};
     ASSERT_TRUE(Contains(uri_, ":" + password_ + "@")) << Redact(uri_);
     // The config names the variable, not the URL; PGPASSWORD is empty so
     // the password can only come from the URI.
@@ -2045,18 +2131,29 @@ class CliPostgresSecretsTest : public ::testing::Test {
   }
 
   std::string Redact(std::string text) const {
-    for (size_t p = text.find(password_); p != std::string::npos;
-         p = text.find(password_, p)) {
-      text.replace(p, password_.size(), "<password>");
+    for (const std::string& secret : secrets_) {
+      for (size_t p = text.find(secret); p != std::string::npos;
+           p = text.find(secret, p)) {
+        text.replace(p, secret.size(), "<secret>");
+      }
     }
     return text;
   }
 
-  RunResult Run(const std::vector<std::string>& args) {
-    RunResult r = RunMigledger(args, dir_.path(),
-                               {{"MIGLEDGER_TEST_URL", uri_},
-                                {"PGPASSWORD", ""},
-                                {"PGCONNECT_TIMEOUT", "10"}});
+  bool HoldsSecret(const std::string& text) const {
+    for (const std::string& secret : secrets_) {
+      if (Contains(text, secret)) return true;
+    }
+    return false;
+  }
+
+  RunResult Run(const std::vector<std::string>& args,
+                const std::string& cwd = "") {
+    std::map<std::string, std::string> env = {{"MIGLEDGER_TEST_URL", uri_},
+                                              {"PGPASSWORD", ""},
+                                              {"PGCONNECT_TIMEOUT", "10"}};
+    for (const auto& [k, v] : extra_env_) env[k] = v;
+    RunResult r = RunMigledger(args, cwd.empty() ? dir_.path() : cwd, env);
     std::string line = "migledger";
     for (const auto& a : args) line += " " + a;
     runs_.emplace_back(Redact(line), r);
@@ -2066,7 +2163,7 @@ class CliPostgresSecretsTest : public ::testing::Test {
   // The first line of `text` that holds the password, redacted.
   std::string LeakingLine(const std::string& text) const {
     for (const auto& line : Lines(text)) {
-      if (Contains(line, password_)) return Redact(line);
+      if (HoldsSecret(line)) return Redact(line);
     }
     return "";
   }
@@ -2093,6 +2190,12 @@ class CliPostgresSecretsTest : public ::testing::Test {
             .exit_code,
         0);
     EXPECT_EQ(LeakingLine(ReadFile(dir_ / "x.csv")), "");
+    EXPECT_EQ(
+        Run({"audit", "export", "--format", "html", "--out", dir_ / "x.html"})
+            .exit_code,
+        0);
+    EXPECT_EQ(LeakingLine(ReadFile(dir_ / "x.html")), "");
+    EXPECT_EQ(LeakingLine(ReadFile(dir_ / "migledger.toml")), "");
 
     for (const auto& [what, r] : runs_) {
       EXPECT_EQ(LeakingLine(r.out), "") << "stdout of: " << what;
@@ -2102,22 +2205,36 @@ class CliPostgresSecretsTest : public ::testing::Test {
     for (const auto& e :
          fs::recursive_directory_iterator(dir_ / ".migledger")) {
       if (!e.is_regular_file()) continue;
-      EXPECT_FALSE(Contains(ReadFile(e.path().string()), password_))
+      EXPECT_FALSE(HoldsSecret(ReadFile(e.path().string())))
           << e.path().string();
     }
-    PsqlResult mirror =
-        RunPsql(db_->uri(),
-                "SELECT count(*) FROM migledger.events WHERE "
-                "position(convert_to('" +
-                    password_ + "', 'UTF8') in event_bytes) > 0;\n");
-    EXPECT_EQ(mirror.exit_code, 0) << Redact(mirror.output);
-    EXPECT_EQ(mirror.rows, Rows{"0"}) << Redact(mirror.output);
+    for (const std::string& secret : secrets_) {
+      PsqlResult mirror =
+          RunPsql(db_->uri(),
+                  "SELECT count(*) FROM migledger.events WHERE "
+                  "position(convert_to('" +
+                      secret + "', 'UTF8') in event_bytes) > 0;\n");
+      EXPECT_EQ(mirror.exit_code, 0) << Redact(mirror.output);
+      EXPECT_EQ(mirror.rows, Rows{"0"}) << Redact(mirror.output);
+      if (store_) {
+        PsqlResult store =
+            RunPsql(store_->uri(),
+                    "SELECT count(*) FROM migledger_store.events WHERE "
+                    "position(convert_to('" +
+                        secret + "', 'UTF8') in event_bytes) > 0;\n");
+        EXPECT_EQ(store.exit_code, 0) << Redact(store.output);
+        EXPECT_EQ(store.rows, Rows{"0"}) << Redact(store.output);
+      }
+    }
   }
 
   TempDir dir_;
   std::unique_ptr<PgDatabase> db_;
   std::string password_;
   std::string uri_;
+  std::vector<std::string> secrets_;  // none may appear anywhere
+  std::map<std::string, std::string> extra_env_;
+  std::unique_ptr<PgDatabase> store_;  // the audit store, when one is used
   std::vector<std::pair<std::string, RunResult>> runs_;
 };
 
@@ -2162,6 +2279,60 @@ TEST_F(CliPostgresSecretsTest, PasswordInAttachedTargetValueIsRedacted) {
       Run({"audit", "log", "--format", "jsonl", "--type", "run_started"});
   ASSERT_EQ(started.exit_code, 0);
   EXPECT_EQ(Lines(started.out).size(), 3u);
+  ExpectPasswordNowhere();
+}
+
+// issue 39: sslpassword was not redacted. Given in a socket URI on the
+// command line, through url_env, in key=value conninfo and in the audit
+// store's URL, it reached the target line, every event's redacted_uri, the
+// mirror, the audit store and the HTML export.
+TEST_F(CliPostgresSecretsTest,
+       SslpasswordNeverReachesLedgerMirrorStoreOrOutput) {
+  const std::string sslpassword = "sslpw-Xq7" + std::to_string(::getpid());
+  secrets_.push_back(sslpassword);
+  store_ = std::make_unique<PgDatabase>();
+  ASSERT_TRUE(store_->ok()) << store_->error();
+  const std::string db = uri_.substr(uri_.rfind('/') + 1);
+  const std::string port =
+      uri_.substr(uri_.rfind(':') + 1, uri_.rfind('/') - uri_.rfind(':') - 1);
+  uri_ += "?sslpassword=" + sslpassword;  // the url_env of the config
+  extra_env_["MIGLEDGER_TEST_STORE"] =
+      WithPassword(store_->uri(), password_) + "?sslpassword=" + sslpassword;
+  WriteFile(dir_ / "migledger.toml",
+            "default_target = \"dev\"\nlock_timeout_ms = 2000\n"
+            "audit_store_url_env = \"MIGLEDGER_TEST_STORE\"\n"
+            "[targets.dev]\nurl_env = \"MIGLEDGER_TEST_URL\"\n");
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\n");
+  const std::string socket_uri =
+      "postgres:///" + db + "?host=" + Env("PGTEST_HOST") + "&port=" + port +
+      "&user=migledger&password=" + password_ + "&sslpassword=" + sslpassword;
+  const std::string conninfo = "host=127.0.0.1 port=" + port + " dbname=" + db +
+                               " user=migledger password=" + password_ +
+                               " sslpassword=" + sslpassword;
+  EXPECT_EQ(Run({"apply", "--to", "0001"}).exit_code, 0);
+  EXPECT_EQ(Run({"status"}).exit_code, 0);
+  EXPECT_EQ(Run({"status", "-t", socket_uri}).exit_code, 0);
+  EXPECT_EQ(Run({"apply", "-t", socket_uri}).exit_code, 0);
+  EXPECT_EQ(Run({"down", "--steps", "1", "--target=" + conninfo}).exit_code, 0);
+  EXPECT_EQ(Run({"apply", "-t", conninfo, "--reason", "again"}).exit_code, 0);
+  EXPECT_EQ(Run({"--store", "audit", "log"}).exit_code, 0);
+  // The store received the events: the check below has something to search.
+  PsqlResult pushed = RunPsql(
+      store_->uri(), "SELECT count(*) > 0 FROM migledger_store.events;\n");
+  EXPECT_EQ(pushed.rows, Rows{"t"}) << pushed.output;
+  // The target line shows the socket URI without its secrets.
+  RunResult status = Run({"status", "-t", socket_uri});
+  EXPECT_TRUE(Contains(status.out, "target: postgres://migledger@/" + db +
+                                       "?host=" + Env("PGTEST_HOST") +
+                                       "&port=" + port + "\n"))
+      << Redact(status.out);
+  // init refuses it (exit 2) and writes no migledger.toml.
+  TempDir fresh;
+  RunResult init = Run({"init", "--target", socket_uri}, fresh.path());
+  EXPECT_EQ(init.exit_code, 2) << Redact(init.err);
+  EXPECT_TRUE(Contains(init.err, "url_env")) << Redact(init.err);
+  EXPECT_FALSE(fs::exists(fresh / "migledger.toml"));
   ExpectPasswordNowhere();
 }
 
