@@ -5,6 +5,8 @@
 #include <map>
 #include <random>
 
+#include "applier/driver.h"
+
 namespace migledger {
 namespace {
 
@@ -68,6 +70,16 @@ TEST(RedactConninfoTest, LeavesWhatIsNotAConnectionStringAndHidesUnparsable) {
             "(unparsable connection string)");
   EXPECT_EQ(RedactConninfo("postgresql://u:p%zzw@h/db"),
             "postgresql://(unparsable)");
+}
+
+TEST(RedactUriTest, HidesPasswordsOfEveryScheme) {
+  EXPECT_EQ(RedactUri("sqlite:a=b.db"), "sqlite:a=b.db");
+  EXPECT_EQ(RedactUri("postgres://u:pw@h/db"), "postgres://u@h/db");
+  EXPECT_EQ(RedactUri("mysql://u:pw@h:3306/db"), "mysql://u@h:3306/db");
+  EXPECT_EQ(RedactUri("mysql://u:p@w@h/db"), "mysql://u@h/db");
+  EXPECT_EQ(RedactUri("see https://example.com/a:b@c"),
+            "see https://example.com/a:b@c");
+  EXPECT_EQ(RedactUri("0003"), "0003");
 }
 
 TEST(ParseConninfoTest, ErrorsQuoteOnlyKeywordNames) {

@@ -1,5 +1,8 @@
 #include "applier/driver.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include "applier/conninfo.h"
 #include "applier/postgres_driver.h"
 #include "applier/sqlite_driver.h"
@@ -59,7 +62,23 @@ Status Driver::CommitWithMirrorRows(const std::vector<MirrorRow>& rows) {
 
 std::string RedactUri(const std::string& uri) {
   if (uri.rfind("sqlite:", 0) == 0) return uri;
-  return RedactConninfo(uri);
+  if (LooksLikePostgresConninfo(uri)) return RedactConninfo(uri);
+  // Another scheme (a mistaken mysql://user:pw@host): no password either.
+  const size_t scheme = uri.find("://");
+  if (scheme == std::string::npos || scheme == 0 ||
+      !std::all_of(uri.begin(), uri.begin() + scheme, [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '+' ||
+               c == '-' || c == '.';
+      })) {
+    return uri;
+  }
+  const size_t authority = scheme + 3;
+  const size_t end = std::min(uri.find_first_of("/?#", authority), uri.size());
+  const size_t at = uri.rfind('@', end - 1);
+  if (at == std::string::npos || at < authority) return uri;
+  const size_t colon = uri.find(':', authority);
+  if (colon == std::string::npos || colon > at) return uri;
+  return uri.substr(0, colon) + uri.substr(at);
 }
 
 }  // namespace migledger

@@ -199,7 +199,8 @@ StatusOr<std::unique_ptr<Driver>> OpenDriver(const std::string& uri,
 
 // A target URI / conninfo as it may be shown and stored: "sqlite:..." as it
 // is, a PostgreSQL one through RedactConninfo (applier/conninfo.h: only
-// display-safe keywords kept).
+// display-safe keywords kept), any other "scheme://user:pw@..." without
+// ":pw"; other text unchanged.
 std::string RedactUri(const std::string& uri);
 
 }  // namespace migledger
