@@ -55,8 +55,10 @@ void SetupInit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   auto* cmd = app->add_subcommand(
       "init", "Create migledger.toml, migrations/ and the ledger");
   auto target = std::make_shared<std::string>("sqlite:app.db");
-  cmd->add_option("--target", *target,
-                  "Default target URI (sqlite:PATH or postgres://...)")
+  cmd->add_option(
+         "--target", *target,
+         "Default target URI (sqlite:PATH or postgres://...; no password: "
+         "use url_env, PGPASSWORD or .pgpass)")
       ->capture_default_str();
   cmd->callback([=] {
     *selected = [=]() -> Status {
