@@ -41,8 +41,11 @@ StatusOr<std::chrono::milliseconds> ParseDuration(const std::string& text) {
 }
 
 // Removes passwords from one command-line argument, whatever its spelling:
-// a bare URI or conninfo, "--target=URI", or an attached "-tURI".
-std::string RedactArg(const std::string& arg) {
+// a bare URI or conninfo, "--target=URI", or an attached "-tURI". The text
+// of --reason (stored as it is in the run's event anyway) stays as written,
+// though it may hold a '='. `previous` is the argument before `arg`.
+std::string RedactArg(const std::string& arg, const std::string& previous) {
+  if (previous == "--reason" || arg.rfind("--reason=", 0) == 0) return arg;
   if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {
     size_t eq = arg.find('=');
     return arg.substr(0, eq + 1) + RedactUri(arg.substr(eq + 1));
@@ -56,7 +59,7 @@ std::string RedactArg(const std::string& arg) {
 std::string JoinArgs(int argc, char** argv) {
   std::string s = "migledger";
   for (int i = 1; i < argc; ++i) {
-    std::string arg = RedactArg(argv[i]);
+    std::string arg = RedactArg(argv[i], argv[i - 1]);
     s += " ";
     if (arg.find_first_of(" \t'\"") != std::string::npos || arg.empty()) {
       std::string q = "'";

@@ -515,9 +515,9 @@ TEST(CliTerminalTest, ControlCharactersAreEscapedInTablesAndErrorLines) {
   auto raw = [&](const std::string& text) {
     return Contains(text, "\x1b") || Contains(text, rlo);
   };
-  RunResult apply =
-      RunMigledger({"apply", "--reason", "ok" + esc + "forged\nline" + rlo},
-                   dir.path(), env);
+  RunResult apply = RunMigledger(
+      {"apply", "--reason", "ok" + esc + "forged\nline" + rlo + " x=1"},
+      dir.path(), env);
   EXPECT_EQ(apply.exit_code, 3) << Describe(apply);
   ExpectOneErrorLine(apply);
   EXPECT_FALSE(raw(apply.err)) << apply.err;
@@ -534,6 +534,8 @@ TEST(CliTerminalTest, ControlCharactersAreEscapedInTablesAndErrorLines) {
       {"audit", "log", "--format", "jsonl", "--type", "run_started"},
       dir.path());
   EXPECT_TRUE(Contains(jsonl.out, "ok\\u001b[2K")) << jsonl.out;
+  // The command line keeps the reason as written, though it holds a '='.
+  EXPECT_TRUE(Contains(jsonl.out, " x=1'")) << jsonl.out;
 }
 
 TEST(CliNewTest, NewCreatesTimestampedUpDownPairInEmptyProject) {
