@@ -419,15 +419,19 @@ std::vector<std::string> EventRow(const LedgerEntry& entry) {
   std::string actor = e.actor().os_user() + "@" + e.actor().host();
   std::string t = EventTime(e);
   t = t.substr(0, 19) + "Z";
+  std::vector<std::string> row = {std::to_string(entry.sequence),
+                                  t,
+                                  std::move(target),
+                                  EventType(e),
+                                  EventVersion(e),
+                                  std::move(actor),
+                                  EventSummary(e)};
   // Every cell as a terminal shows it (OneLine): the coloured table of
-  // `audit log` prints these without PrintTable.
-  return {std::to_string(entry.sequence),
-          t,
-          OneLine(target),
-          EventType(e),
-          OneLine(EventVersion(e)),
-          OneLine(actor),
-          OneLine(EventSummary(e))};
+  // `audit log` prints these without PrintTable. Copied only when needed.
+  for (std::string& cell : row) {
+    if (NeedsTerminalEscaping(cell)) cell = OneLine(cell);
+  }
+  return row;
 }
 
 }  // namespace migledger
