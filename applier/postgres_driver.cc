@@ -880,14 +880,15 @@ class PostgresDriver final : public Driver {
   }
 
   // Remembers the password libpq used for `conn` (from the conninfo,
-  // PGPASSWORD or ~/.pgpass) for scrubbing.
+  // PGPASSWORD or ~/.pgpass), and every other secret option (sslpassword),
+  // for scrubbing.
   void LearnPassword(PGconn* conn) {
     if (const char* pass = PQpass(conn); pass != nullptr) {
       AddSecret(&secrets_, pass);
     }
     if (PQconninfoOption* opts = PQconninfo(conn)) {
       for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-        if (std::strcmp(o->keyword, "password") == 0 && o->val != nullptr) {
+        if (o->val != nullptr && IsSecretConninfoKeyword(o->keyword)) {
           AddSecret(&secrets_, o->val);
         }
       }
