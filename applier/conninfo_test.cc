@@ -38,6 +38,18 @@ TEST(RedactConninfoTest, DropsPasswordsFromUris) {
   EXPECT_EQ(RedactConninfo("POSTGRES://u:pw@h/db"), "POSTGRES://(unparsable)");
 }
 
+TEST(RedactConninfoTest, KeepsSeveralHostsAndTheirPorts) {
+  EXPECT_EQ(RedactConninfo("postgresql://u:pw@h1:1,h2:2/db"),
+            "postgresql://u@h1:1,h2:2/db");
+  // One port for several hosts applies to each: it stays a parameter.
+  EXPECT_EQ(RedactConninfo("postgresql://h1,h2/db?port=5432&password=pw"),
+            "postgresql:///db?host=h1,h2&port=5432");
+  EXPECT_EQ(RedactConninfo("host=h1,h2 port=5432 password=pw"),
+            "host=h1,h2 port=5432");
+  EXPECT_EQ(RedactConninfo("postgresql://u@h/my%20db?application_name=a%26b"),
+            "postgresql://u@h/my%20db?application_name=a%26b");
+}
+
 // issue 39: sslpassword reached every event's redacted_uri.
 TEST(RedactConninfoTest, DropsSslpasswordAndEveryKeywordNotKnownSafe) {
   EXPECT_EQ(RedactConninfo("postgres:///db?host=/run/pg&sslpassword=X1y2"),
