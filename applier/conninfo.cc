@@ -320,7 +320,10 @@ std::vector<std::string> ConninfoSecrets(const std::string& conninfo) {
   auto parsed = ParseConninfo(conninfo);
   if (!parsed.ok()) return secrets;
   for (const ConninfoOption& o : *parsed) {
-    if (!IsSecretConninfoKeyword(o.keyword) || o.value.empty()) continue;
+    if (IsDisplaySafeConninfoKeyword(o.keyword) || o.value.empty()) continue;
+    // A short value of a keyword that is not a password ("replication=1")
+    // would blank out every "1" of a message.
+    if (!IsSecretConninfoKeyword(o.keyword) && o.value.size() < 4) continue;
     secrets.push_back(o.value);
     std::string encoded = PercentEncode(o.value);
     if (encoded != o.value) secrets.push_back(std::move(encoded));

@@ -61,8 +61,11 @@ std::vector<std::string> KnownConninfoKeywords();
 // "postgresql://(unparsable)" or "(unparsable connection string)".
 std::string RedactConninfo(const std::string& conninfo);
 
-// The values of the secret options of `conninfo` (raw and as written), for
-// scrubbing messages; empty when it does not parse.
+// The values redaction drops from `conninfo`, for scrubbing messages (a
+// server that refuses `options` quotes them): every password and
+// sslpassword, and values of 4 bytes or more of the other keywords that are
+// not display-safe; each decoded and percent-encoded. Empty when it does not
+// parse.
 std::vector<std::string> ConninfoSecrets(const std::string& conninfo);
 
 // kInvalidInput when `conninfo` holds a secret option (a password in the

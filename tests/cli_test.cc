@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "applier/conninfo.h"
 #include "applier/planner.h"
 #include "ledger/ledger.h"
 #include "tests/test_util.h"
@@ -2335,6 +2336,53 @@ TEST_F(CliPostgresSecretsTest,
   EXPECT_EQ(init.exit_code, 2) << Redact(init.err);
   EXPECT_TRUE(Contains(init.err, "url_env")) << Redact(init.err);
   EXPECT_FALSE(fs::exists(fresh / "migledger.toml"));
+  ExpectPasswordNowhere();
+}
+
+// issue 39's property: for every keyword libpq knows that redaction does
+// not keep, random values given on the command line (key=value and URI) and
+// through url_env reach no output, the ledger or the mirror, whether the
+// connection works (sslpassword), is refused (password, options) or the
+// value is invalid (replication).
+TEST_F(CliPostgresSecretsTest, NoValueOfAnUnsafeKeywordAppearsAnywhere) {
+  WriteFile(dir_ / "migrations/0002_b.up.sql",
+            "CREATE TABLE b (id INTEGER);\n");
+  const std::string db = uri_.substr(uri_.rfind('/') + 1);
+  const std::string port =
+      uri_.substr(uri_.rfind(':') + 1, uri_.rfind('/') - uri_.rfind(':') - 1);
+  const std::string base = "host=127.0.0.1 port=" + port + " dbname=" + db +
+                           " user=migledger password=" + password_;
+  std::mt19937 rng(39);
+  const std::string chars =
+      "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+  auto random_value = [&] {
+    std::string v = "Zq";
+    for (int i = 0; i < 10; ++i) v += chars[rng() % chars.size()];
+    return v + "Qz";
+  };
+  size_t unsafe = 0;
+  for (const std::string& keyword : KnownConninfoKeywords()) {
+    if (IsDisplaySafeConninfoKeyword(keyword)) continue;
+    ++unsafe;
+    for (int round = 0; round < 2; ++round) {
+      const std::string value = random_value();
+      secrets_.push_back(value);
+      const std::string conninfo = base + " " + keyword + "='" + value + "'";
+      const std::string uri = uri_ + "?" + keyword + "=" + value;
+      for (const auto& args : std::vector<std::vector<std::string>>{
+               {"apply", "-t", conninfo},
+               {"status", "-t", uri},
+               {"down", "--steps", "1", "--target=" + uri}}) {
+        RunResult r = Run(args);
+        EXPECT_NE(r.exit_code, 1) << keyword << ": " << Redact(r.err);
+      }
+      extra_env_["MIGLEDGER_TEST_URL"] = uri;
+      RunResult r = Run({"apply"});
+      EXPECT_NE(r.exit_code, 1) << keyword << ": " << Redact(r.err);
+      extra_env_.erase("MIGLEDGER_TEST_URL");
+    }
+  }
+  EXPECT_GE(unsafe, 2u);  // at least password and sslpassword
   ExpectPasswordNowhere();
 }
 
