@@ -164,6 +164,23 @@ class Driver {
   // Highest mirrored target_sequence, 0 when none.
   virtual StatusOr<uint64_t> MirrorHead() = 0;
 
+  // An id this database can take as its own when it turns out to be a copy
+  // of another one: SQLite a new random id; PostgreSQL its system identifier
+  // and name (identity().database_id), which a clone made with CREATE
+  // DATABASE ... TEMPLATE already holds of its own.
+  virtual StatusOr<std::string> NewDatabaseId() = 0;
+  // Gives a copy of another database an identity of its own, in one
+  // transaction: the mirror's rows (the history of `inherited_from`, the id
+  // it was copied from) move to the inherited-events table (SQLite
+  // migledger_events_inherited, PostgreSQL migledger.events_inherited,
+  // created when missing; columns database_id + the mirror's), the database
+  // takes `new_database_id` (from NewDatabaseId()), and `rows`, the new
+  // chain from target sequence 1, fill the emptied mirror. On success
+  // identity() has the new id; on error nothing changed.
+  virtual Status AdoptIdentity(const std::string& new_database_id,
+                               const std::string& inherited_from,
+                               const std::vector<MirrorRow>& rows) = 0;
+
   // Catalog checks used by recovery of no-transaction steps. Returns the
   // names of invalid indexes (PostgreSQL: pg_index.indisvalid = false) in
   // the search path; SQLite has none.

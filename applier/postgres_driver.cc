@@ -1010,6 +1010,51 @@ class PostgresDriver final : public Driver {
     return Status::Ok();
   }
 
+  // A PostgreSQL database's id is its system identifier and name, which a
+  // clone made with CREATE DATABASE ... TEMPLATE already has of its own.
+  StatusOr<std::string> NewDatabaseId() override {
+    return identity_.database_id;
+  }
+
+  Status AdoptIdentity(const std::string& new_database_id,
+                       const std::string& inherited_from,
+                       const std::vector<MirrorRow>& rows) override {
+    if (new_database_id != identity_.database_id) {
+      return Internal("AdoptIdentity: a PostgreSQL database keeps its id " +
+                      identity_.database_id);
+    }
+    MIGLEDGER_RETURN_IF_ERROR(Begin());
+    auto fail = [&](Status st) {
+      (void)Rollback();
+      return st;
+    };
+    auto created =
+        Run("creating migledger.events_inherited",
+            "CREATE TABLE IF NOT EXISTS \"migledger\".\"events_inherited\" (\n"
+            "  \"database_id\" text NOT NULL,\n"
+            "  \"target_sequence\" bigint NOT NULL,\n"
+            "  \"event_bytes\" bytea NOT NULL,\n"
+            "  \"leaf_hash\" bytea NOT NULL,\n"
+            "  \"chain_head\" bytea NOT NULL,\n"
+            "  PRIMARY KEY (\"database_id\", \"target_sequence\")\n"
+            ")",
+            {}, false, Code::kTargetUnavailable);
+    if (!created.ok()) return fail(created.status());
+    auto moved = Run(
+        "keeping the inherited events",
+        "INSERT INTO \"migledger\".\"events_inherited\" SELECT $1::text, "
+        "\"target_sequence\", \"event_bytes\", \"leaf_hash\", \"chain_head\" "
+        "FROM \"migledger\".\"events\"",
+        {{inherited_from}}, false, Code::kTargetUnavailable);
+    if (!moved.ok()) return fail(moved.status());
+    auto cleared =
+        Run("emptying migledger.events", "DELETE FROM \"migledger\".\"events\"",
+            {}, false, Code::kTargetUnavailable);
+    if (!cleared.ok()) return fail(cleared.status());
+    if (auto st = InsertMirrorRows(rows); !st.ok()) return fail(st);
+    return Commit();
+  }
+
   StatusOr<std::vector<MirrorRow>> ReadMirror(uint64_t after) override {
     std::vector<MirrorRow> rows;
     if (after >= static_cast<uint64_t>(kMaxSequence)) return rows;
