@@ -337,7 +337,7 @@ void CheckTarget(const TargetIndex& index, const Projection& projection,
           {h.version, "missing_marker",
            "the ledger records version " + h.version +
                " as applied but the target has no marker row (database "
-               "restored to an older state?)"});
+               "restored to an older state? see `migledger resolve`)"});
     }
   }
 }
@@ -363,7 +363,7 @@ std::string VersionsOf(const std::vector<DriftItem>& drift,
 std::string ResolveHint(const std::vector<DriftItem>& drift) {
   const std::string undone = VersionsOf(drift, "missing_marker");
   if (undone.empty() && VersionsOf(drift, "unknown_marker").empty()) return "";
-  return "; if the database was restored from a backup, `migledger resolve "
+  return "if the database was restored from a backup, `migledger resolve "
          "--restored --reason TEXT` accepts its marker rows as its state" +
          (undone.empty() ? std::string()
                          : " (then `apply` runs " + undone + " again)") +
@@ -393,7 +393,7 @@ std::string DriftMessage(const std::vector<DriftItem>& drift) {
              " has marker rows for " + gained +
              ", which the ledger does not record as applied";
     }
-    return msg + " (restored from an older backup, or a copy?)" +
+    return msg + " (restored from an older backup, or a copy?); " +
            ResolveHint(drift);
   }
   std::string msg = "drift: " + first_other->details;
@@ -401,7 +401,8 @@ std::string DriftMessage(const std::vector<DriftItem>& drift) {
     msg += " (and " + std::to_string(drift.size() - 1) +
            " more; run `migledger validate`)";
   }
-  return msg + ResolveHint(drift);
+  const std::string hint = ResolveHint(drift);
+  return hint.empty() ? msg : msg + "; " + hint;
 }
 
 Status NoSuchVersion(const std::string& flag, const std::string& version) {

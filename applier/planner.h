@@ -173,8 +173,8 @@ struct DriftItem {
 
 // The advice for marker rows that disagree with the ledger (drift kinds
 // missing_marker and unknown_marker: a database restored from an older
-// backup, or a copy of another one): "; ..." naming the `migledger resolve`
-// commands that lead on, or "" when `drift` has no such item.
+// backup, or a copy of another one): a clause naming the `migledger
+// resolve` commands that lead on, or "" when `drift` has no such item.
 std::string ResolveHint(const std::vector<DriftItem>& drift);
 
 // The one line a command refused on `drift` (not empty) reports: what

@@ -122,6 +122,9 @@ TEST(RestoreSqliteTest, OlderCopyRestoredInPlaceIsResolvedAndReapplied) {
   RunResult v = p.Run({"validate"});
   EXPECT_EQ(v.exit_code, 4) << Describe(v);
   EXPECT_TRUE(Contains(v.err, "resolve --restored")) << v.err;
+  RunResult st = p.Run({"status"});
+  EXPECT_TRUE(Contains(st.out, "to lead on: if the database was restored"))
+      << st.out;
 
   // A reason is required; a resolve changes nothing else.
   RunResult no_reason = p.Run({"resolve", "--restored"});
@@ -165,10 +168,10 @@ TEST(RestoreSqliteTest, OlderCopyRestoredInPlaceIsResolvedAndReapplied) {
                 "default_target = \"prod\"\n[targets.prod]\nurl = \"sqlite:" +
                     p.dir() + "/prod.db\"\n");
   fresh.AddMigrations(1, 3);
-  RunResult st = fresh.Run({"status"});
-  ASSERT_EQ(st.exit_code, 0) << Describe(st);
-  EXPECT_TRUE(Contains(st.out, "3 applied, 0 pending")) << st.out;
-  EXPECT_FALSE(Contains(st.out, "drift")) << st.out;
+  RunResult fresh_st = fresh.Run({"status"});
+  ASSERT_EQ(fresh_st.exit_code, 0) << Describe(fresh_st);
+  EXPECT_TRUE(Contains(fresh_st.out, "3 applied, 0 pending")) << fresh_st.out;
+  EXPECT_FALSE(Contains(fresh_st.out, "drift")) << fresh_st.out;
   EXPECT_EQ(fresh.Log({"--type", "resolved"}).size(), 1u);
   fresh.ExpectConsistent("prod");
 }

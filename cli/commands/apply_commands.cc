@@ -146,6 +146,9 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       std::printf("\n");
       for (const auto& d : s.drift)
         std::printf("drift: %s\n", d.details.c_str());
+      if (const std::string hint = ResolveHint(s.drift); !hint.empty()) {
+        std::printf("to lead on: %s\n", hint.c_str());
+      }
       KeepUntilExit(std::move(applier));
       KeepUntilExit(std::make_unique<StatusReport>(std::move(s)));
       KeepUntilExit(std::make_unique<decltype(rows)>(std::move(rows)));
@@ -355,8 +358,9 @@ void SetupValidate(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       for (const auto& d : drift)
         rows.push_back({d.version, d.kind, d.details});
       PrintTable(stdout, {"VERSION", "DRIFT", "DETAILS"}, rows);
+      const std::string hint = ResolveHint(drift);
       return Drift(std::to_string(drift.size()) + " drift item(s) found" +
-                   ResolveHint(drift));
+                   (hint.empty() ? "" : "; " + hint));
     };
   });
 }
