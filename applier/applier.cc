@@ -1838,19 +1838,14 @@ StatusOr<NewIdentityReport> Applier::ResolveNewIdentity(
                    " as the rows before it");
     }
   }
-  MIGLEDGER_ASSIGN_OR_RETURN(report.new_database_id, d.driver->NewDatabaseId());
-  if (report.new_database_id == report.old_database_id) {
-    if (d.driver->identity().kind == "postgres") {
-      return Unsupported(
-          "this PostgreSQL database has the system identifier and name of the "
-          "database whose history its mirror holds (" +
-          report.old_database_id +
-          "): a clone from a base backup cannot take an id of its own yet; "
-          "copy it with CREATE DATABASE ... TEMPLATE or pg_dump into a "
-          "database of another name, or, if it is that database restored, "
-          "use `migledger resolve --restored --reason TEXT`");
-    }
-    return Internal("the new database id equals the old one");
+  // A copy under another name (CREATE DATABASE ... TEMPLATE, a dump loaded
+  // elsewhere) already has an id of its own; one that has its original's
+  // (a copied SQLite file, a PostgreSQL base backup) takes a new one.
+  if (report.old_database_id != d.driver->identity().database_id) {
+    report.new_database_id = d.driver->identity().database_id;
+  } else {
+    MIGLEDGER_ASSIGN_OR_RETURN(report.new_database_id,
+                               d.driver->NewDatabaseId());
   }
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
   std::sort(markers.begin(), markers.end(),

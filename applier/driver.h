@@ -164,17 +164,20 @@ class Driver {
   // Highest mirrored target_sequence, 0 when none.
   virtual StatusOr<uint64_t> MirrorHead() = 0;
 
-  // An id this database can take as its own when it turns out to be a copy
-  // of another one: SQLite a new random id; PostgreSQL its system identifier
-  // and name (identity().database_id), which a clone made with CREATE
-  // DATABASE ... TEMPLATE already holds of its own.
+  // A new id for this database when it turns out to be a copy holding its
+  // original's id: SQLite a random one; PostgreSQL its system identifier and
+  // name with a random part ("<system_identifier>/<dbname>/<hex>"), which
+  // AdoptIdentity keeps in migledger.identity, read back only by a database
+  // of that system identifier and name (a TEMPLATE clone or a dump loaded
+  // into another cluster copies the row but keeps its own default id).
   virtual StatusOr<std::string> NewDatabaseId() = 0;
   // Gives a copy of another database an identity of its own, in one
   // transaction: the mirror's rows (the history of `inherited_from`, the id
   // it was copied from) move to the inherited-events table (SQLite
   // migledger_events_inherited, PostgreSQL migledger.events_inherited,
   // created when missing; columns database_id + the mirror's), the database
-  // takes `new_database_id` (from NewDatabaseId()), and `rows`, the new
+  // takes `new_database_id` (from NewDatabaseId(), or identity()'s own when
+  // that already differs from `inherited_from`), and `rows`, the new
   // chain from target sequence 1, fill the emptied mirror. On success
   // identity() has the new id; on error nothing changed.
   virtual Status AdoptIdentity(const std::string& new_database_id,

@@ -440,5 +440,56 @@ TEST_F(RestorePostgresTest,
   fresh.ExpectConsistent("app");
 }
 
+// A copy with its original's system identifier and name (a base backup
+// started as another server; here the database restored in place stands in
+// for it, as the server cannot hold two databases of one name) takes an id
+// of its own, which a TEMPLATE clone of it does not inherit.
+TEST_F(RestorePostgresTest, SameNameCopyTakesAnIdOfItsOwn) {
+  const std::string app = Db("app"), snap = Db("snap"), clone = Db("clone");
+  PgServer::CreateDatabase(app);
+  Project p(tmp_ / "p", Toml({{"app", app}, {"clone", clone}}));
+  p.AddMigrations(1, 1);
+  ASSERT_EQ(p.Run({"apply"}).exit_code, 0);
+  Clone(app, snap);
+  p.AddMigrations(2, 2);
+  ASSERT_EQ(p.Run({"apply"}).exit_code, 0);
+  PgServer::DropDatabase(app);
+  Clone(snap, app);
+
+  RunResult refused = p.Run({"apply"});
+  EXPECT_EQ(refused.exit_code, 4) << Describe(refused);
+  EXPECT_TRUE(Contains(refused.err, "resolve --new-identity")) << refused.err;
+  RunResult r =
+      p.Run({"resolve", "--new-identity", "--reason", "a base backup of prod"});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  const std::string system_id = PgServer::Query(Uri(app),
+                                                "SELECT system_identifier FROM "
+                                                "pg_control_system()")
+                                    .at(0);
+  const std::string own =
+      PgServer::Query(Uri(app), "SELECT database_id FROM migledger.identity")
+          .at(0);
+  EXPECT_EQ(own.rfind(system_id + "/" + app + "/", 0), 0u) << own;
+  EXPECT_TRUE(Contains(r.out, own)) << r.out;
+  EXPECT_TRUE(Contains(p.StatusJson("app"), own));
+  RunResult applied = p.Run({"apply"});
+  ASSERT_EQ(applied.exit_code, 0) << Describe(applied);
+  EXPECT_TRUE(Contains(applied.out, "applied  0002")) << applied.out;
+  p.ExpectConsistent("app");
+
+  // A TEMPLATE clone copies the identity row, not the identity.
+  Clone(app, clone);
+  RunResult clone_refused = p.Run({"apply", "--target", "clone"});
+  EXPECT_EQ(clone_refused.exit_code, 4) << Describe(clone_refused);
+  EXPECT_TRUE(Contains(clone_refused.err, own)) << clone_refused.err;
+  ASSERT_EQ(p.Run({"resolve", "--new-identity", "--reason", "clone", "--target",
+                   "clone"})
+                .exit_code,
+            0);
+  EXPECT_TRUE(Contains(p.StatusJson("clone"),
+                       "\"database_id\":\"" + system_id + "/" + clone + "\""));
+  p.ExpectConsistent("clone");
+}
+
 }  // namespace
 }  // namespace migledger::testing
