@@ -1869,7 +1869,7 @@ StatusOr<NewIdentityReport> Applier::ResolveNewIdentity(
   r->set_old_database_id(report.old_database_id);
   r->set_new_database_id(report.new_database_id);
   r->set_old_target_size(inherited.size());
-  r->set_old_target_chain(std::string(AsBytes(chain)));
+  r->set_old_target_chain(ToHex(chain));
   MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared, d.ledger->Prepare(&e));
   // The new chain from its start: what the local ledger already holds under
   // the new id (a database of that name seen before), then this event.
