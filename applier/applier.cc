@@ -304,8 +304,24 @@ struct Applier::Impl {
       if (r.chain_head != AsBytes(chain))
         return Drift(at + " breaks the hash chain" + refuse);
       v1::Event e;
-      if (!e.ParseFromString(r.event_bytes) || e.target_sequence() != i + 1 ||
-          e.target().kind() + ":" + e.target().database_id() != key) {
+      if (!e.ParseFromString(r.event_bytes) || e.target_sequence() != i + 1) {
+        return Drift(at + " holds an event that is not this target's" + refuse);
+      }
+      const std::string other =
+          e.target().kind() + ":" + e.target().database_id();
+      if (other != key) {
+        if (i == 0 && !e.target().database_id().empty()) {
+          // A verified chain of another database: the database was copied
+          // with its mirror (CREATE DATABASE ... TEMPLATE, a restored dump).
+          return Drift(
+              "the target's event mirror holds the history of another "
+              "database (" +
+              other + ", reached as " + e.target().redacted_uri() +
+              "): this database is a copy of it (CREATE DATABASE ... "
+              "TEMPLATE, a copied file or dump); give it an id and a history "
+              "of its own with `migledger resolve --new-identity --reason "
+              "TEXT`");
+        }
         return Drift(at + " holds an event that is not this target's" + refuse);
       }
       if (forked) {
@@ -329,6 +345,10 @@ struct Applier::Impl {
   ::migledger::Status SyncMirror() {
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, ReadVerifiedMirror());
     ChainHead local = ledger->TargetHead(TargetKey());
+    if (local.size > rows.size() &&
+        options.resolving != ApplierOptions::Resolving::kRestored) {
+      MIGLEDGER_RETURN_IF_ERROR(CheckNotACopy(local.size));
+    }
     for (uint64_t i = local.size; i < rows.size(); ++i) {
       const auto& r = rows[i];
       outbox.reset();  // the ledger changed behind Record()
@@ -342,6 +362,41 @@ struct Applier::Impl {
     }
     mirror_head = rows.size();
     return FlushMirror();
+  }
+
+  // Before the mirror of a SQLite file is given the local events it lacks:
+  // when the newest of them were recorded at another path, and the file
+  // there holds a database of this very id, one file is a copy of the other
+  // (`cp prod.db staging.db`) and those events are the other's history.
+  // Returns kDrift saying so and what leads on; Ok otherwise (a file moved
+  // or restored in place). `local_size`: the local chain's size (> 0).
+  ::migledger::Status CheckNotACopy(uint64_t local_size) {
+    const TargetIdentity& id = driver->identity();
+    if (id.kind != "sqlite") return ::migledger::Status::Ok();
+    std::string other;
+    MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTargetEvents(
+        TargetKey(), local_size - 1, [&](const v1::Event& e) {
+          other = e.target().database_name();
+          return false;
+        }));
+    std::error_code ec;
+    if (other.empty() || other == id.database_name ||
+        fs::equivalent(other, id.database_name, ec)) {
+      return ::migledger::Status::Ok();
+    }
+    auto twin = OpenDriver("sqlite:" + other, /*create_if_missing=*/false);
+    if (!twin.ok() || (*twin)->identity().database_id != id.database_id)
+      return ::migledger::Status::Ok();
+    return Drift("sqlite:" + id.database_name + " and sqlite:" + other +
+                 " are one database id (" + id.database_id +
+                 "): one file is a copy of the other, and this ledger's newer "
+                 "events are about sqlite:" +
+                 other +
+                 "; give the copy an id and a history of its own with "
+                 "`migledger resolve --new-identity --reason TEXT` (on the "
+                 "copy), or, if this file is that database restored and the "
+                 "other is stale, `migledger resolve --restored --reason "
+                 "TEXT`");
   }
 
   // Read mode: when the target's mirror holds events the local ledger lacks
@@ -643,11 +698,7 @@ struct Applier::Impl {
 
   // The error apply stops with on `drift` (not empty).
   static ::migledger::Status DriftRefusal(const std::vector<DriftItem>& drift) {
-    std::string msg = "drift: " + drift[0].details;
-    if (drift.size() > 1)
-      msg += " (and " + std::to_string(drift.size() - 1) +
-             " more; run `migledger validate`)";
-    return Drift(msg);
+    return Drift(DriftMessage(drift));
   }
 
   // The drift Prepare() would find, without writing anything: the
@@ -1425,7 +1476,8 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
     MIGLEDGER_RETURN_IF_ERROR(impl->driver->Lock(options.lock_timeout));
     MIGLEDGER_RETURN_IF_ERROR(impl->driver->EnsureSchema());
     impl->target_has_schema = true;
-    MIGLEDGER_RETURN_IF_ERROR(impl->SyncMirror());
+    if (options.resolving != ApplierOptions::Resolving::kNewIdentity)
+      MIGLEDGER_RETURN_IF_ERROR(impl->SyncMirror());
   } else {
     MIGLEDGER_ASSIGN_OR_RETURN(impl->target_has_schema,
                                opened.has_schema ? std::move(*opened.has_schema)
@@ -1686,6 +1738,160 @@ Status Applier::AcceptChecksum(const std::string& version,
   MIGLEDGER_RETURN_IF_ERROR(d.FlushMirror());
   d.PushToAuditStore();
   return ::migledger::Status::Ok();
+}
+
+StatusOr<std::vector<v1::ResolvedVersion>> Applier::ResolveRestored(
+    const std::string& reason) {
+  auto& d = *impl_;
+  if (reason.empty()) return InvalidInput("resolve needs --reason");
+  RunReport report;
+  // Steps a crash left open are settled against the restored target first:
+  // their outcome is what its marker rows say.
+  MIGLEDGER_RETURN_IF_ERROR(d.Reconcile(&report));
+  MIGLEDGER_ASSIGN_OR_RETURN(Projection p, d.Project());
+  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
+  std::vector<DriftItem> drift;
+  std::vector<OutOfBandStep> oob;
+  CheckTarget(d.migrations, p, markers, &drift, &oob);
+  MIGLEDGER_RETURN_IF_ERROR(d.RecordOutOfBand(oob, &report));
+  std::map<std::string, const MarkerRow*> by_version;
+  for (const auto& m : markers) by_version[CanonicalVersion(m.version)] = &m;
+  std::vector<v1::ResolvedVersion> changed;
+  for (const auto& item : drift) {
+    v1::ResolvedVersion v;
+    v.set_version(item.version);
+    if (item.kind == "missing_marker") {
+      v.set_applied(false);
+    } else if (item.kind == "unknown_marker") {
+      v.set_applied(true);
+      v.set_checksum(by_version.at(CanonicalVersion(item.version))->checksum);
+    } else {
+      continue;  // a changed or missing file has its own remedies
+    }
+    changed.push_back(std::move(v));
+  }
+  if (changed.empty()) {
+    return InvalidInput(
+        "nothing to resolve: the target's marker rows agree with the ledger");
+  }
+  std::sort(changed.begin(), changed.end(),
+            [](const v1::ResolvedVersion& a, const v1::ResolvedVersion& b) {
+              return CompareVersions(a.version(), b.version()) < 0;
+            });
+  std::string undone, kept;
+  for (const auto& v : changed) {
+    std::string& list = v.applied() ? kept : undone;
+    list += (list.empty() ? "" : ", ") + v.version();
+  }
+  std::string decision = "restored: the target's marker rows are its state";
+  if (!undone.empty()) decision += "; no longer applied: " + undone;
+  if (!kept.empty()) decision += "; applied: " + kept;
+  v1::Event e = d.NewEvent();
+  auto* r = e.mutable_resolved();
+  r->set_subject("restored");
+  r->set_decision(decision);
+  r->set_reason(reason);
+  for (const auto& v : changed) *r->add_versions() = v;
+  // Like every operator decision: durable here, then in the target's mirror
+  // (the next run sends it there if this one cannot).
+  MIGLEDGER_RETURN_IF_ERROR(d.Record(&e, true).status());
+  MIGLEDGER_RETURN_IF_ERROR(d.FlushMirror());
+  d.PushToAuditStore();
+  return changed;
+}
+
+StatusOr<NewIdentityReport> Applier::ResolveNewIdentity(
+    const std::string& reason) {
+  auto& d = *impl_;
+  if (reason.empty()) return InvalidInput("resolve needs --reason");
+  if (d.options.resolving != ApplierOptions::Resolving::kNewIdentity) {
+    return Internal("ResolveNewIdentity: not opened for it");
+  }
+  NewIdentityReport report;
+  report.old_database_id = d.driver->identity().database_id;
+  std::string old_key = d.TargetKey();
+  // The inherited history must be a whole, verified chain of one database:
+  // it is kept as the copy's provenance.
+  MIGLEDGER_ASSIGN_OR_RETURN(auto inherited, d.driver->ReadMirror(0));
+  Digest32 chain{};
+  for (size_t i = 0; i < inherited.size(); ++i) {
+    const MirrorRow& row = inherited[i];
+    const std::string at =
+        "the target's event mirror at target sequence " + std::to_string(i + 1);
+    const Digest32 leaf = MerkleLeafHash(row.event_bytes);
+    chain = Sha256(AsBytes(chain), AsBytes(leaf));
+    v1::Event e;
+    if (row.target_sequence != i + 1 || row.leaf_hash != AsBytes(leaf) ||
+        row.chain_head != AsBytes(chain) ||
+        !e.ParseFromString(row.event_bytes) ||
+        e.target().database_id().empty()) {
+      return Drift(at +
+                   " does not verify; refusing to give the database a new "
+                   "identity over a history that was edited");
+    }
+    const std::string key = e.target().kind() + ":" + e.target().database_id();
+    if (i == 0) {
+      old_key = key;
+      report.old_database_id = e.target().database_id();
+    } else if (key != old_key) {
+      return Drift(at + " is about " + key + ", not " + old_key +
+                   " as the rows before it");
+    }
+  }
+  // A copy under another name (CREATE DATABASE ... TEMPLATE, a dump loaded
+  // elsewhere) already has an id of its own; one that has its original's
+  // (a copied SQLite file, a PostgreSQL base backup) takes a new one.
+  if (report.old_database_id != d.driver->identity().database_id) {
+    report.new_database_id = d.driver->identity().database_id;
+  } else {
+    MIGLEDGER_ASSIGN_OR_RETURN(report.new_database_id,
+                               d.driver->NewDatabaseId());
+  }
+  MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
+  std::sort(markers.begin(), markers.end(),
+            [](const MarkerRow& a, const MarkerRow& b) {
+              return CompareVersions(a.version, b.version) < 0;
+            });
+  v1::Event e = d.NewEvent();
+  e.mutable_target()->set_database_id(report.new_database_id);
+  auto* r = e.mutable_resolved();
+  r->set_subject("new_identity");
+  r->set_decision("new identity: a copy of " + report.old_database_id +
+                  " becomes " + report.new_database_id + " with " +
+                  std::to_string(markers.size()) + " version(s) applied");
+  r->set_reason(reason);
+  for (const auto& m : markers) {
+    auto* v = r->add_versions();
+    v->set_version(m.version);
+    v->set_applied(true);
+    v->set_checksum(m.checksum);
+  }
+  r->set_old_database_id(report.old_database_id);
+  r->set_new_database_id(report.new_database_id);
+  r->set_old_target_size(inherited.size());
+  r->set_old_target_chain(ToHex(chain));
+  MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent prepared, d.ledger->Prepare(&e));
+  // The new chain from its start: what the local ledger already holds under
+  // the new id (a database of that name seen before), then this event.
+  std::vector<MirrorRow> rows;
+  MIGLEDGER_RETURN_IF_ERROR(d.ledger->ScanTarget(
+      prepared.target_key, 0,
+      [&](const LedgerEntry& le, const Digest32& leaf, const Digest32& c) {
+        rows.push_back({le.event.target_sequence(), le.bytes,
+                        std::string(AsBytes(leaf)), std::string(AsBytes(c))});
+        return true;
+      }));
+  rows.push_back(MirrorRowOf(prepared));
+  MIGLEDGER_RETURN_IF_ERROR(d.driver->AdoptIdentity(
+      report.new_database_id, report.old_database_id, rows));
+  // A crash here is healed by the next run, which pulls the new chain's
+  // first event back from the target's mirror.
+  MIGLEDGER_RETURN_IF_ERROR(d.ledger->Append(prepared, true).status());
+  d.outbox.reset();
+  d.mirror_head = prepared.target_sequence;
+  d.PushToAuditStore();
+  report.inherited_events = inherited.size();
+  return report;
 }
 
 StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {

@@ -34,6 +34,13 @@ struct ApplierOptions {
   std::chrono::milliseconds lock_timeout{10000};
   // See ProjectConfig::allow_out_of_order.
   bool allow_out_of_order = false;
+  // Set by `resolve`: kRestored skips the check that the target is not a
+  // copy of another file holding the same database id (the operator says it
+  // is the database, restored); kNewIdentity opens the target (locked)
+  // without pulling or pushing its mirror, which holds the history of the
+  // database it was copied from (see ResolveNewIdentity).
+  enum class Resolving { kNo, kRestored, kNewIdentity };
+  Resolving resolving = Resolving::kNo;
   // When set, use this open ledger instead of opening config.ledger_dir
   // (fleet apply: one ledger, many targets, one thread per target).
   std::shared_ptr<Ledger> shared_ledger;
@@ -83,6 +90,13 @@ struct StatusReport {
   uint64_t target_events = 0;
 };
 
+// What `resolve --new-identity` did.
+struct NewIdentityReport {
+  std::string old_database_id;  // the id the copy shared with its original
+  std::string new_database_id;
+  uint64_t inherited_events = 0;  // mirror rows kept as the inherited history
+};
+
 class Applier {
  public:
   // Loads migrations, opens the ledger and the target. In kWrite mode also
@@ -125,6 +139,23 @@ class Applier {
                                const std::string& reason);
   ::migledger::Status AcceptChecksum(const std::string& version,
                                      const std::string& reason);
+  // `resolve --restored`: the target was restored from an older backup (or
+  // its marker rows were changed by hand): its marker rows are its state
+  // from now on. Records a Resolved event (in the ledger and the target's
+  // mirror) listing each version whose state changes: those the ledger had
+  // applied that the target lacks (`apply` runs them again) and those the
+  // target has that the ledger had not (applied, with the marker's
+  // checksum). kInvalidInput when the marker rows agree with the ledger.
+  StatusOr<std::vector<v1::ResolvedVersion>> ResolveRestored(
+      const std::string& reason);
+  // `resolve --new-identity`: the target is a copy of another database (a
+  // copied SQLite file, a PostgreSQL CREATE DATABASE ... TEMPLATE) and
+  // starts a history of its own: it takes a new id, the mirror rows it
+  // inherited are kept apart (Driver::AdoptIdentity), and a Resolved event
+  // naming the old id and chain and listing its marker rows starts its new
+  // chain. REQUIRES: opened with Resolving::kNewIdentity. kUnsupported for
+  // a PostgreSQL clone that has its original's system identifier and name.
+  StatusOr<NewIdentityReport> ResolveNewIdentity(const std::string& reason);
   // The offline script for the pending plan (marker inserts included) and a
   // PlanExported event with its hash.
   StatusOr<std::string> ExportPlanSql(const std::string& to);

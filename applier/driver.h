@@ -164,6 +164,26 @@ class Driver {
   // Highest mirrored target_sequence, 0 when none.
   virtual StatusOr<uint64_t> MirrorHead() = 0;
 
+  // A new id for this database when it turns out to be a copy holding its
+  // original's id: SQLite a random one; PostgreSQL its system identifier and
+  // name with a random part ("<system_identifier>/<dbname>/<hex>"), which
+  // AdoptIdentity keeps in migledger.identity, read back only by a database
+  // of that system identifier and name (a TEMPLATE clone or a dump loaded
+  // into another cluster copies the row but keeps its own default id).
+  virtual StatusOr<std::string> NewDatabaseId() = 0;
+  // Gives a copy of another database an identity of its own, in one
+  // transaction: the mirror's rows (the history of `inherited_from`, the id
+  // it was copied from) move to the inherited-events table (SQLite
+  // migledger_events_inherited, PostgreSQL migledger.events_inherited,
+  // created when missing; columns database_id + the mirror's), the database
+  // takes `new_database_id` (from NewDatabaseId(), or identity()'s own when
+  // that already differs from `inherited_from`), and `rows`, the new
+  // chain from target sequence 1, fill the emptied mirror. On success
+  // identity() has the new id; on error nothing changed.
+  virtual Status AdoptIdentity(const std::string& new_database_id,
+                               const std::string& inherited_from,
+                               const std::vector<MirrorRow>& rows) = 0;
+
   // Catalog checks used by recovery of no-transaction steps. Returns the
   // names of invalid indexes (PostgreSQL: pg_index.indisvalid = false) in
   // the search path; SQLite has none.

@@ -19,7 +19,7 @@ std::string TimeOf(const v1::Event& e) {
 // Revision of what Add() computes. Bump it with any change to Add() or to
 // the Projection it builds: snapshots of another revision are then ignored
 // and the history is replayed once with the new code.
-constexpr uint32_t kProjectionLogic = 2;
+constexpr uint32_t kProjectionLogic = 3;  // 3: Resolved
 
 std::string SnapshotOf(const Projection& p, const SnapshotPoint& at) {
   v1::ProjectionSnapshot s;
@@ -224,6 +224,18 @@ void ProjectionBuilder::Add(const v1::Event& e) {
       }
       break;
     }
+    case v1::Event::kResolved: {
+      // The operator's word on what the target holds from now on.
+      for (const auto& v : e.resolved().versions()) {
+        auto& h = history(v.version());
+        h.applied = v.applied();
+        h.applied_at = v.applied() ? TimeOf(e) : "";
+        if (v.applied()) h.checksum = v.checksum();
+        h.last_error.clear();
+        p_.no_tx_progress.erase(CanonicalVersion(v.version()));
+      }
+      break;
+    }
     case v1::Event::kChecksumAccepted: {
       const auto& s = e.checksum_accepted();
       auto& h = history(s.version());
@@ -325,9 +337,72 @@ void CheckTarget(const TargetIndex& index, const Projection& projection,
           {h.version, "missing_marker",
            "the ledger records version " + h.version +
                " as applied but the target has no marker row (database "
-               "restored to an older state?)"});
+               "restored to an older state? see `migledger resolve`)"});
     }
   }
+}
+
+namespace {
+// The versions of `drift` items of `kind`, in version order, joined by ", ".
+std::string VersionsOf(const std::vector<DriftItem>& drift,
+                       const std::string& kind) {
+  std::vector<std::string> versions;
+  for (const auto& d : drift) {
+    if (d.kind == kind) versions.push_back(d.version);
+  }
+  std::sort(versions.begin(), versions.end(),
+            [](const std::string& a, const std::string& b) {
+              return CompareVersions(a, b) < 0;
+            });
+  std::string out;
+  for (const auto& v : versions) out += (out.empty() ? "" : ", ") + v;
+  return out;
+}
+}  // namespace
+
+std::string ResolveHint(const std::vector<DriftItem>& drift) {
+  const std::string undone = VersionsOf(drift, "missing_marker");
+  if (undone.empty() && VersionsOf(drift, "unknown_marker").empty()) return "";
+  return "if the database was restored from a backup, `migledger resolve "
+         "--restored --reason TEXT` accepts its marker rows as its state" +
+         (undone.empty() ? std::string()
+                         : " (then `apply` runs " + undone + " again)") +
+         "; if it is a copy of another database, `migledger resolve "
+         "--new-identity --reason TEXT` gives it an id and a history of its "
+         "own";
+}
+
+std::string DriftMessage(const std::vector<DriftItem>& drift) {
+  const std::string undone = VersionsOf(drift, "missing_marker");
+  const std::string gained = VersionsOf(drift, "unknown_marker");
+  size_t others = 0;
+  const DriftItem* first_other = nullptr;
+  for (const auto& d : drift) {
+    if (d.kind == "missing_marker" || d.kind == "unknown_marker") continue;
+    if (!first_other) first_other = &d;
+    ++others;
+  }
+  if (first_other == nullptr) {
+    std::string msg = "drift: the target";
+    if (!undone.empty()) {
+      msg += " has no marker row for " + undone +
+             ", which the ledger records as applied";
+    }
+    if (!gained.empty()) {
+      msg += std::string(undone.empty() ? "" : ", and") +
+             " has marker rows for " + gained +
+             ", which the ledger does not record as applied";
+    }
+    return msg + " (restored from an older backup, or a copy?); " +
+           ResolveHint(drift);
+  }
+  std::string msg = "drift: " + first_other->details;
+  if (drift.size() > 1) {
+    msg += " (and " + std::to_string(drift.size() - 1) +
+           " more; run `migledger validate`)";
+  }
+  const std::string hint = ResolveHint(drift);
+  return hint.empty() ? msg : msg + "; " + hint;
 }
 
 Status NoSuchVersion(const std::string& flag, const std::string& version) {

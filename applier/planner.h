@@ -171,6 +171,18 @@ struct DriftItem {
   std::string details;
 };
 
+// The advice for marker rows that disagree with the ledger (drift kinds
+// missing_marker and unknown_marker: a database restored from an older
+// backup, or a copy of another one): a clause naming the `migledger
+// resolve` commands that lead on, or "" when `drift` has no such item.
+std::string ResolveHint(const std::vector<DriftItem>& drift);
+
+// The one line a command refused on `drift` (not empty) reports: what
+// differs and what leads on. Marker rows that disagree with the ledger are
+// told as one restore (the versions the target lost and gained), with
+// ResolveHint()'s advice.
+std::string DriftMessage(const std::vector<DriftItem>& drift);
+
 struct OutOfBandStep {
   std::string version;
   std::string checksum;

@@ -244,6 +244,57 @@ TEST(CheckTargetTest, EachKindOfDisagreementIsReported) {
   EXPECT_TRUE(kinds.count("2:missing_marker"));  // database restored?
 }
 
+TEST(CheckTargetTest, ResolvedRestoreMakesTheMarkerRowsTheState) {
+  std::vector<Migration> files = {Mig("1", "c1"), Mig("2", "c2"),
+                                  Mig("3", "c3")};
+  ProjectionBuilder b;
+  for (const char* v : {"1", "2"}) {
+    b.Add(Started(v, std::string("a") + v, std::string("c") + v));
+    b.Add(Applied(v, std::string("a") + v));
+  }
+  // Restored: 2 is gone, 3 is there (a marker the ledger never wrote).
+  const std::vector<MarkerRow> markers = {{"1", "c1", "a1", "t"},
+                                          {"3", "c3", "a9", "t"}};
+  std::vector<DriftItem> drift;
+  std::vector<OutOfBandStep> oob;
+  CheckTarget(files, b.projection(), markers, &drift, &oob);
+  ASSERT_EQ(drift.size(), 2u);
+  const std::string msg = DriftMessage(drift);
+  EXPECT_NE(msg.find("no marker row for 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("marker rows for 3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("resolve --restored"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("runs 2 again"), std::string::npos) << msg;
+
+  v1::Event e;
+  auto* r = e.mutable_resolved();
+  r->set_subject("restored");
+  auto* gone = r->add_versions();
+  gone->set_version("0002");
+  gone->set_applied(false);
+  auto* there = r->add_versions();
+  there->set_version("3");
+  there->set_applied(true);
+  there->set_checksum("c3");
+  b.Add(e);
+  drift.clear();
+  CheckTarget(files, b.projection(), markers, &drift, &oob);
+  EXPECT_TRUE(drift.empty()) << drift[0].details;
+  EXPECT_FALSE(b.projection().versions.at("2").applied);
+  EXPECT_EQ(b.projection().versions.at("3").checksum, "c3");
+  auto plan = PlanUp(files, markers, "");
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->size(), 1u);
+  EXPECT_EQ((*plan)[0].migration->version, "2");
+}
+
+TEST(CheckTargetTest, DriftMessageOfOtherKindsCountsTheRest) {
+  std::vector<DriftItem> drift = {{"1", "checksum_changed", "file changed"},
+                                  {"2", "missing_file", "gone"}};
+  EXPECT_EQ(DriftMessage(drift),
+            "drift: file changed (and 1 more; run `migledger validate`)");
+  EXPECT_EQ(ResolveHint(drift), "");
+}
+
 TEST(CheckTargetTest, AcceptedChecksumClearsTheDrift) {
   std::vector<Migration> files = {Mig("1", "c1-edited")};
   ProjectionBuilder b;

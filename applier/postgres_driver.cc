@@ -12,6 +12,7 @@
 #include <future>
 #include <map>
 #include <optional>
+#include <random>
 #include <set>
 #include <string_view>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "applier/conninfo.h"
 #include "applier/libpq_loader.h"
 #include "common/interrupt.h"
+#include "common/sha256.h"
 
 namespace migledger {
 namespace {
@@ -178,7 +180,8 @@ class PostgresDriver final : public Driver {
         "reading the target's identity",
         "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())"
         "::text, pg_catalog.current_database(), "
-        "pg_catalog.current_setting('server_version')",
+        "pg_catalog.current_setting('server_version'), "
+        "pg_catalog.to_regclass('\"migledger\".\"identity\"') IS NOT NULL",
         {}, false, Code::kTargetUnavailable);
     if (!res.ok()) return res.status();
     PGresult* r = res->get();
@@ -189,6 +192,23 @@ class PostgresDriver final : public Driver {
     identity_.database_name = PQgetvalue(r, 0, 1);
     identity_.database_id =
         std::string(PQgetvalue(r, 0, 0)) + "/" + identity_.database_name;
+    if (std::strcmp(PQgetvalue(r, 0, 3), "t") == 0) {
+      // An id of its own, taken by `resolve --new-identity` (AdoptIdentity):
+      // only for this very database. A TEMPLATE clone (another name) or a
+      // dump loaded into another cluster (another system identifier) copies
+      // the row but is not that database, and keeps its own default id.
+      auto own = Run("reading the target's identity",
+                     "SELECT \"database_id\" FROM \"migledger\".\"identity\" "
+                     "WHERE \"database_name\" = "
+                     "pg_catalog.current_database()",
+                     {}, false, Code::kTargetUnavailable);
+      if (!own.ok()) return own.status();
+      if (PQntuples(own->get()) == 1) {
+        const std::string id = PQgetvalue(own->get(), 0, 0);
+        if (id.rfind(identity_.database_id + "/", 0) == 0)
+          identity_.database_id = id;
+      }
+    }
     // "15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
     std::string version = PQgetvalue(r, 0, 2);
     size_t space = version.find(' ');
@@ -778,6 +798,70 @@ class PostgresDriver final : public Driver {
       size_t end = std::min(rows.size(), begin + kMirrorRowsPerStatement);
       MIGLEDGER_RETURN_IF_ERROR(InsertMirrorChunk(rows, begin, end));
     }
+    return Status::Ok();
+  }
+
+  // The system identifier and name, and a random part of its own.
+  StatusOr<std::string> NewDatabaseId() override {
+    const std::string& id = identity_.database_id;
+    std::random_device rd;
+    uint8_t raw[16];
+    for (auto& b : raw) b = static_cast<uint8_t>(rd());
+    return id.substr(0, id.find('/') + 1) + identity_.database_name + "/" +
+           ToHex(raw, sizeof raw);
+  }
+
+  Status AdoptIdentity(const std::string& new_database_id,
+                       const std::string& inherited_from,
+                       const std::vector<MirrorRow>& rows) override {
+    MIGLEDGER_RETURN_IF_ERROR(Begin());
+    auto fail = [&](Status st) {
+      (void)Rollback();
+      return st;
+    };
+    if (new_database_id != identity_.database_id) {
+      auto kept =
+          Run("writing the database id",
+              "CREATE TABLE IF NOT EXISTS \"migledger\".\"identity\" (\n"
+              "  \"database_name\" text PRIMARY KEY,\n"
+              "  \"database_id\" text NOT NULL\n"
+              ");\n",
+              {}, false, Code::kTargetUnavailable);
+      if (!kept.ok()) return fail(kept.status());
+      kept = Run("writing the database id",
+                 "INSERT INTO \"migledger\".\"identity\" VALUES "
+                 "(pg_catalog.current_database(), $1) ON CONFLICT "
+                 "(\"database_name\") DO UPDATE SET \"database_id\" = "
+                 "EXCLUDED.\"database_id\"",
+                 {{new_database_id}}, false, Code::kTargetUnavailable);
+      if (!kept.ok()) return fail(kept.status());
+    }
+    auto created =
+        Run("creating migledger.events_inherited",
+            "CREATE TABLE IF NOT EXISTS \"migledger\".\"events_inherited\" (\n"
+            "  \"database_id\" text NOT NULL,\n"
+            "  \"target_sequence\" bigint NOT NULL,\n"
+            "  \"event_bytes\" bytea NOT NULL,\n"
+            "  \"leaf_hash\" bytea NOT NULL,\n"
+            "  \"chain_head\" bytea NOT NULL,\n"
+            "  PRIMARY KEY (\"database_id\", \"target_sequence\")\n"
+            ")",
+            {}, false, Code::kTargetUnavailable);
+    if (!created.ok()) return fail(created.status());
+    auto moved = Run(
+        "keeping the inherited events",
+        "INSERT INTO \"migledger\".\"events_inherited\" SELECT $1::text, "
+        "\"target_sequence\", \"event_bytes\", \"leaf_hash\", \"chain_head\" "
+        "FROM \"migledger\".\"events\"",
+        {{inherited_from}}, false, Code::kTargetUnavailable);
+    if (!moved.ok()) return fail(moved.status());
+    auto cleared =
+        Run("emptying migledger.events", "DELETE FROM \"migledger\".\"events\"",
+            {}, false, Code::kTargetUnavailable);
+    if (!cleared.ok()) return fail(cleared.status());
+    if (auto st = InsertMirrorRows(rows); !st.ok()) return fail(st);
+    MIGLEDGER_RETURN_IF_ERROR(Commit());
+    identity_.database_id = new_database_id;
     return Status::Ok();
   }
 

@@ -22,6 +22,7 @@ namespace {
 constexpr char kApplied[] = "\"migledger_applied\"";
 constexpr char kEvents[] = "\"migledger_events\"";
 constexpr char kTargetTable[] = "\"migledger_target\"";
+constexpr char kInherited[] = "\"migledger_events_inherited\"";
 
 class Stmt {
  public:
@@ -273,6 +274,56 @@ class SqliteDriver final : public Driver {
     }
     return Status::Ok();
   }
+
+  Status AdoptIdentity(const std::string& new_database_id,
+                       const std::string& inherited_from,
+                       const std::vector<MirrorRow>& rows) override {
+    MIGLEDGER_RETURN_IF_ERROR(Begin());
+    auto fail = [&](Status st) {
+      (void)Rollback();
+      return st;
+    };
+    const std::string move =
+        std::string("CREATE TABLE IF NOT EXISTS ") + kInherited +
+        " (database_id TEXT NOT NULL, target_sequence INTEGER NOT NULL,"
+        " event_bytes BLOB NOT NULL, leaf_hash BLOB NOT NULL,"
+        " chain_head BLOB NOT NULL, PRIMARY KEY (database_id, "
+        "target_sequence)) WITHOUT ROWID;";
+    if (auto st = Simple(move.c_str(), "creating migledger_events_inherited");
+        !st.ok()) {
+      return fail(st);
+    }
+    {
+      std::string sql = std::string("INSERT INTO ") + kInherited +
+                        " SELECT ?, target_sequence, event_bytes, leaf_hash, "
+                        "chain_head FROM " +
+                        kEvents;
+      Stmt s(db_, sql.c_str());
+      if (!s.ok()) return fail(Error("keeping the inherited events"));
+      s.Text(1, inherited_from);
+      if (sqlite3_step(s.get()) != SQLITE_DONE)
+        return fail(Error("keeping the inherited events"));
+    }
+    const std::string clear = std::string("DELETE FROM ") + kEvents;
+    if (auto st = Simple(clear.c_str(), "emptying the event mirror");
+        !st.ok()) {
+      return fail(st);
+    }
+    {
+      std::string sql = std::string("UPDATE ") + kTargetTable + " SET id = ?";
+      Stmt s(db_, sql.c_str());
+      if (!s.ok()) return fail(Error("writing the database id"));
+      s.Text(1, new_database_id);
+      if (sqlite3_step(s.get()) != SQLITE_DONE)
+        return fail(Error("writing the database id"));
+    }
+    if (auto st = InsertMirrorRows(rows); !st.ok()) return fail(st);
+    MIGLEDGER_RETURN_IF_ERROR(Commit());
+    identity_.database_id = new_database_id;
+    return Status::Ok();
+  }
+
+  StatusOr<std::string> NewDatabaseId() override { return NewId(); }
 
   StatusOr<std::vector<MirrorRow>> ReadMirror(uint64_t after) override {
     std::string sql = std::string(

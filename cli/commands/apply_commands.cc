@@ -1,5 +1,5 @@
 // Commands that read or change a target: status, plan, apply, down,
-// recover, validate, baseline, accept-checksum.
+// recover, validate, baseline, accept-checksum, resolve.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -146,6 +146,9 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       std::printf("\n");
       for (const auto& d : s.drift)
         std::printf("drift: %s\n", OneLine(d.details).c_str());
+      if (const std::string hint = ResolveHint(s.drift); !hint.empty()) {
+        std::printf("to lead on: %s\n", OneLine(hint).c_str());
+      }
       KeepUntilExit(std::move(applier));
       KeepUntilExit(std::make_unique<StatusReport>(std::move(s)));
       KeepUntilExit(std::make_unique<decltype(rows)>(std::move(rows)));
@@ -356,7 +359,9 @@ void SetupValidate(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       for (const auto& d : drift)
         rows.push_back({d.version, d.kind, d.details});
       PrintTable(stdout, {"VERSION", "DRIFT", "DETAILS"}, rows);
-      return Drift(std::to_string(drift.size()) + " drift item(s) found");
+      const std::string hint = ResolveHint(drift);
+      return Drift(std::to_string(drift.size()) + " drift item(s) found" +
+                   (hint.empty() ? "" : "; " + hint));
     };
   });
 }
@@ -406,6 +411,62 @@ void SetupAcceptChecksum(CLI::App* app, GlobalOptions* g,
   });
 }
 
+void SetupResolve(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
+  auto* cmd = app->add_subcommand(
+      "resolve",
+      "Lead on after a restore or a copy of the target (audited): "
+      "--restored accepts its marker rows as its state, --new-identity gives "
+      "a copy its own id");
+  AddTargetFlags(cmd, g, true);
+  auto restored = std::make_shared<bool>(false);
+  auto new_identity = std::make_shared<bool>(false);
+  auto reason = std::make_shared<std::string>();
+  auto* r = cmd->add_flag(
+      "--restored", *restored,
+      "The target was restored from an older backup: its marker rows are its "
+      "state from now on (apply then runs again what the restore undid)");
+  auto* n = cmd->add_flag(
+      "--new-identity", *new_identity,
+      "The target is a copy of another database (a copied SQLite file, "
+      "CREATE DATABASE ... TEMPLATE): give it an id and a history of its own");
+  r->excludes(n);
+  cmd->add_option("--reason", *reason, "Why (recorded)")->required();
+  cmd->callback([=] {
+    *selected = [=]() -> Status {
+      if (*restored == *new_identity) {
+        return InvalidInput(
+            "resolve needs --restored (the target was restored from a backup) "
+            "or --new-identity (the target is a copy of another database)");
+      }
+      MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions o, MakeApplierOptions(*g));
+      o.reason = *reason;
+      o.resolving = *restored ? ApplierOptions::Resolving::kRestored
+                              : ApplierOptions::Resolving::kNewIdentity;
+      MIGLEDGER_ASSIGN_OR_RETURN(
+          auto applier, Applier::Open(std::move(o), AccessMode::kWrite));
+      if (*restored) {
+        MIGLEDGER_ASSIGN_OR_RETURN(auto changed,
+                                   applier->ResolveRestored(*reason));
+        for (const auto& v : changed) {
+          std::printf("%s  %s\n", v.version().c_str(),
+                      v.applied() ? "applied (the target has it)"
+                                  : "no longer applied (apply runs it again)");
+        }
+        std::printf("resolved: the target's marker rows are its state\n");
+        return Status::Ok();
+      }
+      MIGLEDGER_ASSIGN_OR_RETURN(auto report,
+                                 applier->ResolveNewIdentity(*reason));
+      std::printf(
+          "resolved: the target is now database %s (a copy of %s; the %llu "
+          "event(s) it inherited are kept apart)\n",
+          report.new_database_id.c_str(), report.old_database_id.c_str(),
+          static_cast<unsigned long long>(report.inherited_events));
+      return Status::Ok();
+    };
+  });
+}
+
 }  // namespace
 
 void RegisterApplyCommands(std::vector<CommandSetup>* table) {
@@ -417,6 +478,7 @@ void RegisterApplyCommands(std::vector<CommandSetup>* table) {
   table->push_back(&SetupValidate);
   table->push_back(&SetupBaseline);
   table->push_back(&SetupAcceptChecksum);
+  table->push_back(&SetupResolve);
 }
 
 }  // namespace migledger
