@@ -251,6 +251,7 @@ struct Applier::Impl {
       return st;
     }
     mirror_head = rows.back().target_sequence;
+    CrashPoint("mirror.after_commit");
     return ::migledger::Status::Ok();
   }
 
@@ -349,12 +350,21 @@ struct Applier::Impl {
         options.resolving != ApplierOptions::Resolving::kRestored) {
       MIGLEDGER_RETURN_IF_ERROR(CheckNotACopy(local.size));
     }
+    // This ledger's attempts without an outcome: one the mirror holds was
+    // committed by a run that never heard its COMMIT's answer (the target
+    // or the process died first).
+    std::set<std::string> open;
+    if (rows.size() > local.size) {
+      MIGLEDGER_ASSIGN_OR_RETURN(const Projection* p, ProjectView());
+      for (const auto& a : p->open_attempts) open.insert(a.attempt_id);
+    }
     for (uint64_t i = local.size; i < rows.size(); ++i) {
       const auto& r = rows[i];
       outbox.reset();  // the ledger changed behind Record()
       MIGLEDGER_RETURN_IF_ERROR(
           ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
       ++pulled;
+      if (!open.empty()) NoteOutcomeLearned(r, &open);
     }
     if (pulled > 0) {
       MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
@@ -397,6 +407,39 @@ struct Applier::Impl {
                  "copy), or, if this file is that database restored and the "
                  "other is stale, `migledger resolve --restored --reason "
                  "TEXT`");
+  }
+
+  // One line per attempt of this ledger whose outcome event it pulled from
+  // the target's mirror (RunReport::recovered).
+  std::vector<std::string> learned;
+
+  void NoteOutcomeLearned(const MirrorRow& r, std::set<std::string>* open) {
+    v1::Event e;
+    if (!e.ParseFromString(r.event_bytes)) return;
+    std::string version, attempt, what;
+    switch (e.body_case()) {
+      case v1::Event::kStepApplied:
+        version = e.step_applied().version();
+        attempt = e.step_applied().attempt_id();
+        what = "committed (step_applied";
+        break;
+      case v1::Event::kStepReverted:
+        version = e.step_reverted().version();
+        attempt = e.step_reverted().attempt_id();
+        what = "committed (step_reverted";
+        break;
+      default:
+        return;
+    }
+    if (open->erase(attempt) == 0) return;
+    std::string line = "version " + version + " (attempt " + attempt +
+                       "): " + what + " at target sequence " +
+                       std::to_string(r.target_sequence) +
+                       " found in the target's event mirror, written in the "
+                       "step's own transaction; its run never heard the "
+                       "COMMIT's answer";
+    spdlog::warn("outcome learned from the target: {}", line);
+    learned.push_back(std::move(line));
   }
 
   // Read mode: when the target's mirror holds events the local ledger lacks
@@ -765,6 +808,31 @@ struct Applier::Impl {
            1;
   }
 
+  // Set when a step's outcome became unknown (UnknownOutcome): the run then
+  // records nothing more about this target.
+  bool outcome_unknown = false;
+
+  // A step lost the target while its outcome was in flight: a COMMIT (with
+  // the step's marker row and mirror rows) or a no-transaction statement
+  // whose answer never arrived, or a mirror write of its progress. The
+  // target may hold the result, and with it mirror rows at target sequences
+  // this ledger has not appended: so nothing that claims a result is
+  // recorded (no StepFailed, and no RunFinished, which would take one of
+  // those sequences). The next run pulls what the mirror holds and
+  // reconciles from the marker row (DESIGN.md "Unknown outcomes"). Any
+  // other error is returned as it is.
+  ::migledger::Status UnknownOutcome(const Migration& m, v1::Direction dir,
+                                     const ::migledger::Status& st) {
+    if (st.code() != Code::kTargetUnavailable) return st;
+    outcome_unknown = true;
+    return TargetUnavailable(
+        "the outcome of migration " + m.version + " " + DirName(dir) +
+        " is unknown: " + st.message() +
+        "; it may have committed, so nothing was recorded as its result: the "
+        "next `migledger apply` (or `recover`) learns it from the target's "
+        "marker row and event mirror");
+  }
+
   ::migledger::Status Fail(const Migration& m, const MigrationFile& f,
                            v1::Direction dir, const std::string& attempt,
                            int stmt_index, const SqlStatement* stmt,
@@ -874,7 +942,7 @@ struct Applier::Impl {
       // A no-transaction step changes the target statement by statement: its
       // attempt is in the ledger and the mirror before the first one runs.
       MIGLEDGER_RETURN_IF_ERROR(Record(&started, false, &f.sql).status());
-      MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
+      MIGLEDGER_RETURN_IF_ERROR(UnknownOutcome(m, dir, FlushMirror()));
     } else {
       // Appended while the statements run; in the ledger before COMMIT.
       MIGLEDGER_ASSIGN_OR_RETURN(PreparedEvent p, PrepareNext(&started));
@@ -964,6 +1032,10 @@ struct Applier::Impl {
     } else {
       (void)driver->Rollback();
     }
+    if (!st.ok() && st.code() == Code::kTargetUnavailable) {
+      // COMMIT's answer never arrived: the step may have committed.
+      return UnknownOutcome(m, dir, st);
+    }
     if (!st.ok()) {
       SqlError err;
       err.message = st.message();
@@ -1019,6 +1091,7 @@ struct Applier::Impl {
     for (const PreparedEvent& p : prepared) {
       rows->push_back(MirrorRowOf(p));
     }
+    CrashPoint("apply.before_commit_no_tx");
     MIGLEDGER_RETURN_IF_ERROR(driver->CommitWithMirrorRows(*rows));
     mirror_head = prepared.back().target_sequence;
     CrashPoint("apply.after_commit");
@@ -1116,6 +1189,8 @@ struct Applier::Impl {
         // mirror inside the transaction they acknowledge.
         block_acks.push_back(ack(i, s0, ""));
         if (auto st = CommitFileTransaction(&block_acks); !st.ok()) {
+          if (st.code() == Code::kTargetUnavailable)
+            return UnknownOutcome(m, dir, st);
           err.message = st.message();
           return Fail(m, f, dir, attempt, static_cast<int>(i), &statements[i],
                       err, st, acked_upto == 0, MonoMicros() - t0);
@@ -1139,6 +1214,10 @@ struct Applier::Impl {
             i + 1, m.version, err.message);
         st = ::migledger::Status::Ok();
       }
+      if (!st.ok() && st.code() == Code::kTargetUnavailable) {
+        // The statement may have completed before the connection died.
+        return UnknownOutcome(m, dir, st);
+      }
       if (!st.ok()) {
         // A transaction the file opened dies with the step.
         if (driver->InTransaction()) (void)driver->Rollback();
@@ -1157,7 +1236,7 @@ struct Applier::Impl {
       }
       block_acks.clear();
       acked_upto = i + 1;
-      MIGLEDGER_RETURN_IF_ERROR(FlushMirror());
+      MIGLEDGER_RETURN_IF_ERROR(UnknownOutcome(m, dir, FlushMirror()));
       CrashPoint("apply.after_statement_event_no_tx");
     }
     if (driver->InTransaction()) {
@@ -1203,8 +1282,11 @@ struct Applier::Impl {
       batch.delete_marker = m.version;
     }
     StepBatchFailure failure;
-    MIGLEDGER_RETURN_IF_ERROR(driver->ExecStep(batch, &failure));
-    MIGLEDGER_RETURN_IF_ERROR(driver->CommitWithMirrorRows(rows));
+    MIGLEDGER_RETURN_IF_ERROR(
+        UnknownOutcome(m, dir, driver->ExecStep(batch, &failure)));
+    CrashPoint("apply.before_commit_no_tx");
+    MIGLEDGER_RETURN_IF_ERROR(
+        UnknownOutcome(m, dir, driver->CommitWithMirrorRows(rows)));
     mirror_head = prepared.target_sequence;
     CrashPoint("apply.after_commit");
     MIGLEDGER_RETURN_IF_ERROR(ledger->Append(prepared, false).status());
@@ -1331,6 +1413,15 @@ struct Applier::Impl {
       }
       report.steps.push_back(*step);
       ++steps_done;
+    }
+    if (outcome_unknown) {
+      // What was appended stays (the target holds it or gets it from the
+      // next run's outbox); nothing more about this target is recorded.
+      MIGLEDGER_RETURN_IF_ERROR(DrainQueue());
+      MIGLEDGER_RETURN_IF_ERROR(ledger->Sync());
+      report.steps.back().outcome = "unknown";
+      report.failure = failure;
+      return report;
     }
     CrashPoint("apply.before_run_finished");
     // Terminal: durable before the command reports anything.
@@ -1583,6 +1674,7 @@ StatusOr<RunReport> Applier::Apply(const std::string& to) {
   RunReport report;
   report.run_id = impl_->run_id;
   report.pulled_events = impl_->pulled;
+  report.recovered = impl_->learned;
   MIGLEDGER_RETURN_IF_ERROR(impl_->Prepare(&report));
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, impl_->PlanUpInOrder(to));
   if (plan.empty())
@@ -1637,6 +1729,7 @@ StatusOr<RunReport> Applier::Down(const std::string& to, int steps) {
   RunReport report;
   report.run_id = impl_->run_id;
   report.pulled_events = impl_->pulled;
+  report.recovered = impl_->learned;
   MIGLEDGER_RETURN_IF_ERROR(impl_->ReadDownFiles());
   MIGLEDGER_RETURN_IF_ERROR(impl_->Prepare(&report));
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanDown(to, steps));
@@ -1647,6 +1740,7 @@ StatusOr<RunReport> Applier::Recover() {
   RunReport report;
   report.run_id = impl_->run_id;
   report.pulled_events = impl_->pulled;
+  report.recovered = impl_->learned;
   MIGLEDGER_RETURN_IF_ERROR(impl_->Reconcile(&report));
   MIGLEDGER_ASSIGN_OR_RETURN(Projection p, impl_->Project());
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, impl_->Markers());

@@ -58,7 +58,9 @@ struct StepReport {
   std::string version;
   std::string slug;
   v1::Direction direction = v1::DIRECTION_UP;
-  std::string outcome;  // "applied", "reverted", "failed"
+  // "applied", "reverted", "failed", or "unknown": the target went away
+  // while the step's COMMIT (or a no-transaction statement) was in flight.
+  std::string outcome;
   int64_t duration_micros = 0;
   std::string error;
 };
@@ -70,7 +72,9 @@ struct RunReport {
   std::vector<std::string> out_of_band;  // versions found applied offline
   int pulled_events = 0;                 // events caught up from the mirror
   // Not OK when a step failed: the steps before it are in `steps` and stay
-  // applied; the failed one is last, with outcome "failed".
+  // applied; the failed one is last, with outcome "failed" (or "unknown":
+  // kTargetUnavailable, nothing recorded as its result, see DESIGN.md
+  // "Unknown outcomes"; the next run learns it from the target).
   ::migledger::Status failure;
 };
 

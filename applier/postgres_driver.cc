@@ -21,6 +21,7 @@
 
 #include "applier/conninfo.h"
 #include "applier/libpq_loader.h"
+#include "common/crash_points.h"
 #include "common/interrupt.h"
 #include "common/sha256.h"
 
@@ -430,7 +431,17 @@ class PostgresDriver final : public Driver {
       default:
         break;
     }
-    Result res(PQexec(conn_, "COMMIT"));
+    // PQexec, with a crash point between sending COMMIT and reading its
+    // answer (the server may die there: then the outcome is unknown).
+    if (PQsendQuery(conn_, "COMMIT") == 0) {
+      if (PQstatus(conn_) == CONNECTION_BAD)
+        return LostConnection("COMMIT", nullptr);
+      return Internal("cannot send COMMIT to " + Target() + ": " +
+                      Scrub(LibpqMessage(PQerrorMessage(conn_))));
+    }
+    CrashPoint("postgres.commit_sent");
+    Result res;
+    while (PGresult* raw = PQgetResult(conn_)) res.reset(raw);
     if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
       if (PQstatus(conn_) == CONNECTION_BAD) {
         return LostConnection("COMMIT", res.get());
@@ -486,6 +497,7 @@ class PostgresDriver final : public Driver {
       return Internal("cannot send a statement to " + Target() + ": " +
                       Scrub(LibpqMessage(PQerrorMessage(conn_))));
     }
+    CrashPoint("postgres.statement_sent");
     // A simple query may hold several statements: one result each, and the
     // server stops at the first error.
     Result failed = DrainResults(nullptr);
@@ -686,6 +698,7 @@ class PostgresDriver final : public Driver {
       return Internal("cannot send COMMIT to " + Target() + ": " +
                       Scrub(LibpqMessage(PQerrorMessage(conn_))));
     }
+    CrashPoint("postgres.commit_sent");
     Result failed;
     std::string last_tag;
     while (PGresult* raw = PQgetResult(conn_)) {

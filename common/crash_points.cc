@@ -38,7 +38,13 @@ void CrashPoint(std::string_view name) {
     s = s.substr(0, colon);
   }
   if (s != name) return;
-  if (++hits < wanted) return;
+  if (++hits != wanted) return;
+  static const char* run = std::getenv("MIGLEDGER_CRASH_RUN");
+  if (run != nullptr && *run != '\0') {
+    // Nothing to drain: the process goes on as if the point were not there.
+    (void)std::system(run);
+    return;
+  }
   if (crash_hook != nullptr) crash_hook(crash_hook_arg);
   // SIGKILL: no destructors, no flushing, exactly like a power cut for the
   // process (the OS keeps what was written with write()).

@@ -8,6 +8,11 @@
 // compile the check away.
 //
 // Every point is listed in kCrashPoints so the crash tests can enumerate them.
+//
+// With MIGLEDGER_CRASH_RUN set as well, the selected point does not kill the
+// process: it runs that shell command (once, and waits for it) and goes on.
+// The server-stop tests (tests/server_kill_test.cc) stop the PostgreSQL
+// server there, so the client sees its connection die at that very point.
 #pragma once
 
 #include <string_view>
@@ -33,7 +38,19 @@ inline constexpr const char* kCrashPoints[] = {
     "store.before_commit",        // audit store rows inserted, not committed
 };
 
-// Kills the process if MIGLEDGER_CRASH_AT selects `name` (see above).
+// Points only the server-stop tests use: there a client kill is the same as
+// one at a neighbouring point above, but a server that dies there is a
+// different case (an answer the client never reads).
+inline constexpr const char* kServerStopPoints[] = {
+    "apply.before_commit_no_tx",  // no-tx step: its marker row (or the
+                                  // file's own block) ready, before COMMIT
+    "mirror.after_commit",        // outbox rows committed (own transaction)
+    "postgres.commit_sent",       // COMMIT sent, its answer not read yet
+    "postgres.statement_sent",    // a statement sent, its answer not read
+};
+
+// Kills the process if MIGLEDGER_CRASH_AT selects `name` (or runs
+// MIGLEDGER_CRASH_RUN there, see above).
 void CrashPoint(std::string_view name);
 
 // Runs `hook(arg)` on this thread right before one of its crash points kills

@@ -76,7 +76,8 @@ void PrintRunReport(const RunReport& r, const char* nothing) {
     return;
   }
   for (const auto& s : r.steps) {
-    if (s.outcome == "failed") continue;
+    // The error line tells these.
+    if (s.outcome == "failed" || s.outcome == "unknown") continue;
     std::printf("%-8s %s %s (%.1f ms)\n", s.outcome.c_str(),
                 OneLine(s.version).c_str(), OneLine(s.slug).c_str(),
                 static_cast<double>(s.duration_micros) / 1000.0);
