@@ -443,7 +443,7 @@ class PostgresDriver final : public Driver {
     Result res;
     while (PGresult* raw = PQgetResult(conn_)) res.reset(raw);
     if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
-      if (PQstatus(conn_) == CONNECTION_BAD) {
+      if (SessionLost(res.get())) {
         return LostConnection("COMMIT", res.get());
       }
       return MigrationFailed("COMMIT failed on " + Target() + ": " +
@@ -501,7 +501,7 @@ class PostgresDriver final : public Driver {
     // A simple query may hold several statements: one result each, and the
     // server stops at the first error.
     Result failed = DrainResults(nullptr);
-    if (PQstatus(conn_) == CONNECTION_BAD) {
+    if (SessionLost(failed.get())) {
       if (error != nullptr && failed) FillSqlError(sql, failed.get(), error);
       return LostConnection("running a statement", failed.get());
     }
@@ -594,7 +594,7 @@ class PostgresDriver final : public Driver {
     // switch, then the marker.
     failure->statement_index = done >= 1 && done <= n ? done - 1 : -1;
     const bool bookkeeping_failed = done > n;
-    if (PQstatus(conn_) == CONNECTION_BAD) {
+    if (SessionLost(failed.get())) {
       return LostConnection("running a step", failed.get());
     }
     if (!failed) return Status::Ok();
@@ -711,7 +711,7 @@ class PostgresDriver final : public Driver {
       }
       if (PQstatus(conn_) == CONNECTION_BAD) break;
     }
-    if (PQstatus(conn_) == CONNECTION_BAD)
+    if (SessionLost(failed.get()))
       return LostConnection("COMMIT", failed.get());
     if (failed) {
       std::string sqlstate = ErrorField(failed.get(), PG_DIAG_SQLSTATE);
@@ -1227,6 +1227,19 @@ class PostgresDriver final : public Driver {
     }
     std::copy(kClose.begin(), kClose.end(), p);
     return out;
+  }
+
+  // True when the work session is gone, so an error's outcome is unknown:
+  // libpq says so, or `failed` (the error result, or null when none) is an
+  // error libpq made itself (no SQLSTATE: no answer from the server; after
+  // a write to a dead socket the connection may not be marked bad yet), or
+  // the server ended the session (class 08, or 57P01-57P04: shut down).
+  bool SessionLost(const PGresult* failed) const {
+    if (PQstatus(conn_) == CONNECTION_BAD) return true;
+    if (failed == nullptr) return false;
+    const std::string sqlstate = ErrorField(failed, PG_DIAG_SQLSTATE);
+    return sqlstate.empty() || sqlstate.rfind("08", 0) == 0 ||
+           sqlstate.rfind("57P0", 0) == 0;
   }
 
   Status LostConnection(const std::string& what, const PGresult* res) {
