@@ -462,6 +462,12 @@ struct Applier::Impl {
       mirror_size_seen = remote;
       return ::migledger::Status::Ok();
     }
+    // This ledger's attempts without an outcome (see SyncMirror).
+    std::set<std::string> open;
+    if (ledger) {
+      MIGLEDGER_ASSIGN_OR_RETURN(const Projection* p, ProjectView());
+      for (const auto& a : p->open_attempts) open.insert(a.attempt_id);
+    }
     LedgerOptions wo;
     wo.create_if_missing = true;
     ledger.reset();
@@ -486,6 +492,7 @@ struct Applier::Impl {
       MIGLEDGER_RETURN_IF_ERROR(
           ledger->AppendMirrored(r.event_bytes, r.leaf_hash, r.chain_head));
       ++pulled;
+      if (!open.empty()) NoteOutcomeLearned(r, &open);
     }
     spdlog::info("caught up {} event(s) from the target's mirror", pulled);
     return ledger->Sync();
@@ -1451,6 +1458,10 @@ Applier::~Applier() {
 }
 
 Ledger* Applier::ledger() { return impl_->ledger.get(); }
+std::vector<std::string> Applier::TakeOutcomesLearned() {
+  return std::move(impl_->learned);
+}
+
 std::vector<Migration> Applier::ReleaseMigrations() {
   return std::move(impl_->migrations);
 }
@@ -1468,6 +1479,8 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   std::optional<std::vector<Migration>> loaded =
       std::move(options.loaded_migrations);
   options.loaded_migrations.reset();
+  impl->learned = std::move(options.outcomes_learned);
+  options.outcomes_learned.clear();
   impl->options = options;
   impl->mode = mode;
   MIGLEDGER_ASSIGN_OR_RETURN(

@@ -47,6 +47,9 @@ struct ApplierOptions {
   // When set, these are the project's migrations, already loaded from
   // config.migrations_dir (by a read-only view of the same command).
   std::optional<std::vector<Migration>> loaded_migrations;
+  // Outcomes a read-only view of the same command learned from the target's
+  // mirror (TakeOutcomesLearned), reported in RunReport::recovered.
+  std::vector<std::string> outcomes_learned;
 };
 
 enum class AccessMode {
@@ -165,6 +168,10 @@ class Applier {
   StatusOr<std::string> ExportPlanSql(const std::string& to);
 
   Ledger* ledger();
+  // One line per unfinished attempt of this ledger whose outcome event this
+  // applier pulled from the target's mirror (its run never heard the
+  // COMMIT's answer); moved out.
+  std::vector<std::string> TakeOutcomesLearned();
   // Hand the loaded files and the target connection over (for Open's
   // loaded_migrations and opened_driver); the applier must not be used
   // afterwards. The driver is null when the target was not opened.

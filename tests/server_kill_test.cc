@@ -415,6 +415,107 @@ TEST(ServerStopPoints, EveryOneIsTested) {
 }
 
 // ---------------------------------------------------------------------------
+// A COMMIT durable on the server whose answer never reaches the client
+// ---------------------------------------------------------------------------
+
+// A shell script for MIGLEDGER_CRASH_RUN: from now on commits wait for a
+// synchronous standby that does not exist (synchronous_commit goes from
+// local to on; the server names a standby from the start), so the next one
+// the client sends is written and flushed on the server, but never
+// answered. A watcher then stops the server while that COMMIT waits, and
+// `flag` is created.
+std::string HoldCommitScript(const std::string& flag) {
+  const std::string psql = "psql -X -q -At -h " + Quote(getenv("PGTEST_HOST")) +
+                           " -p " + getenv("PGTEST_PORT") +
+                           " -U migledger -d postgres";
+  return "#!/bin/sh\n"
+         // Wait until the reload reached every session (this one included:
+         // the postmaster signals them all at once).
+         "i=0; until [ \"$(" +
+         psql +
+         " -c \"ALTER SYSTEM SET synchronous_commit = on\" "
+         "-c 'SELECT pg_reload_conf()' -c 'SELECT pg_sleep(0.01)' "
+         "-c 'SHOW synchronous_commit' | tail -1)\" = on ] || [ $i -ge 200 ]; "
+         "do i=$((i+1)); done\n"
+         "(\n"
+         "  i=0\n"
+         "  until [ \"$(" +
+         psql +
+         " -c \"SELECT count(*) FROM pg_stat_activity WHERE wait_event = "
+         "'SyncRep' AND application_name = 'migledger'\")\" = 1 ] || "
+         "[ $i -ge 1200 ]; do sleep 0.05; i=$((i+1)); done\n"
+         "  " +
+         psql +
+         " -c \"ALTER SYSTEM SET synchronous_commit = local\"\n"
+         "  " +
+         OwnServer::StopCommand() +
+         "\n"
+         "  touch " +
+         Quote(flag) +
+         "\n"
+         ") </dev/null >/dev/null 2>&1 &\n";
+}
+
+// The case the issue reported: the server dies after the step's COMMIT is
+// durable and before its answer arrives (here: while it waits for a
+// synchronous standby). The run must record no result for the step (a
+// step_failed there took the target sequence the mirror already held, and
+// every later run refused with a fork); the next run pulls the outcome
+// from the mirror and says so.
+TEST(ServerStopTest, CommitDurableButItsAnswerLost) {
+  SKIP_WITHOUT_OWN_SERVER();
+  const std::string base = std::string(getenv("PGTEST_HOST"));
+  auto admin = [&](const std::string& sql) {
+    PgServer::Query("postgresql:///postgres?host=" + base +
+                        "&port=" + getenv("PGTEST_PORT") + "&user=migledger",
+                    sql);
+  };
+  admin("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+  admin("ALTER SYSTEM SET synchronous_commit = local");
+  admin("SELECT pg_reload_conf()");
+  struct HoldCase {
+    bool no_tx;
+    std::string point;  // the COMMIT after it is held
+    int hit;
+  };
+  for (const HoldCase& c : std::vector<HoldCase>{
+           {false, "apply.after_step_started", 1},       // a transactional step
+           {false, "apply.after_step_started", 3},       // ... with RunFinished
+           {true, "apply.after_step_started", 2},        // a no-tx statement
+           {true, "apply.between_statements_no_tx", 1},  // its ack's mirror
+           {true, "apply.after_step_started", 4}}) {  // a no-tx file's COMMIT
+    SCOPED_TRACE(c.point + ":" + std::to_string(c.hit) +
+                 (c.no_tx ? " no-tx" : " tx"));
+    const std::vector<Mig> ms = Migrations(c.no_tx ? 4 : 3, c.no_tx);
+    Project p(ms);
+    const std::string flag = p.dir / "stopped";
+    const std::string script = p.dir / "hold.sh";
+    WriteFile(script, HoldCommitScript(flag));
+    RunResult first = RunMigledger(
+        {"apply"}, p.dir.path(),
+        {{"MIGLEDGER_CRASH_AT", c.point + ":" + std::to_string(c.hit)},
+         {"MIGLEDGER_CRASH_RUN", "sh " + Quote(script)}});
+    ASSERT_TRUE(WaitUntil([&] { return fs::exists(flag); }, 120))
+        << "the server was not stopped: " << first.err;
+    ASSERT_TRUE(OwnServer::Restart());
+    EXPECT_EQ(kExitTargetUnavailable, first.exit_code) << first.err;
+    EXPECT_EQ(1, CountErrorLines(first.err)) << first.err;
+    EXPECT_TRUE(Contains(first.err, "is unknown")) << first.err;
+    RunResult log = RunMigledger({"audit", "log"}, p.dir.path());
+    EXPECT_FALSE(Contains(log.out, "step_failed")) << log.out;
+    RunResult second = RunMigledger({"apply"}, p.dir.path());
+    EXPECT_EQ(0, second.exit_code) << second.out << second.err;
+    EXPECT_FALSE(Contains(second.err, "forks")) << second.err;
+    EXPECT_TRUE(Contains(second.out, "recovered version")) << second.out;
+    ExpectFinished(p.dir.path(), p.uri, ms);
+    if (HasFailure()) break;
+  }
+  admin("ALTER SYSTEM RESET synchronous_standby_names");
+  admin("ALTER SYSTEM RESET synchronous_commit");
+  admin("SELECT pg_reload_conf()");
+}
+
+// ---------------------------------------------------------------------------
 // The server stopped at random moments
 // ---------------------------------------------------------------------------
 

@@ -270,6 +270,8 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         if (view.ok()) {
           auto nothing = (*view)->NothingToApply(*to);
           if (nothing.ok() && *nothing) {
+            for (const auto& line : (*view)->TakeOutcomesLearned())
+              std::printf("recovered %s\n", line.c_str());
             std::printf("nothing to apply\n");
             std::fflush(stdout);
             (*view)->SaveUnsavedProjection();
@@ -278,6 +280,7 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           }
           // Neither the files nor the target connection twice.
           options.loaded_migrations = (*view)->ReleaseMigrations();
+          options.outcomes_learned = (*view)->TakeOutcomesLearned();
           driver = (*view)->ReleaseDriver();
         }
       }
