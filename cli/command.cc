@@ -257,8 +257,9 @@ int RunCli(int argc, char** argv) {
       "ledger.\n"
       "Exit codes: 0 ok, 1 internal, 2 bad input, 3 migration failed, 4 "
       "drift,\n"
-      "5 busy (locked), 6 ledger corrupt, 7 target unavailable, 8 unsupported, "
-      "9 I/O,\n"
+      "5 busy (locked), 6 ledger corrupt, 7 target unavailable (also when "
+      "lost\nmid-step: the outcome is unknown, the next apply finds it), 8 "
+      "unsupported, 9 I/O,\n"
       "130/143 interrupted by SIGINT/SIGTERM (the running step rolled back)."};
   app.require_subcommand(1);
   app.set_version_flag("--version", ToolVersion());
