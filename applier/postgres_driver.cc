@@ -1253,9 +1253,7 @@ class PostgresDriver final : public Driver {
   Status Simple(const char* sql) {
     Result res(PQexec(conn_, sql));
     if (PQresultStatus(res.get()) == PGRES_COMMAND_OK) return Status::Ok();
-    if (PQstatus(conn_) == CONNECTION_BAD) {
-      return LostConnection(sql, res.get());
-    }
+    if (SessionLost(res.get())) return LostConnection(sql, res.get());
     return MigrationFailed(std::string(sql) + " failed on " + Target() + ": " +
                            Scrub(PrimaryMessage(res.get(), conn_)));
   }
@@ -1280,9 +1278,7 @@ class PostgresDriver final : public Driver {
                             formats.data(), binary_result ? 1 : 0));
     ExecStatusType st = PQresultStatus(res.get());
     if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) return res;
-    if (PQstatus(conn_) == CONNECTION_BAD) {
-      return LostConnection(what, res.get());
-    }
+    if (SessionLost(res.get())) return LostConnection(what, res.get());
     if (sqlstate != nullptr)
       *sqlstate = ErrorField(res.get(), PG_DIAG_SQLSTATE);
     return Status(sql_error_code, what + " on " + Target() + ": " +
