@@ -271,7 +271,7 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           auto nothing = (*view)->NothingToApply(*to);
           if (nothing.ok() && *nothing) {
             for (const auto& line : (*view)->TakeOutcomesLearned())
-              std::printf("recovered %s\n", line.c_str());
+              std::printf("recovered %s\n", OneLine(line).c_str());
             std::printf("nothing to apply\n");
             std::fflush(stdout);
             (*view)->SaveUnsavedProjection();
