@@ -16,7 +16,8 @@
 //   MIGLEDGER_MODEL_SEED=<seed> build/tests/migledger_model_tests
 // and run longer (any seed, minutes) with
 //   MIGLEDGER_MODEL_OPS=2000 build/tests/migledger_model_tests
-// (PostgreSQL cases need the PGTEST_* variables: scripts/pg-throwaway run --).
+// (PostgreSQL cases need the PGTEST_* variables: scripts/pg-throwaway run --);
+// MIGLEDGER_MODEL_VERBOSE=1 prints the operations of a passing run too.
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
@@ -67,7 +68,16 @@ struct Model {
   std::map<uint64_t, FileModel> files;
   std::set<uint64_t> applied;
   std::set<uint64_t> failed;  // last attempt failed, not applied since
-  std::set<uint64_t> drift;   // applied, then the file was edited
+  // For each applied version, the revision of its file (FileModel::edits)
+  // that ran or that an operator accepted; another revision is drift.
+  std::map<uint64_t, int> applied_edits;
+
+  std::set<uint64_t> Drift() const {
+    std::set<uint64_t> out;
+    for (uint64_t n : applied)
+      if (applied_edits.at(n) != files.at(n).edits) out.insert(n);
+    return out;
+  }
   // The target's history at the end of each operation: its last target
   // sequence and the versions applied then.
   struct Boundary {
@@ -184,6 +194,10 @@ class Target {
   virtual std::set<uint64_t> CreatedTables() = 0;
   virtual void Exec(const std::string& sql) = 0;
   virtual std::string Name() const = 0;
+  // A backup of the database as it is now, and its restore in place (same
+  // path or name: the same database, in an older state).
+  virtual void Backup() = 0;
+  virtual void Restore() = 0;
 };
 
 class SqliteTarget : public Target {
@@ -212,6 +226,15 @@ class SqliteTarget : public Target {
     sqlite3_free(error);
     sqlite3_close(h);
   }
+  void Backup() override {
+    fs::copy_file(path_, path_ + ".backup",
+                  fs::copy_options::overwrite_existing);
+  }
+  void Restore() override {
+    fs::remove(path_ + "-journal");
+    fs::copy_file(path_ + ".backup", path_,
+                  fs::copy_options::overwrite_existing);
+  }
 
   static void Add(const std::string& name, std::set<uint64_t>* out) {
     if (name.rfind("m_", 0) != 0) return;
@@ -229,7 +252,10 @@ class PostgresTarget : public Target {
  public:
   explicit PostgresTarget(std::string db)
       : db_(std::move(db)), uri_(PgServer::CreateDatabase(db_)) {}
-  ~PostgresTarget() override { PgServer::DropDatabase(db_); }
+  ~PostgresTarget() override {
+    PgServer::DropDatabase(db_);
+    PgServer::DropDatabase(db_ + "_backup");
+  }
   std::string Uri() const override { return uri_; }
   std::string Name() const override { return "postgres"; }
   std::set<uint64_t> CreatedTables() override {
@@ -243,8 +269,24 @@ class PostgresTarget : public Target {
     return out;
   }
   void Exec(const std::string& sql) override { PgServer::Query(uri_, sql); }
+  // CREATE DATABASE ... TEMPLATE: a copy with the same system identifier;
+  // recreated under the same name it is the same database, restored.
+  void Backup() override {
+    Admin("DROP DATABASE IF EXISTS " + db_ + "_backup WITH (FORCE)");
+    Admin("CREATE DATABASE " + db_ + "_backup TEMPLATE " + db_);
+  }
+  void Restore() override {
+    Admin("DROP DATABASE " + db_ + " WITH (FORCE)");
+    Admin("CREATE DATABASE " + db_ + " TEMPLATE " + db_ + "_backup");
+  }
 
  private:
+  void Admin(const std::string& sql) {
+    std::string admin = uri_;
+    admin.replace(admin.find("/" + db_ + "?"), db_.size() + 2, "/postgres?");
+    PgServer::Query(admin, sql);
+  }
+
   std::string db_;
   std::string uri_;
 };
@@ -282,6 +324,7 @@ class ModelRun {
                     << "); operations:\n"
                     << log_;
     }
+    if (std::getenv("MIGLEDGER_MODEL_VERBOSE")) std::cout << log_;
   }
 
  private:
@@ -384,6 +427,7 @@ class ModelRun {
   void Step() {
     if (after_kill_ == KillState::kApply) return OpApply("after a kill");
     if (after_kill_ == KillState::kDown) return OpRecoverAfterDown();
+    if (restored_) return OpAfterRestore();
     size_t roll = Pick(100);
     if (roll < 22) return OpNewFile();
     if (roll < 45) return OpApply("");
@@ -396,6 +440,8 @@ class ModelRun {
     if (roll < 81) return OpBaseline();
     if (roll < 86) return OpEditApplied();
     if (roll < 90) return OpAcceptChecksum();
+    if (roll < 93) return OpBackup();
+    if (roll < 96) return OpRestore();
     return OpSwitchRunner();
   }
 
@@ -449,12 +495,12 @@ class ModelRun {
   // When both a drift and an out-of-order file stand in the way, the test
   // never runs the command (either refusal would be right).
   bool TwoRefusals(bool allow_out_of_order) const {
-    return !model_.drift.empty() && model_.HasOutOfOrder() &&
+    return !model_.Drift().empty() && model_.HasOutOfOrder() &&
            !allow_out_of_order;
   }
 
   int ExpectedApplyExit(bool allow_out_of_order) const {
-    if (!model_.drift.empty()) return 4;
+    if (!model_.Drift().empty()) return 4;
     if (model_.HasOutOfOrder() && !allow_out_of_order) return 2;
     for (uint64_t n : ApplyPlan())
       if (model_.files.at(n).fails) return 3;
@@ -468,6 +514,7 @@ class ModelRun {
         break;
       }
       model_.applied.insert(n);
+      model_.applied_edits[n] = model_.files.at(n).edits;
       model_.failed.erase(n);
     }
   }
@@ -570,12 +617,13 @@ class ModelRun {
       after_kill_ = KillState::kDown;
       return;
     }
-    int expected = model_.drift.empty() ? 0 : 4;
+    int expected = model_.Drift().empty() ? 0 : 4;
     ASSERT_EQ(r.exit_code, expected) << Describe(r);
     if (expected == 0) {
       for (size_t i = 0; i < steps; ++i) {
         uint64_t newest = model_.NewestApplied();
         model_.applied.erase(newest);
+        model_.applied_edits.erase(newest);
       }
     }
     RecordBoundary();
@@ -590,6 +638,11 @@ class ModelRun {
     std::set<uint64_t> still;
     for (uint64_t n : model_.applied)
       if (tables.count(n)) still.insert(n);
+    for (auto it = model_.applied_edits.begin();
+         it != model_.applied_edits.end();) {
+      it = still.count(it->first) ? std::next(it)
+                                  : model_.applied_edits.erase(it);
+    }
     // A down step drops the table: gone means reverted, but only the newest
     // ones can have been reverted, in order.
     model_.applied = still;
@@ -614,7 +667,7 @@ class ModelRun {
   // Records that the database already has the migrations up to a pending
   // version V: the test runs their SQL itself first, as another tool did.
   void OpBaseline() {
-    if (!model_.drift.empty() || model_.HasOutOfOrder()) return OpApply("");
+    if (!model_.Drift().empty() || model_.HasOutOfOrder()) return OpApply("");
     std::vector<uint64_t> candidates;
     for (uint64_t n : model_.Pending()) {
       if (model_.files.at(n).fails) break;
@@ -633,6 +686,7 @@ class ModelRun {
     for (uint64_t n : candidates) {
       if (n > v) break;
       model_.applied.insert(n);
+      model_.applied_edits[n] = model_.files.at(n).edits;
       model_.failed.erase(n);
     }
     RecordBoundary();
@@ -646,17 +700,58 @@ class ModelRun {
     f.edits++;
     Note("edit applied file " + f.spelling);
     WriteMigration(f);
-    model_.drift.insert(*it);
   }
 
   void OpAcceptChecksum() {
-    if (model_.drift.empty()) return OpEditApplied();
-    uint64_t n = *model_.drift.begin();
+    if (model_.Drift().empty()) return OpEditApplied();
+    uint64_t n = *model_.Drift().begin();
     RunResult r =
         Cli({"accept-checksum", "--version", model_.files.at(n).spelling,
              "--reason", "model accepts the edit"});
     ASSERT_EQ(r.exit_code, 0) << Describe(r);
-    model_.drift.erase(n);
+    model_.applied_edits[n] = model_.files.at(n).edits;
+    RecordBoundary();
+  }
+
+  void OpBackup() {
+    target_->Backup();
+    backup_ = model_.applied;
+    backup_edits_ = model_.applied_edits;
+    Note("backup of the target");
+  }
+
+  // The target goes back to the backup. When that changes which versions it
+  // holds, every command that changes the target refuses (drift) until an
+  // operator runs `resolve --restored`.
+  void OpRestore() {
+    if (!backup_ || !model_.Drift().empty()) return OpBackup();
+    target_->Restore();
+    Note("target restored from its backup " + Join(*backup_));
+    if (*backup_ != model_.applied) restored_ = true;
+  }
+
+  void OpAfterRestore() {
+    if (Chance(40)) {
+      RunResult r = Cli({"apply"});
+      ASSERT_EQ(r.exit_code, 4) << Describe(r);
+      ASSERT_TRUE(Contains(r.err, "resolve --restored")) << Describe(r);
+      return;
+    }
+    RunResult r =
+        Cli({"resolve", "--restored", "--reason", "restored from a backup"});
+    ASSERT_EQ(r.exit_code, 0) << Describe(r);
+    // A version the restore brought back carries the revision that ran
+    // then (its marker row's checksum); one applied on both sides keeps the
+    // ledger's record, accepted checksums included.
+    std::map<uint64_t, int> edits;
+    for (uint64_t n : *backup_) {
+      edits[n] = model_.applied.count(n) ? model_.applied_edits.at(n)
+                                         : backup_edits_.at(n);
+    }
+    model_.applied = *backup_;
+    model_.applied_edits = edits;
+    for (uint64_t n : model_.applied) model_.failed.erase(n);
+    restored_ = false;
     RecordBoundary();
   }
 
@@ -706,7 +801,27 @@ class ModelRun {
     return out;
   }
 
+  // Restored, not yet resolved: the target holds the backup's versions and
+  // every answer names the drift.
+  void CheckRestored() {
+    std::set<uint64_t> tables = target_->CreatedTables();
+    std::set<uint64_t> known;
+    for (uint64_t n : tables)
+      if (model_.files.count(n)) known.insert(n);
+    ASSERT_EQ(Join(known), Join(*backup_));
+    RunResult st = Cli({"status", "--format", "json"});
+    ASSERT_EQ(st.exit_code, 0) << Describe(st);
+    EXPECT_TRUE(Contains(st.out, "\"drift\":[{")) << st.out;
+    RunResult v = Cli({"validate"});
+    EXPECT_EQ(v.exit_code, 4) << Describe(v);
+    RunResult p = Cli({"plan"});
+    EXPECT_EQ(p.exit_code, 4) << Describe(p);
+    RunResult a = Cli({"audit", "verify"});
+    EXPECT_EQ(a.exit_code, 0) << Describe(a);
+  }
+
   void CheckEverything() {
+    if (restored_) return CheckRestored();
     CheckTargetTables();
     CheckStatus();
     if (!fs::exists(Dir() + "/.migledger")) {
@@ -761,12 +876,12 @@ class ModelRun {
     size_t drift_items = drift == s->fields().end()
                              ? 0
                              : drift->second.list_value().values_size();
-    EXPECT_EQ(drift_items > 0, !model_.drift.empty()) << r.out;
+    EXPECT_EQ(drift_items > 0, !model_.Drift().empty()) << r.out;
   }
 
   void CheckValidateAndVerify() {
     RunResult v = Cli({"validate"});
-    EXPECT_EQ(v.exit_code, model_.drift.empty() ? 0 : 4) << Describe(v);
+    EXPECT_EQ(v.exit_code, model_.Drift().empty() ? 0 : 4) << Describe(v);
     RunResult a = Cli({"audit", "verify"});
     EXPECT_EQ(a.exit_code, 0) << Describe(a);
     if (TwoRefusals(false)) return;
@@ -905,6 +1020,9 @@ class ModelRun {
   Model model_;
   KillState after_kill_ = KillState::kNone;
   bool killed_allow_ = false;
+  std::optional<std::set<uint64_t>> backup_;  // applied when backed up
+  std::map<uint64_t, int> backup_edits_;
+  bool restored_ = false;  // restored to a state the ledger has not accepted
   int checks_ = 0;
   std::string log_;
 };
