@@ -1558,6 +1558,14 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
       return ledger.status();
     } else {
       impl->ledger = std::move(ledger).value();
+      // A writer refuses such a directory (Ledger::Open); a reader says so.
+      if (mode == AccessMode::kRead) {
+        if (::migledger::Status st =
+                CheckLedgerDirectory(options.config.ledger_dir);
+            !st.ok()) {
+          spdlog::warn("{}", st.message());
+        }
+      }
     }
   }
   OpenedTarget opened =

@@ -111,6 +111,9 @@ StatusOr<std::unique_ptr<Ledger>> OpenProjectLedger(const GlobalOptions& g) {
   if (!g.use_store) {
     LedgerOptions lo;
     lo.read_only = true;
+    // Reading is allowed, but say that another user could have changed it.
+    if (Status st = CheckLedgerDirectory(c.ledger_dir); !st.ok())
+      spdlog::warn("{}", st.message());
     return Ledger::Open(c.ledger_dir, lo);
   }
   std::string url = AuditStoreUrl(c.audit_store_url, c.audit_store_url_env);

@@ -36,6 +36,9 @@ inline constexpr const char* kCrashPoints[] = {
     "mirror.before_commit",       // outbox rows inserted in the target, not
                                   // committed
     "store.before_commit",        // audit store rows inserted, not committed
+    // A new ledger: RocksDB has created it (CURRENT), its format marker and
+    // ledger id are not written yet.
+    "ledger.before_format_marker",
 };
 
 // Points only the server-stop tests use: there a client kill is the same as

@@ -11,10 +11,13 @@
 #include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +27,7 @@
 #include <system_error>
 #include <thread>
 
+#include "common/crash_points.h"
 #include "common/protobuf_wire.h"
 #include "ledger/merkle.h"
 
@@ -452,12 +456,39 @@ class RocksLedger final : public Ledger {
     return new TableIterator(db_, ro, tables_[table].cf, tables_[table].prefix);
   }
 
-  Status Init(bool fresh, const std::string &new_ledger_id) {
+  // True when no table holds a single row (not even the format marker).
+  StatusOr<bool> Empty() const {
+    for (auto *cf : cfs_) {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, cf));
+      it->SeekToFirst();
+      if (it->Valid()) return false;
+      MIGLEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "reading ledger"));
+    }
+    return true;
+  }
+
+  // `dir` names the ledger in messages; `new_ledger_id` as in LedgerOptions.
+  Status Init(const std::string &dir, const std::string &new_ledger_id) {
     std::string value;
     // Decide "new ledger" under RocksDB's lock, not from a look before it:
     // two first runs can both see no ledger, and the second must not
-    // re-initialize (a new ledger id) what the first already wrote.
-    if (fresh && !read_only_ && GetRow(kMeta, "format", &value).IsNotFound()) {
+    // re-initialize (a new ledger id) what the first already wrote. A
+    // ledger without the marker and without any row is one whose creator
+    // was killed after RocksDB created it (CURRENT is there) and before
+    // the marker was written: nothing was ever recorded in it, so it is
+    // initialized like a new one, not refused.
+    auto marker = GetRow(kMeta, "format", &value);
+    if (marker.IsNotFound()) {
+      MIGLEDGER_ASSIGN_OR_RETURN(bool empty, Empty());
+      if (!empty) {
+        return LedgerCorrupt(
+            "ledger " + dir +
+            " has no format marker but holds data (not a migledger ledger?)");
+      }
+      // A reader sees what it holds: no events (its id comes with the
+      // marker, from the next writer).
+      if (read_only_) return Status::Ok();
+      CrashPoint("ledger.before_format_marker");
       rocksdb::WriteBatch batch;
       PutRow(&batch, kMeta, "format", format_2_ ? kFormatVersion : "1");
       ledger_id_ = new_ledger_id.empty() ? NewLedgerId() : new_ledger_id;
@@ -468,10 +499,6 @@ class RocksLedger final : public Ledger {
           FromRocks(db_->Write(wo, &batch), "initializing ledger"));
     }
     auto s = GetRow(kMeta, "format", &value);
-    if (s.IsNotFound()) {
-      return LedgerCorrupt(
-          "ledger has no format marker (not a migledger ledger?)");
-    }
     MIGLEDGER_RETURN_IF_ERROR(FromRocks(s, "reading ledger format"));
     if (std::atoi(value.c_str()) > kFormatVersionNumber) {
       return Unsupported("ledger format " + value +
@@ -1477,6 +1504,32 @@ rocksdb::Status CreateWithColumnFamilies(
 
 }  // namespace
 
+Status CheckLedgerDirectory(const std::string &dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Status::Ok();  // created private on demand
+    return IoError("cannot open ledger " + dir + ": " + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode))
+    return IoError("cannot open ledger " + dir + ": not a directory");
+  const uid_t me = ::geteuid();
+  if (st.st_uid != me) {
+    return IoError("ledger directory " + dir + " is owned by uid " +
+                   std::to_string(st.st_uid) + ", not by you (uid " +
+                   std::to_string(me) +
+                   "): run migledger as its owner, or chown it to yourself");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+    return IoError(
+        "ledger directory " + dir + " is writable by " +
+        ((st.st_mode & S_IWOTH) != 0 ? "every user" : "its group") + " (mode " +
+        mode + "), so another user could replace its files: chmod 700 " + dir);
+  }
+  return Status::Ok();
+}
+
 StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
                                                const LedgerOptions &options) {
   namespace fs = std::filesystem;
@@ -1490,6 +1543,15 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
     return IoError("cannot open ledger " + dir + ": not a directory");
+  }
+  // A writer refuses a directory another user can change (as ssh refuses
+  // such keys): they could move the log away or plant files in it.
+  if (!options.read_only) {
+    MIGLEDGER_RETURN_IF_ERROR(CheckLedgerDirectory(dir));
+    if (::access(dir.c_str(), W_OK) != 0 && errno == EACCES) {
+      return IoError("cannot open ledger " + dir +
+                     ": permission denied (the directory is not writable)");
+    }
   }
   bool exists = fs::exists(fs::path(dir) / "CURRENT", ec);
   if (!exists) {
@@ -1529,10 +1591,14 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
       } else {
         s = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &db);
       }
+      // Busy only when another process holds the lock (EAGAIN from fcntl,
+      // or this process itself): a LOCK file that cannot be opened
+      // ("Permission denied", a read-only file system) is not "in use".
+      const std::string why = s.ToString();
       bool locked =
           s.IsIOError() &&
-          (s.ToString().find("lock") != std::string::npos ||
-           s.ToString().find("Resource temporarily") != std::string::npos);
+          (why.find("Resource temporarily") != std::string::npos ||
+           why.find("lock hold by current process") != std::string::npos);
       if (!locked || std::chrono::steady_clock::now() >= deadline) {
         if (locked) {
           return LedgerBusy("the ledger " + dir +
@@ -1617,7 +1683,7 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   }
   auto ledger = std::make_unique<RocksLedger>(db, std::move(handles),
                                               options.read_only, format_2);
-  MIGLEDGER_RETURN_IF_ERROR(ledger->Init(!exists, options.new_ledger_id));
+  MIGLEDGER_RETURN_IF_ERROR(ledger->Init(dir, options.new_ledger_id));
   return std::unique_ptr<Ledger>(std::move(ledger));
 }
 

@@ -120,6 +120,13 @@ struct LedgerOptions {
 // "" for other events.
 std::string EventVersion(const v1::Event& event);
 
+// Whether the ledger directory `dir` is safe to use (a missing one is fine:
+// it is created private): owned by this process's user and writable by
+// nobody else (group or others), as ssh wants of its keys. kIo saying what
+// to do otherwise. Ledger::Open refuses a writer such a directory (and one
+// it cannot write to); readers may call it to warn.
+Status CheckLedgerDirectory(const std::string& dir);
+
 class Ledger {
  public:
   // Opens the ledger in `dir`. A writer takes RocksDB's lock; a second

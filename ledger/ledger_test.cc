@@ -1724,12 +1724,13 @@ TEST_F(LedgerTest, NewLedgerIdNamesTheLedgerItCreatesOnly) {
 }
 
 TEST_F(LedgerTest, RocksDbThatIsNotALedgerIsCorrupt) {
-  // A RocksDB database without the ledger's column families or format.
+  // A RocksDB database with data but without the ledger's format marker.
   {
     rocksdb::Options o;
     o.create_if_missing = true;
     rocksdb::DB* db = nullptr;
     ASSERT_TRUE(rocksdb::DB::Open(o, Dir("other"), &db).ok());
+    ASSERT_TRUE(db->Put({}, "some", "data").ok());
     delete db;
   }
   for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
@@ -1740,6 +1741,41 @@ TEST_F(LedgerTest, RocksDbThatIsNotALedgerIsCorrupt) {
     EXPECT_FALSE(Contains(ledger.status().message(), "newer"))
         << ledger.status().ToString();
   }
+}
+
+// What a first run killed after RocksDB created the ledger (CURRENT is
+// there) and before it wrote the format marker leaves: nothing was ever
+// recorded, so the next writer initializes it and a reader sees no events.
+TEST_F(LedgerTest, LedgerKilledBeforeItsFormatMarkerIsInitializedNotRefused) {
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, Dir(), &db).ok());
+    delete db;
+  }
+  ASSERT_TRUE(fs::exists(Dir() + "/CURRENT"));
+  {
+    auto reader = MustOpen(Dir(), ReadOnly());
+    ASSERT_TRUE(reader);
+    EXPECT_EQ(reader->Head().size, 0u);
+  }
+  std::string id;
+  {
+    auto ledger = MustOpen(Dir(), Writable());
+    ASSERT_TRUE(ledger);
+    id = ledger->ledger_id();
+    EXPECT_EQ(id.size(), 32u);
+    v1::Event e = MakeEvent("sqlite", "db-a", "run-1", 1700000000000000, "1");
+    ASSERT_TRUE(ledger->AppendEvent(&e, /*sync=*/true).ok());
+  }
+  auto again = MustOpen(Dir(), ReadOnly());
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->ledger_id(), id);
+  EXPECT_EQ(again->Head().size, 1u);
+  auto report = again->Verify();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->ok()) << report->problem;
 }
 
 TEST_F(LedgerTest, UnknownColumnFamilyIsUnsupportedForAWriter) {

@@ -1158,6 +1158,136 @@ TEST_F(SqliteBadInputTest, LedgerDirectoryIsPrivateAndItsFiles0600) {
   EXPECT_EQ(st.st_mode & 07777, 0600u) << out;
 }
 
+// ---- files the tool writes, and the ledger directory ---------------------
+
+// Names in `dir` starting with `prefix`: a temporary file left behind.
+std::vector<std::string> NamesStartingWith(const std::string& dir,
+                                           const std::string& prefix) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) == 0) names.push_back(name);
+  }
+  return names;
+}
+
+// Issue 39: the export wrote to the fixed name F.tmp (following a symlink
+// planted there) and renamed it to F. A root export in a shared directory
+// could so overwrite any file.
+TEST_F(SqliteBadInputTest, ExportNeverWritesThroughAPlantedSymlink) {
+  const std::string victim = dir_ / "victim";
+  WriteFile(victim, "precious\n");
+  const std::string out = dir_ / "audit.jsonl";
+  ASSERT_EQ(symlink(victim.c_str(), (out + ".tmp").c_str()), 0);
+  TimedRun r = Run({"audit", "export", "--format", "jsonl", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(ReadFile(victim), "precious\n");
+  EXPECT_EQ(Lines(ReadFile(out)).size(), events_before_);
+  // A symlink at F itself is replaced, not written through.
+  const std::string linked = dir_ / "linked.csv";
+  ASSERT_EQ(symlink(victim.c_str(), linked.c_str()), 0);
+  r = Run({"audit", "export", "--format", "csv", "--out", linked});
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  EXPECT_EQ(ReadFile(victim), "precious\n");
+  EXPECT_FALSE(fs::is_symlink(linked));
+  EXPECT_EQ(NamesStartingWith(dir_.path(), ".audit.jsonl.tmp"),
+            std::vector<std::string>{});
+  EXPECT_EQ(NamesStartingWith(dir_.path(), ".linked.csv.tmp"),
+            std::vector<std::string>{});
+}
+
+// init wrote migledger.toml through whatever was at that name when it did
+// not "exist" (a dangling symlink): root's init could create any file.
+TEST(ProjectFilesTest, InitNeverWritesThroughADanglingSymlink) {
+  TempDir dir;
+  const std::string project = dir / "project";
+  fs::create_directories(project);
+  fs::create_directories(dir / "elsewhere");
+  const std::string planted = dir / "elsewhere/planted";
+  ASSERT_EQ(symlink(planted.c_str(), (project + "/migledger.toml").c_str()), 0);
+  TimedRun r = RunTimed({"init"}, project);
+  EXPECT_EQ(r.exit_code, 2) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "migledger.toml already exists")) << Describe(r);
+  EXPECT_FALSE(fs::exists(planted));
+}
+
+// A ledger directory another user can change is refused to writers (they
+// could move the log away or plant files in it) and reported to readers.
+TEST_F(SqliteBadInputTest, LedgerDirectoryWritableByOthersIsRefusedToWriters) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  for (mode_t mode : {0777, 0770, 0702}) {
+    ASSERT_EQ(chmod(LedgerDir().c_str(), mode), 0);
+    for (const char* command : {"apply", "recover"}) {
+      TimedRun r = Run({command});
+      EXPECT_EQ(r.exit_code, 9) << command << "\n" << Describe(r);
+      ExpectWarningsThenOneErrorLine(r);
+      EXPECT_TRUE(Contains(r.err, "chmod 700 " + LedgerDir())) << Describe(r);
+      EXPECT_TRUE(r.out.empty()) << Describe(r);
+    }
+    TimedRun v = Run({"audit", "verify"});
+    EXPECT_EQ(v.exit_code, 0) << Describe(v);
+    EXPECT_EQ(v.err.rfind("warning: ledger directory " + LedgerDir(), 0), 0u)
+        << Describe(v);
+    struct stat st {};
+    ASSERT_EQ(stat(LedgerDir().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, mode) << "the tool changed nothing";
+  }
+  ASSERT_EQ(chmod(LedgerDir().c_str(), 0700), 0);
+  EXPECT_FALSE(TableExists("b"));
+  ExpectUntouched();
+  ASSERT_EQ(Run({"apply"}).exit_code, 0);
+  EXPECT_TRUE(TableExists("b"));
+}
+
+TEST_F(SqliteBadInputTest, LedgerDirectoryOfAnotherUserIsRefusedToWriters) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  const uid_t other = geteuid() == 65534 ? 65533 : 65534;
+  ASSERT_EQ(chown(LedgerDir().c_str(), other, static_cast<gid_t>(-1)), 0)
+      << "chown needs root: " << std::strerror(errno);
+  TimedRun r = Run({"apply"});
+  EXPECT_EQ(r.exit_code, 9) << Describe(r);
+  ExpectWarningsThenOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "is owned by uid " + std::to_string(other)))
+      << Describe(r);
+  ASSERT_EQ(chown(LedgerDir().c_str(), geteuid(), static_cast<gid_t>(-1)), 0);
+  EXPECT_FALSE(TableExists("b"));
+  ExpectUntouched();
+}
+
+// Issue 39: a ledger its user cannot write was reported as "in use by
+// another migledger process" (exit 5, after the lock timeout): it is a
+// permission problem (exit 9). Run as an unprivileged user who owns the
+// project, with the ledger's LOCK file, then the directory, read-only.
+TEST_F(SqliteBadInputTest, UnwritableLedgerIsAPermissionErrorNotBusy) {
+  ASSERT_EQ(geteuid(), 0u) << "the test switches to the user nobody";
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  const uid_t nobody = 65534;
+  const gid_t nogroup = 65534;
+  for (const auto& e : fs::recursive_directory_iterator(dir_.path()))
+    ASSERT_EQ(lchown(e.path().c_str(), nobody, nogroup), 0) << e.path();
+  ASSERT_EQ(chown(dir_.path().c_str(), nobody, nogroup), 0);
+  const std::vector<std::string> as_nobody = {"runuser", "-u", "nobody", "--"};
+  const std::string lock = LedgerDir() + "/LOCK";
+  struct Case {
+    std::string what, path;
+    mode_t mode, restore;
+  };
+  for (const Case& c : {Case{"LOCK file read-only", lock, 0400, 0600},
+                        Case{"directory read-only", LedgerDir(), 0500, 0700}}) {
+    ASSERT_EQ(chmod(c.path.c_str(), c.mode), 0);
+    TimedRun r = RunTimed({"apply"}, dir_.path(), env_, 60, as_nobody);
+    EXPECT_EQ(r.exit_code, 9) << c.what << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "permission denied")) << Describe(r);
+    EXPECT_FALSE(Contains(r.err, "in use")) << Describe(r);
+    ASSERT_EQ(chmod(c.path.c_str(), c.restore), 0);
+  }
+  TimedRun ok = RunTimed({"apply"}, dir_.path(), env_, 60, as_nobody);
+  EXPECT_EQ(ok.exit_code, 0) << Describe(ok);
+  EXPECT_TRUE(TableExists("b"));
+}
+
 // ---- identifiers and paths ------------------------------------------------
 
 TEST(QuotingTest, SqliteTargetPathWithQuotesAndSpacesWorks) {

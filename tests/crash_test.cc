@@ -21,6 +21,9 @@
 //   ConcurrencyTest           two applies at once: one project, or two
 //                             ledgers on one target
 //   FreshLedgerRaceTest       two first runs racing to create the ledger
+//   BootstrapKillTest         init, apply, baseline of a new project killed
+//                             before the ledger's format marker and at
+//                             random moments: the project still works
 //   SecondLedgerAfterKillTest a killed ledger, then another ledger applies
 //   KilledConcurrentIndexTest PostgreSQL: a runner killed while its CREATE
 //                             INDEX CONCURRENTLY builds; the next apply
@@ -64,6 +67,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -609,6 +613,10 @@ bool IsNoTxPoint(const std::string& p) {
          p == "apply.after_statement_event_no_tx";
 }
 bool IsStorePoint(const std::string& p) { return p.rfind("store.", 0) == 0; }
+// Points passed only while a new ledger is created.
+bool IsLedgerCreationPoint(const std::string& p) {
+  return p.rfind("ledger.", 0) == 0;
+}
 
 // How many times one `apply` of FourMigrations(no_tx) on an empty target
 // passes `point` (`store`: an audit store is configured); -1 for a point
@@ -617,6 +625,8 @@ int ApplyHits(const std::string& p, bool no_tx, bool store) {
   const int steps = kSmallMigrations,
             tx_steps = no_tx ? kSmallMigrations - 1 : kSmallMigrations;
   if (IsRunLevel(p)) return 1;
+  // The first apply of a project creates its ledger.
+  if (IsLedgerCreationPoint(p)) return 1;
   if (p == "apply.after_step_started" || p == "apply.after_commit" ||
       p == "apply.after_outcome") {
     return steps;
@@ -638,6 +648,7 @@ int ApplyHits(const std::string& p, bool no_tx, bool store) {
 // file is one transactional DROP TABLE; no audit store).
 int DownHits(const std::string& p) {
   if (IsRunLevel(p)) return 1;
+  if (IsLedgerCreationPoint(p)) return 0;  // the ledger exists by then
   if (IsNoTxPoint(p)) return 0;
   if (p == "apply.after_step_started" || p == "apply.after_begin" ||
       p == "apply.after_statement" || p == "apply.before_commit" ||
@@ -1095,6 +1106,9 @@ TEST_P(RandomKillTest, KilledAnywhereAnyNumberOfTimes) {
       std::string spec = "none";
       if (!last) {
         std::string point = points[rng() % points.size()];
+        // The ledger exists after the first run: pick another point.
+        while (iter > 0 && IsLedgerCreationPoint(point))
+          point = points[rng() % points.size()];
         // Per-step points are hit many times per run; others once.
         bool per_step = point.rfind("apply.", 0) == 0 && !IsRunLevel(point);
         int hit = per_step ? 1 + static_cast<int>(rng() % 6) : 1;
@@ -1636,6 +1650,141 @@ TEST(FreshLedgerRaceTest, ConcurrentFirstRunsKeepOneLedgerId) {
       << "the ledger's identity changed while it was in use:" << seen;
   ExpectComplete(project, *target, Expected{});
 }
+
+// ---------------------------------------------------------------------------
+// Killed while a new ledger is created
+// ---------------------------------------------------------------------------
+
+// The first commands of a project, each of which creates its ledger.
+struct BootstrapCommand {
+  const char* name;
+  std::vector<std::string> args;
+};
+
+std::vector<BootstrapCommand> BootstrapCommands() {
+  return {{"init", {"init", "--target", "sqlite:app.db"}},
+          {"apply", {"apply"}},
+          {"baseline", {"baseline", "--version", "0002", "--reason", "r"}}};
+}
+
+// A project for `c`: `init` gets an empty directory, the others a project
+// with FourMigrations and no ledger yet.
+void BootstrapProject(const BootstrapCommand& c, const std::string& project,
+                      const TestTarget& target) {
+  fs::create_directories(project);
+  if (std::string(c.name) == "init") return;
+  WriteConfig(project, target.url(), "");
+  WriteMigrations(project, FourMigrations(false, false));
+}
+
+// Whatever the killed bootstrap left, the project works: the ledger
+// verifies, `status` reads it, and `apply` (after running the killed command
+// again) brings the target up to date with a ledger that has its identity.
+void ExpectBootstrapHealed(const BootstrapCommand& c,
+                           const std::string& project, const TestTarget& target,
+                           const std::string& context) {
+  SCOPED_TRACE(context);
+  const bool init = std::string(c.name) == "init";
+  if (!init) {  // (init may not have written migledger.toml yet)
+    RunResult status = RunMigledger({"status"}, project, target.env());
+    EXPECT_EQ(0, status.exit_code) << "status: " << Describe(status);
+  }
+  RunResult again = RunMigledger(c.args, project, target.env());
+  ASSERT_EQ(0, again.exit_code) << c.name << " again: " << Describe(again);
+  if (init) WriteMigrations(project, FourMigrations(false, false));
+  RunResult apply = RunMigledger({"apply"}, project, target.env());
+  ASSERT_EQ(0, apply.exit_code) << "apply: " << Describe(apply);
+  RunResult verify = RunMigledger({"audit", "verify"}, project);
+  EXPECT_EQ(0, verify.exit_code) << "audit verify: " << Describe(verify);
+  RunResult digest = RunMigledger({"audit", "digest"}, project);
+  EXPECT_EQ(0, digest.exit_code) << Describe(digest);
+  EXPECT_TRUE(
+      std::regex_search(digest.out, std::regex("ledger_id: [0-9a-f]{32}\\n")))
+      << digest.out;
+}
+
+void PrintTo(const BootstrapCommand& c, std::ostream* os) { *os << c.name; }
+
+class BootstrapKillTest : public ::testing::TestWithParam<BootstrapCommand> {};
+
+// RocksDB has created the ledger (CURRENT is there), its format marker is
+// not written yet: the next command initializes it instead of refusing it.
+TEST_P(BootstrapKillTest, KilledBeforeTheFormatMarkerTheNextRunInitializes) {
+  if (!CrashPointsEnabled())
+    GTEST_SKIP() << "built without MIGLEDGER_CRASH_POINTS";
+  const BootstrapCommand& c = GetParam();
+  TempDir dir;
+  const std::string project = dir / "project";
+  auto target = TestTarget::Create(TargetKind::kSqlite, dir.path());
+  ASSERT_NE(nullptr, target);
+  BootstrapProject(c, project, *target);
+  auto env = target->env();
+  env["MIGLEDGER_CRASH_AT"] = "ledger.before_format_marker";
+  RunResult killed = RunMigledger(c.args, project, env);
+  ASSERT_EQ(SIGKILL, killed.signal) << Describe(killed);
+  ASSERT_TRUE(fs::exists(project + "/.migledger/CURRENT"));
+  RunResult verify = RunMigledger({"audit", "verify"}, project);
+  EXPECT_EQ(0, verify.exit_code) << Describe(verify);
+  ExpectBootstrapHealed(c, project, *target, "killed before the marker");
+}
+
+// SIGKILL at random moments of a bootstrap (seeded; the moments spread over
+// the time an uninterrupted run of the same command takes here).
+TEST_P(BootstrapKillTest, KilledAtRandomMomentsTheProjectStillWorks) {
+  const BootstrapCommand& c = GetParam();
+  uint64_t seed = std::random_device{}();
+  if (const char* s = std::getenv("MIGLEDGER_CRASH_SEED"); s && *s)
+    seed = std::strtoull(s, nullptr, 10);
+  std::cout << "[ seed     ] MIGLEDGER_CRASH_SEED=" << seed << " (" << c.name
+            << ")" << std::endl;
+  RecordProperty("seed", std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  // How long the whole command takes on this machine, uninterrupted.
+  int64_t span_us = 0;
+  {
+    TempDir dir;
+    const std::string project = dir / "project";
+    auto target = TestTarget::Create(TargetKind::kSqlite, dir.path());
+    ASSERT_NE(nullptr, target);
+    BootstrapProject(c, project, *target);
+    const auto start = std::chrono::steady_clock::now();
+    RunResult r = RunMigledger(c.args, project, target->env());
+    span_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - start)
+                  .count();
+    ASSERT_EQ(0, r.exit_code) << Describe(r);
+  }
+  constexpr int kRounds = 25;
+  int killed_runs = 0, with_current = 0;
+  for (int round = 0; round < kRounds && !HasFailure(); ++round) {
+    TempDir dir;
+    const std::string project = dir / "project";
+    auto target = TestTarget::Create(TargetKind::kSqlite, dir.path());
+    ASSERT_NE(nullptr, target);
+    BootstrapProject(c, project, *target);
+    const int64_t delay_us = static_cast<int64_t>(rng() % (span_us + 1));
+    pid_t pid = StartMigledger(c.args, project, target->env());
+    ASSERT_GT(pid, 0);
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+    kill(pid, SIGKILL);
+    int wstatus = 0;
+    ASSERT_EQ(pid, waitpid(pid, &wstatus, 0));
+    if (WIFSIGNALED(wstatus)) ++killed_runs;
+    if (fs::exists(project + "/.migledger/CURRENT")) ++with_current;
+    ExpectBootstrapHealed(c, project, *target,
+                          "round " + std::to_string(round) + ", killed after " +
+                              std::to_string(delay_us) + " us");
+  }
+  std::cout << "[ random   ] " << c.name << ": " << kRounds << " round(s), "
+            << killed_runs << " killed before they ended, " << with_current
+            << " left a ledger directory" << std::endl;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Commands, BootstrapKillTest, ::testing::ValuesIn(BootstrapCommands()),
+    [](const ::testing::TestParamInfo<BootstrapCommand>& i) {
+      return std::string(i.param.name);
+    });
 
 // One ledger is killed; a second ledger (another operator, a CI runner)
 // then applies to the same target; then the first runs again. README: every

@@ -169,6 +169,16 @@ class HtmlReportTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, want_exit) << r.out << r.err;
   }
 
+  // No temporary file of an export to `name` (common/atomic_file.h) is
+  // left in the directory.
+  bool NoTemporaryFileOf(const std::string& name) {
+    for (const auto& e : fs::directory_iterator(dir_.path())) {
+      if (e.path().filename().string().rfind("." + name + ".tmp", 0) == 0)
+        return false;
+    }
+    return true;
+  }
+
   // Exports the HTML report (with extra filter flags) and returns its text.
   std::string Export(const std::string& name,
                      const std::vector<std::string>& filters = {}) {
@@ -179,7 +189,7 @@ class HtmlReportTest : public ::testing::Test {
         args, dir_.path(), {{"MIGLEDGER_FAKE_TIME", "2026-03-06T08:00:00Z"}});
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     EXPECT_NE(r.out.find("wrote"), std::string::npos) << r.out;
-    EXPECT_FALSE(fs::exists(dir_ / (name + ".tmp")));
+    EXPECT_TRUE(NoTemporaryFileOf(name));
     return ReadFile(dir_ / name);
   }
 
@@ -261,7 +271,7 @@ TEST_F(HtmlReportTest, FiltersSelectEventsAsForOtherFormats) {
                                dir_.path());
   EXPECT_EQ(bad.exit_code, 2) << bad.err;
   EXPECT_FALSE(fs::exists(dir_ / "bad.html"));
-  EXPECT_FALSE(fs::exists(dir_ / "bad.html.tmp"));
+  EXPECT_TRUE(NoTemporaryFileOf("bad.html"));
 }
 
 TEST_F(HtmlReportTest, AuditLogHasNoColourWhenNotATerminal) {

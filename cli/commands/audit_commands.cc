@@ -17,6 +17,7 @@
 #include "cli/format.h"
 #include "cli/html_report.h"
 #include "cli/terminal_text.h"
+#include "common/atomic_file.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
 #include "ledger/merkle.h"
@@ -783,21 +784,14 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
     cmd->callback([=] {
       *selected = [=]() -> Status {
         MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
-        std::string tmp = *out + ".tmp";
-        std::FILE* file = std::fopen(tmp.c_str(), "wb");
-        if (!file) return IoError("cannot write " + *out);
-        Status st = *format == "html"
-                        ? WriteHtml(ledger.get(), *f, file)
-                        : WriteLog(ledger.get(), *f, *format, file);
-        bool closed = std::fclose(file) == 0;
-        if (st.ok() && !closed)
-          st = IoError("cannot write " + *out + " (disk full?)");
-        if (!st.ok()) {
-          std::remove(tmp.c_str());
-          return st;
-        }
-        if (std::rename(tmp.c_str(), out->c_str()) != 0)
-          return IoError("cannot write " + *out);
+        // Whole or not at all, through a unique temporary file beside it
+        // (common/atomic_file.h): nothing planted there is followed.
+        MIGLEDGER_RETURN_IF_ERROR(
+            WriteFileAtomically(*out, [&](std::FILE* file) -> Status {
+              return *format == "html"
+                         ? WriteHtml(ledger.get(), *f, file)
+                         : WriteLog(ledger.get(), *f, *format, file);
+            }));
         std::printf("wrote %s\n", OneLine(*out).c_str());
         return Status::Ok();
       };

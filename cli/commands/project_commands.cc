@@ -5,11 +5,11 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 
 #include "applier/conninfo.h"
 #include "cli/command.h"
 #include "cli/format.h"
+#include "common/atomic_file.h"
 #include "common/file_modes.h"
 #include "common/time_util.h"
 
@@ -18,17 +18,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Project files belong to the project, not to the ledger: the user's usual
+// mode. Written whole or not at all, and never over anything already there
+// (an existing migration is never overwritten).
 Status WriteNewFile(const fs::path& path, const std::string& content) {
-  std::error_code ec;
-  if (fs::exists(path, ec))
-    return InvalidInput(path.string() + " already exists");
-  std::ofstream out(path, std::ios::binary);
-  out << content;
-  out.close();
-  if (!out) return IoError("cannot write " + path.string());
-  // Project files belong to the project, not to the ledger: usual mode.
-  ::chmod(path.c_str(), 0666 & ~OriginalUmask());
-  return Status::Ok();
+  return WriteFileAtomically(path.string(), content,
+                             {static_cast<mode_t>(0666 & ~OriginalUmask()),
+                              /*replace=*/false});
 }
 
 // `s` as a TOML basic string: quoted, with \\, " and control characters
