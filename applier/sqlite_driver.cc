@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -84,9 +86,15 @@ class SqliteDriver final : public Driver {
     // A lock file beside the database: flock is released by the kernel when
     // the process dies, so a killed applier never leaves the target locked.
     std::string lock_path = path_ + ".migledger-lock";
-    lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    // O_NOFOLLOW: a symlink planted at that name is refused, never
+    // followed to create a file elsewhere.
+    lock_fd_ = ::open(lock_path.c_str(),
+                      O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lock_fd_ < 0) {
-      return TargetUnavailable("cannot create lock file " + lock_path);
+      return TargetUnavailable("cannot create lock file " + lock_path + ": " +
+                               (errno == ELOOP
+                                    ? std::string("it is a symbolic link")
+                                    : std::string(std::strerror(errno))));
     }
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {

@@ -1196,6 +1196,23 @@ TEST_F(SqliteBadInputTest, ExportNeverWritesThroughAPlantedSymlink) {
             std::vector<std::string>{});
 }
 
+// The SQLite target's lock file was opened with O_CREAT through a symlink
+// planted at its name: root's apply created a file wherever it pointed.
+TEST_F(SqliteBadInputTest, SymlinkAtTheTargetsLockFileIsRefusedNotFollowed) {
+  Migration("0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  const std::string lock = Db() + ".migledger-lock";
+  std::remove(lock.c_str());
+  const std::string planted = dir_ / "planted";
+  ASSERT_EQ(symlink(planted.c_str(), lock.c_str()), 0);
+  TimedRun r = Run({"apply"});
+  EXPECT_EQ(r.exit_code, 7) << Describe(r);
+  ExpectOneErrorLine(r);
+  EXPECT_TRUE(Contains(r.err, "it is a symbolic link")) << Describe(r);
+  EXPECT_FALSE(fs::exists(planted));
+  EXPECT_FALSE(TableExists("b"));
+  ExpectUntouched();
+}
+
 // init wrote migledger.toml through whatever was at that name when it did
 // not "exist" (a dangling symlink): root's init could create any file.
 TEST(ProjectFilesTest, InitNeverWritesThroughADanglingSymlink) {
