@@ -1616,6 +1616,8 @@ StatusOr<StatusReport> Applier::Status() {
   const Projection& p = *projected;
   report.target_events = p.events;
   report.unfinished = p.open_attempts;
+  if (!report.unfinished.empty() && d.driver)
+    report.running_elsewhere = d.driver->LockHeldElsewhere();
   MIGLEDGER_ASSIGN_OR_RETURN(auto markers, d.Markers());
   // One index for the drift check and the rows; `on_disk`: which markers
   // have a file.
@@ -1653,6 +1655,15 @@ StatusOr<StatusReport> Applier::Status() {
     }
     if (m.up.no_transaction)
       row.note += row.note.empty() ? "no-transaction" : ", no-transaction";
+    if (report.running_elsewhere) {
+      for (const auto& a : report.unfinished) {
+        if (CompareVersions(a.version, m.version) != 0) continue;
+        const char* running = a.direction == v1::DIRECTION_DOWN
+                                  ? "being reverted now"
+                                  : "running now";
+        row.note = row.note.empty() ? running : running + (", " + row.note);
+      }
+    }
     report.rows.push_back(std::move(row));
   }
   // Marker rows come in the target's string order: the rows of files gone

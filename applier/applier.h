@@ -94,6 +94,10 @@ struct StatusReport {
   std::vector<StatusRow> rows;
   std::vector<DriftItem> drift;
   std::vector<OpenAttempt> unfinished;
+  // Only probed when there are unfinished steps: another migledger (apply,
+  // down or recover) holds the target's lock now, so those steps are being
+  // run, not left behind by a crash.
+  bool running_elsewhere = false;
   uint64_t target_events = 0;
 };
 

@@ -104,6 +104,11 @@ class Driver {
   // A hint that Lock() follows soon: a driver may start connecting its lock
   // session in the background. Lock() reports any error.
   virtual void BeginLock() {}
+  // True when another process holds the applier lock of this target now
+  // (an apply, down or recover is running on it). A probe: it never waits
+  // and never takes the lock, so it cannot delay or fail that process.
+  // False when it cannot tell.
+  virtual bool LockHeldElsewhere() { return false; }
 
   // Creates the tool's tables if they do not exist (idempotent, own
   // transaction).

@@ -276,6 +276,25 @@ class PostgresDriver final : public Driver {
                       std::to_string(timeout.count()) + " ms");
   }
 
+  // The applier lock as pg_locks shows a bigint advisory key: its high and
+  // low 32 bits in classid and objid, objsubid 1.
+  bool LockHeldElsewhere() override {
+    const uint64_t key = static_cast<uint64_t>(kPostgresApplierLockKey);
+    auto res = Run("probing the migledger lock",
+                   "SELECT pg_catalog.count(*)::text FROM pg_catalog.pg_locks "
+                   "WHERE locktype = 'advisory' AND granted "
+                   "AND objsubid = 1 AND classid::bigint = $1::bigint "
+                   "AND objid::bigint = $2::bigint AND database = "
+                   "(SELECT oid FROM pg_catalog.pg_database "
+                   "WHERE datname = pg_catalog.current_database()) "
+                   "AND pid <> pg_catalog.pg_backend_pid()",
+                   {Param{std::to_string(key >> 32)},
+                    Param{std::to_string(key & 0xffffffffu)}},
+                   false, Code::kTargetUnavailable);
+    return res.ok() && PQntuples(res->get()) == 1 &&
+           std::strcmp(PQgetvalue(res->get(), 0, 0), "0") != 0;
+  }
+
   // Holding the lock, waits until deadline for sessions of another
   // migledger on this database that are not idle: only a killed applier's
   // can be, and its statement may yet commit a step or finish an index.

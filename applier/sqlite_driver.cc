@@ -4,11 +4,14 @@
 #include <sqlite3.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -110,6 +113,28 @@ class SqliteDriver final : public Driver {
     }
     KeepJournal();
     return Status::Ok();
+  }
+
+  // flock() has no query call; /proc/locks lists every held flock with the
+  // device and inode of its file ("1: FLOCK  ADVISORY  WRITE 42
+  // fe:00:1234 0 EOF"; a waiter's line has "->").
+  bool LockHeldElsewhere() override {
+    struct stat st;
+    if (::stat((path_ + ".migledger-lock").c_str(), &st) != 0) return false;
+    char id[64];
+    std::snprintf(id, sizeof id, " %02x:%02x:%llu ", major(st.st_dev),
+                  minor(st.st_dev), static_cast<unsigned long long>(st.st_ino));
+    std::ifstream locks("/proc/locks");
+    std::string line;
+    while (std::getline(locks, line)) {
+      line += ' ';
+      if (line.find(" FLOCK ") != std::string::npos &&
+          line.find("->") == std::string::npos &&
+          line.find(id) != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
   }
 
   void Unlock() override {

@@ -21,6 +21,8 @@
 //   ConcurrencyTest           two applies at once: one project, or two
 //                             ledgers on one target
 //   FreshLedgerRaceTest       two first runs racing to create the ledger
+//   RunningStepStatusTest     status while another process holds the
+//                             target's lock: the open step is "running"
 //   BootstrapKillTest         init, apply, baseline of a new project killed
 //                             before the ledger's format marker and at
 //                             random moments: the project still works
@@ -49,6 +51,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1785,6 +1788,126 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<BootstrapCommand>& i) {
       return std::string(i.param.name);
     });
+
+// ---------------------------------------------------------------------------
+// status while another migledger runs a step
+// ---------------------------------------------------------------------------
+
+// Holds the applier lock of `target` the way a running apply does: SQLite,
+// flock on the lock file beside the database; PostgreSQL, the advisory lock
+// on a session of its own (a psql kept open). Released by the destructor.
+class HeldTargetLock {
+ public:
+  explicit HeldTargetLock(const TestTarget& target) {
+    if (target.kind() == TargetKind::kSqlite) {
+      const std::string lock = target.url().substr(7) + ".migledger-lock";
+      fd_ = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      held_ = fd_ >= 0 && flock(fd_, LOCK_EX | LOCK_NB) == 0;
+      return;
+    }
+    auto pg = PgFromEnv();
+    if (!pg) return;
+    const std::string cmd = "PGPASSWORD=" + ShellQuote(pg->password) +
+                            " psql -X -q -o /dev/null " +
+                            ShellQuote(target.url());
+    psql_ = popen(cmd.c_str(), "w");
+    if (psql_ == nullptr) return;
+    std::fputs("SELECT pg_advisory_lock(607043952827027902);\n", psql_);
+    std::fflush(psql_);
+    held_ = WaitUntil(
+        [&] {
+          return target.Query(
+                     "SELECT count(*) FROM pg_locks WHERE locktype "
+                     "= 'advisory' AND objid = 1129173438 AND "
+                     "granted") == std::vector<std::string>{"1"};
+        },
+        60);
+  }
+  ~HeldTargetLock() {
+    if (fd_ >= 0) close(fd_);
+    if (psql_ != nullptr) {
+      std::fputs("\\q\n", psql_);
+      pclose(psql_);
+    }
+  }
+  bool held() const { return held_; }
+
+ private:
+  int fd_ = -1;
+  FILE* psql_ = nullptr;
+  bool held_ = false;
+};
+
+class RunningStepStatusTest : public ::testing::TestWithParam<TargetKind> {};
+
+// Issue 39: `status` while an apply runs a step called that step unfinished
+// and advised recovering it. The step an apply is running is in the ledger
+// without an outcome, exactly as after a kill; what tells the two apart is
+// the target's applier lock, held by the running apply, which status probes
+// without waiting. A kill at apply.after_step_started leaves the ledger in
+// that state; the test then holds the lock as the running apply would.
+TEST_P(RunningStepStatusTest, StatusSaysAnApplyIsRunningTheStep) {
+  if (!CrashPointsEnabled())
+    GTEST_SKIP() << "built without MIGLEDGER_CRASH_POINTS";
+  const TargetKind kind = GetParam();
+  if (kind == TargetKind::kPostgres && !PgFromEnv())
+    GTEST_SKIP() << "PGTEST_URI not set";
+  TempDir dir;
+  const std::string project = dir.path();
+  auto target = TestTarget::Create(kind, project);
+  ASSERT_NE(nullptr, target);
+  WriteConfig(project, target->url(), "");
+  WriteMigrations(project, FourMigrations(false, false));
+  auto env = target->env();
+  env["MIGLEDGER_CRASH_AT"] = "apply.after_step_started:1";
+  RunResult killed = RunMigledger({"apply"}, project, env);
+  ASSERT_EQ(SIGKILL, killed.signal) << Describe(killed);
+
+  RunResult after_kill = RunMigledger({"status"}, project, target->env());
+  ASSERT_EQ(0, after_kill.exit_code) << Describe(after_kill);
+  EXPECT_TRUE(Contains(after_kill.out, "1 unfinished step(s)"))
+      << after_kill.out;
+  EXPECT_FALSE(Contains(after_kill.out, "running")) << after_kill.out;
+  {
+    HeldTargetLock lock(*target);
+    ASSERT_TRUE(lock.held());
+    RunResult running = RunMigledger({"status"}, project, target->env());
+    ASSERT_EQ(0, running.exit_code) << Describe(running);
+    EXPECT_TRUE(Contains(running.out,
+                         "1 step(s) running: another migledger (apply, down "
+                         "or recover) holds the lock on this target"))
+        << running.out;
+    EXPECT_FALSE(Contains(running.out, "recover` finishes")) << running.out;
+    EXPECT_FALSE(Contains(running.out, "unfinished")) << running.out;
+    bool row = false;
+    for (const auto& line : Lines(running.out)) {
+      if (line.rfind(V(1) + " ", 0) == 0) {
+        row = true;
+        EXPECT_TRUE(Contains(line, "running now")) << line;
+      }
+    }
+    EXPECT_TRUE(row) << running.out;
+    RunResult json =
+        RunMigledger({"status", "--format", "json"}, project, target->env());
+    ASSERT_EQ(0, json.exit_code) << Describe(json);
+    EXPECT_TRUE(Contains(json.out,
+                         "\"unfinished_steps\":1,"
+                         "\"running_elsewhere\":true"))
+        << json.out;
+  }
+  RunResult released = RunMigledger({"status"}, project, target->env());
+  EXPECT_TRUE(Contains(released.out, "1 unfinished step(s)")) << released.out;
+  RunResult apply = RunMigledger({"apply"}, project, target->env());
+  ASSERT_EQ(0, apply.exit_code) << Describe(apply);
+  ExpectComplete(project, *target, Expected{});
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, RunningStepStatusTest,
+                         ::testing::Values(TargetKind::kSqlite,
+                                           TargetKind::kPostgres),
+                         [](const ::testing::TestParamInfo<TargetKind>& i) {
+                           return std::string(KindName(i.param));
+                         });
 
 // One ledger is killed; a second ledger (another operator, a CI runner)
 // then applies to the same target; then the first runs again. README: every

@@ -118,7 +118,8 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
                  ",\"details\":" + JsonString(s.drift[i].details) + "}";
         }
         out += "],\"unfinished_steps\":" + std::to_string(s.unfinished.size()) +
-               "}\n";
+               ",\"running_elsewhere\":" +
+               (s.running_elsewhere ? "true" : "false") + "}\n";
         std::fputs(out.c_str(), stdout);
         return Status::Ok();
       }
@@ -138,7 +139,13 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       PrintTable(stdout, {"VERSION", "NAME", "STATE", "STARTED AT", "NOTE"},
                  rows);
       std::printf("%d applied, %d pending", applied, pending);
-      if (!s.unfinished.empty()) {
+      if (!s.unfinished.empty() && s.running_elsewhere) {
+        // Not a crash's leftovers: the process that started them runs them.
+        std::printf(
+            ", %zu step(s) running: another migledger (apply, down or "
+            "recover) holds the lock on this target and is running them",
+            s.unfinished.size());
+      } else if (!s.unfinished.empty()) {
         std::printf(
             ", %zu unfinished step(s) (the next apply or `migledger recover` "
             "finishes them)",
