@@ -1,6 +1,7 @@
 // RocksDB implementation of the ledger. Layout: ledger/FORMAT.md.
 #include "ledger/ledger.h"
 
+#include <fcntl.h>
 #include <google/protobuf/arena.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
@@ -35,6 +36,9 @@ namespace migledger {
 namespace {
 
 constexpr char kFormatVersion[] = "2";
+// Created in the ledger directory before RocksDB creates the ledger there,
+// removed once the format marker is durable (see Init).
+constexpr char kCreatingFile[] = "MIGLEDGER-CREATING";
 constexpr int kFormatVersionNumber = 2;
 
 // The ledger's tables. Format 2 keeps them all in RocksDB's default column
@@ -470,24 +474,33 @@ class RocksLedger final : public Ledger {
   // `dir` names the ledger in messages; `new_ledger_id` as in LedgerOptions.
   Status Init(const std::string &dir, const std::string &new_ledger_id) {
     std::string value;
+    const std::string creating = dir + "/" + kCreatingFile;
     // Decide "new ledger" under RocksDB's lock, not from a look before it:
     // two first runs can both see no ledger, and the second must not
     // re-initialize (a new ledger id) what the first already wrote. A
-    // ledger without the marker and without any row is one whose creator
-    // was killed after RocksDB created it (CURRENT is there) and before
-    // the marker was written: nothing was ever recorded in it, so it is
-    // initialized like a new one, not refused.
+    // ledger without the marker, without any row and with the creator's
+    // kCreatingFile is one whose creator was killed after RocksDB created
+    // it (CURRENT is there) and before the marker was written: nothing was
+    // ever recorded in it, so it is initialized like a new one, not
+    // refused. Without that file it is a ledger whose log was lost or
+    // removed (or no ledger at all): refused.
     auto marker = GetRow(kMeta, "format", &value);
     if (marker.IsNotFound()) {
       MIGLEDGER_ASSIGN_OR_RETURN(bool empty, Empty());
-      if (!empty) {
+      struct stat st;
+      if (!empty || ::lstat(creating.c_str(), &st) != 0) {
         return LedgerCorrupt(
             "ledger " + dir +
-            " has no format marker but holds data (not a migledger ledger?)");
+            " has no format marker (not a migledger ledger, or its log was "
+            "removed?)");
       }
-      // A reader sees what it holds: no events (its id comes with the
-      // marker, from the next writer).
-      if (read_only_) return Status::Ok();
+      // For a reader it is what it was an instant before RocksDB created
+      // it: no ledger yet (it has no identity before the marker).
+      if (read_only_) {
+        return NotFound("no ledger at " + dir +
+                        " yet (its creation has not finished; the next "
+                        "command that writes finishes it)");
+      }
       CrashPoint("ledger.before_format_marker");
       rocksdb::WriteBatch batch;
       PutRow(&batch, kMeta, "format", format_2_ ? kFormatVersion : "1");
@@ -498,6 +511,9 @@ class RocksLedger final : public Ledger {
       MIGLEDGER_RETURN_IF_ERROR(
           FromRocks(db_->Write(wo, &batch), "initializing ledger"));
     }
+    // Created: the evidence is no longer needed (losing this unlink in a
+    // power cut is harmless, the marker is durable).
+    if (!read_only_) ::unlink(creating.c_str());
     auto s = GetRow(kMeta, "format", &value);
     MIGLEDGER_RETURN_IF_ERROR(FromRocks(s, "reading ledger format"));
     if (std::atoi(value.c_str()) > kFormatVersionNumber) {
@@ -1566,6 +1582,18 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
       }
       ::chmod(dir.c_str(), 0700);
     }
+    // Evidence that this is a creation: a ledger that a kill leaves without
+    // its marker is then initialized by the next writer (Init). RocksDB
+    // syncs the directory when it writes CURRENT, which makes this entry
+    // durable first.
+    const std::string creating = dir + "/" + kCreatingFile;
+    int fd = ::open(creating.c_str(),
+                    O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+      return IoError("cannot create ledger " + dir + ": " +
+                     std::strerror(errno));
+    }
+    ::close(fd);
   }
   rocksdb::DBOptions db_options(LedgerDbOptions(options.read_only));
   db_options.create_if_missing = !exists;

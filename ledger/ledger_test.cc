@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -1724,13 +1725,12 @@ TEST_F(LedgerTest, NewLedgerIdNamesTheLedgerItCreatesOnly) {
 }
 
 TEST_F(LedgerTest, RocksDbThatIsNotALedgerIsCorrupt) {
-  // A RocksDB database with data but without the ledger's format marker.
+  // A RocksDB database without the ledger's column families or format.
   {
     rocksdb::Options o;
     o.create_if_missing = true;
     rocksdb::DB* db = nullptr;
     ASSERT_TRUE(rocksdb::DB::Open(o, Dir("other"), &db).ok());
-    ASSERT_TRUE(db->Put({}, "some", "data").ok());
     delete db;
   }
   for (const LedgerOptions& options : {ReadOnly(), Writable()}) {
@@ -1744,8 +1744,11 @@ TEST_F(LedgerTest, RocksDbThatIsNotALedgerIsCorrupt) {
 }
 
 // What a first run killed after RocksDB created the ledger (CURRENT is
-// there) and before it wrote the format marker leaves: nothing was ever
-// recorded, so the next writer initializes it and a reader sees no events.
+// there) and before it wrote the format marker leaves: the creator's
+// MIGLEDGER-CREATING file and no row. Nothing was ever recorded, so the next
+// writer initializes it (and removes the file); a reader sees no ledger yet.
+// The same RocksDB without that file is refused (the test above): a ledger
+// whose log was removed looks empty too.
 TEST_F(LedgerTest, LedgerKilledBeforeItsFormatMarkerIsInitializedNotRefused) {
   {
     rocksdb::Options o;
@@ -1755,11 +1758,11 @@ TEST_F(LedgerTest, LedgerKilledBeforeItsFormatMarkerIsInitializedNotRefused) {
     delete db;
   }
   ASSERT_TRUE(fs::exists(Dir() + "/CURRENT"));
-  {
-    auto reader = MustOpen(Dir(), ReadOnly());
-    ASSERT_TRUE(reader);
-    EXPECT_EQ(reader->Head().size, 0u);
-  }
+  std::ofstream(Dir() + "/MIGLEDGER-CREATING").close();
+  auto reader = Ledger::Open(Dir(), ReadOnly());
+  ASSERT_FALSE(reader.ok());
+  EXPECT_EQ(reader.status().code(), Code::kNotFound)
+      << reader.status().ToString();
   std::string id;
   {
     auto ledger = MustOpen(Dir(), Writable());
@@ -1769,6 +1772,7 @@ TEST_F(LedgerTest, LedgerKilledBeforeItsFormatMarkerIsInitializedNotRefused) {
     v1::Event e = MakeEvent("sqlite", "db-a", "run-1", 1700000000000000, "1");
     ASSERT_TRUE(ledger->AppendEvent(&e, /*sync=*/true).ok());
   }
+  EXPECT_FALSE(fs::exists(Dir() + "/MIGLEDGER-CREATING"));
   auto again = MustOpen(Dir(), ReadOnly());
   ASSERT_TRUE(again);
   EXPECT_EQ(again->ledger_id(), id);
