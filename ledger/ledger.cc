@@ -904,6 +904,8 @@ class RocksLedger final : public Ledger {
     // The reader decides from these events: each is re-hashed and linked
     // into the target chain before `fn` sees it (a SHA-256 of the bytes and
     // one of 64 bytes: a few percent of decoding it).
+    const ChainHead head = TargetHead(key);
+    if (after >= head.size) return Status::Ok();
     MIGLEDGER_ASSIGN_OR_RETURN(ChainHead at, TargetHeadAt(key, after));
     Digest32 chain = at.chain;
     uint64_t tseq = after;
@@ -944,7 +946,6 @@ class RocksLedger final : public Ledger {
           stopped = !fn(*event);
           return !stopped;
         }));
-    const ChainHead head = TargetHead(key);
     if (!stopped && (tseq != head.size || chain != head.chain)) {
       return LedgerCorrupt("the ledger does not verify: the head of target " +
                            key + " records " + std::to_string(head.size) +

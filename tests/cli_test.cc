@@ -1696,6 +1696,34 @@ std::string OnlyTargetKey(const std::string& ledger_dir) {
   return (*ledger)->TargetKeys()[0];
 }
 
+// One meaning for exit codes 4 and 6 in `--help` and in the README's table.
+TEST(CliExitCodesTest, HelpAndReadmeGiveOneMeaningToDriftAndNotVerifying) {
+  TempDir dir;
+  RunResult help = RunMigledger({"--help"}, dir.path());
+  ASSERT_EQ(help.exit_code, 0) << Describe(help);
+  const std::string flat = [&] {
+    std::string s = help.out;
+    std::replace(s.begin(), s.end(), '\n', ' ');
+    return s;
+  }();
+  EXPECT_TRUE(Contains(flat,
+                       "4 drift (the target disagrees with a history "
+                       "that verifies)"))
+      << help.out;
+  EXPECT_TRUE(Contains(flat,
+                       "6 does not verify (the ledger, the target's "
+                       "event mirror or a digest)"))
+      << help.out;
+  const std::string readme = ReadFile(MIGLEDGER_SOURCE_DIR "/README.md");
+  EXPECT_TRUE(Contains(readme,
+                       "| 4 | drift: the target disagrees with a history that "
+                       "verifies"));
+  EXPECT_TRUE(Contains(readme,
+                       "| 6 | does not verify: the local ledger (an event, "
+                       "index entry, chain head or projection snapshot "
+                       "edited), the target's event mirror"));
+}
+
 // An edited row of the target's event mirror is the same answer from every
 // command that reads it: exit 6 (it does not verify; drift, 4, is a target
 // that disagrees with a history that does), one error line, nothing run.
