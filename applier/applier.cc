@@ -288,6 +288,23 @@ struct Applier::Impl {
     ::migledger::Status bad;
     if (ledger) {
       const ChainHead head = ledger->TargetHead(key);
+      // The events are decoded here anyway: the projection is built from
+      // them, and the saved snapshot (which status and a no-op apply trust)
+      // is compared with it where it stands.
+      ProjectionBuilder projection;
+      std::optional<std::string> snapshot;
+      SnapshotPoint snapshot_at;
+      {
+        auto saved = ledger->GetDerived(ProjectionSnapshotName());
+        MIGLEDGER_RETURN_IF_ERROR(saved.status());
+        if (saved->has_value() &&
+            ProjectionBuilder::Restore(**saved, &snapshot_at) &&
+            snapshot_at.target_key == key && snapshot_at.target_size > 0 &&
+            snapshot_at.target_size <= head.size) {
+          snapshot = std::move(**saved);
+        }
+      }
+      bool snapshot_checked = false;
       MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
           key, 0,
           [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& c) {
@@ -317,6 +334,23 @@ struct Applier::Impl {
                                   " breaks the target's hash chain; run "
                                   "`migledger audit verify`");
               return false;
+            }
+            projection.Add(e.event);
+            if (snapshot && i + 1 == snapshot_at.target_size &&
+                AsBytes(chain) == snapshot_at.target_chain) {
+              snapshot_checked = true;
+              if (SnapshotOf(projection.projection(), snapshot_at) !=
+                  *snapshot) {
+                bad = LedgerCorrupt(
+                    "the ledger's projection snapshot of " + key +
+                    " (meta key derived/" + ProjectionSnapshotName() +
+                    ", after target sequence " +
+                    std::to_string(snapshot_at.target_size) +
+                    ") does not match the events it summarises (edited?); "
+                    "delete the key (it is rebuilt from the events) after "
+                    "keeping a copy for the audit");
+                return false;
+              }
             }
             if (i < rows.size() && !fork) {
               const MirrorRow& r = rows[i];
@@ -348,6 +382,10 @@ struct Applier::Impl {
                              " events but " + std::to_string(i) +
                              " link to it; run `migledger audit verify`");
       }
+      projection_cache = std::move(projection).Take();
+      projection_cache_head = head.size;
+      // Saved again only when it lags by kProjectionSnapshotEvery events.
+      projection_cache_from = snapshot_checked ? snapshot_at.target_size : 0;
     }
     // The rows the local ledger does not hold, or from where they differ:
     // each must verify on its own, as the continuation of the common chain.
@@ -655,45 +693,6 @@ struct Applier::Impl {
       return std::nullopt;
     }
     return std::make_pair(std::move(*b), at.target_size);
-  }
-
-  // Validate's check of the saved snapshot, which status and a no-op apply
-  // trust when it stands on the chain: the projection replayed from the
-  // first event up to the snapshot's point must be the one it holds.
-  ::migledger::Status CheckProjectionSnapshot() {
-    auto bytes = ledger->GetDerived(ProjectionSnapshotName());
-    MIGLEDGER_RETURN_IF_ERROR(bytes.status());
-    if (!bytes->has_value()) return ::migledger::Status::Ok();
-    SnapshotPoint at;
-    auto restored = ProjectionBuilder::Restore(**bytes, &at);
-    if (!restored || at.target_key != TargetKey() || at.target_size == 0 ||
-        at.target_size > ledger->TargetHead(TargetKey()).size) {
-      return ::migledger::Status::Ok();  // never used: see RestoreProjection
-    }
-    auto chain = ledger->TargetHeadAt(TargetKey(), at.target_size);
-    if (!chain.ok() || AsBytes(chain->chain) != at.target_chain) {
-      return ::migledger::Status::Ok();  // never used either
-    }
-    ProjectionBuilder replay;
-    uint64_t n = 0;
-    MIGLEDGER_RETURN_IF_ERROR(
-        ledger->ScanTargetEvents(TargetKey(), 0, [&](const v1::Event& e) {
-          replay.Add(e);
-          return ++n < at.target_size;
-        }));
-    if (SnapshotOf(std::move(replay).Take(), at) !=
-        SnapshotOf(std::move(*restored).Take(), at)) {
-      return LedgerCorrupt(
-          "the ledger's projection snapshot of " + TargetKey() +
-          " (meta key "
-          "derived/" +
-          ProjectionSnapshotName() + ", after target sequence " +
-          std::to_string(at.target_size) +
-          ") does not match the events it summarises (edited?); status and "
-          "apply would decide from it: delete the key (it is rebuilt from "
-          "the events) after keeping a copy for the audit");
-    }
-    return ::migledger::Status::Ok();
   }
 
   // Saves the cached projection into `into` (this applier's ledger, or a
@@ -1899,10 +1898,9 @@ StatusOr<std::vector<DriftItem>> Applier::Validate() {
   }
   const bool has_target = d.driver && d.target_has_schema &&
                           !d.driver->identity().database_id.empty();
-  if (has_target) {
-    MIGLEDGER_RETURN_IF_ERROR(d.ReadVerifiedMirror().status());
-    if (d.ledger) MIGLEDGER_RETURN_IF_ERROR(d.CheckProjectionSnapshot());
-  }
+  // (ReadVerifiedMirror also replays the projection and compares the
+  // snapshot with it.)
+  if (has_target) MIGLEDGER_RETURN_IF_ERROR(d.ReadVerifiedMirror().status());
   MIGLEDGER_ASSIGN_OR_RETURN(StatusReport s, Status());
   return s.drift;
 }
