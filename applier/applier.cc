@@ -255,11 +255,16 @@ struct Applier::Impl {
     return ::migledger::Status::Ok();
   }
 
-  // Reads the target's whole mirror and checks it: contiguous target
-  // sequences from 1; rows the local ledger also holds must be byte-identical
-  // to it (cheap: no hashing); newer rows must hash to their leaf, link the
-  // chain and be about this target. Returns kDrift naming the first bad
-  // target sequence: an edited, deleted or forked row refuses the run.
+  // Reads the target's whole mirror and checks it together with the local
+  // copy of the target's chain, one SHA-256 per event for both: contiguous
+  // target sequences from 1; every local event hashes to its leaf and links
+  // the target chain up to its head (an edited local event is found here,
+  // wherever it is, before a write command touches the target); a mirror
+  // row the local ledger also holds must equal it; newer rows must hash to
+  // their leaf, link the chain and be about this target. A ledger or a
+  // mirror that does not verify is kLedgerCorrupt (exit 6) naming the first
+  // bad sequence; a mirror that verifies but forks from the local chain (two
+  // histories) is kDrift (exit 4).
   StatusOr<std::vector<MirrorRow>> ReadVerifiedMirror() {
     const std::string key = TargetKey();
     MIGLEDGER_ASSIGN_OR_RETURN(auto rows, driver->ReadMirror(0));
@@ -267,53 +272,149 @@ struct Applier::Impl {
         "; refusing to continue until an operator resolves it";
     for (size_t i = 0; i < rows.size(); ++i) {
       if (rows[i].target_sequence != i + 1) {
-        return Drift("the target's event mirror at target sequence " +
-                     std::to_string(i + 1) + " is missing (rows deleted?)" +
-                     refuse);
+        return LedgerCorrupt("the target's event mirror at target sequence " +
+                             std::to_string(i + 1) +
+                             " is missing (rows deleted?)" + refuse);
       }
     }
-    uint64_t local = ledger ? ledger->TargetHead(key).size : 0;
-    size_t common = static_cast<size_t>(std::min<uint64_t>(local, rows.size()));
+    const auto mirror_at = [](size_t i) {
+      return "the target's event mirror at target sequence " +
+             std::to_string(i + 1);
+    };
     size_t i = 0;
-    Digest32 chain{};
-    if (common > 0) {
+    Digest32 chain{};            // the local chain after event i
+    Digest32 common_chain{};     // ... after the last row both hold
+    std::optional<size_t> fork;  // the first row that differs
+    ::migledger::Status bad;
+    if (ledger) {
+      const ChainHead head = ledger->TargetHead(key);
+      // The events are decoded here anyway: the projection is built from
+      // them, and the saved snapshot (which status and a no-op apply trust)
+      // is compared with it where it stands.
+      ProjectionBuilder projection;
+      std::optional<std::string> snapshot;
+      SnapshotPoint snapshot_at;
+      {
+        auto saved = ledger->GetDerived(ProjectionSnapshotName());
+        MIGLEDGER_RETURN_IF_ERROR(saved.status());
+        if (saved->has_value() &&
+            ProjectionBuilder::Restore(**saved, &snapshot_at) &&
+            snapshot_at.target_key == key && snapshot_at.target_size > 0 &&
+            snapshot_at.target_size <= head.size) {
+          snapshot = std::move(**saved);
+        }
+      }
+      bool snapshot_checked = false;
       MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTarget(
           key, 0,
           [&](const LedgerEntry& e, const Digest32& leaf, const Digest32& c) {
-            if (i >= common) return false;
-            const MirrorRow& r = rows[i];
-            if (r.event_bytes != e.bytes || r.leaf_hash != AsBytes(leaf) ||
-                r.chain_head != AsBytes(c)) {
+            const std::string at = "the ledger does not verify: event " +
+                                   std::to_string(e.sequence) +
+                                   " (target sequence " +
+                                   std::to_string(i + 1) + ")";
+            if (e.event.target_sequence() != i + 1) {
+              bad = LedgerCorrupt(at +
+                                  " is out of order in the target index"
+                                  "; run `migledger audit verify`");
               return false;
             }
-            chain = c;
+            // Rows equal to the local event need no hash of their own.
+            const bool same =
+                i < rows.size() && !fork && rows[i].event_bytes == e.bytes;
+            const Digest32 computed = MerkleLeafHash(e.bytes);
+            if (computed != leaf) {
+              bad = LedgerCorrupt(at +
+                                  " was edited (its bytes do not match its "
+                                  "hash); run `migledger audit verify`");
+              return false;
+            }
+            chain = Sha256(AsBytes(chain), AsBytes(leaf));
+            if (chain != c) {
+              bad = LedgerCorrupt(at +
+                                  " breaks the target's hash chain; run "
+                                  "`migledger audit verify`");
+              return false;
+            }
+            projection.Add(e.event);
+            if (snapshot && i + 1 == snapshot_at.target_size &&
+                AsBytes(chain) == snapshot_at.target_chain) {
+              snapshot_checked = true;
+              if (SnapshotOf(projection.projection(), snapshot_at) !=
+                  *snapshot) {
+                bad = LedgerCorrupt(
+                    "the ledger's projection snapshot of " + key +
+                    " (meta key derived/" + ProjectionSnapshotName() +
+                    ", after target sequence " +
+                    std::to_string(snapshot_at.target_size) +
+                    ") does not match the events it summarises (edited?); "
+                    "delete the key (it is rebuilt from the events) after "
+                    "keeping a copy for the audit");
+                return false;
+              }
+            }
+            if (i < rows.size() && !fork) {
+              const MirrorRow& r = rows[i];
+              if (same) {
+                if (r.leaf_hash != AsBytes(leaf)) {
+                  bad = LedgerCorrupt(mirror_at(i) +
+                                      " was edited (its hash does not match "
+                                      "its bytes)" +
+                                      refuse);
+                  return false;
+                }
+                if (r.chain_head != AsBytes(chain)) {
+                  bad = LedgerCorrupt(mirror_at(i) + " breaks the hash chain" +
+                                      refuse);
+                  return false;
+                }
+                common_chain = chain;
+              } else {
+                fork = i;
+              }
+            }
             ++i;
             return true;
           }));
+      MIGLEDGER_RETURN_IF_ERROR(bad);
+      if (i != head.size || chain != head.chain) {
+        return LedgerCorrupt("the ledger does not verify: the head of target " +
+                             key + " records " + std::to_string(head.size) +
+                             " events but " + std::to_string(i) +
+                             " link to it; run `migledger audit verify`");
+      }
+      projection_cache = std::move(projection).Take();
+      projection_cache_head = head.size;
+      // Saved again only when it lags by kProjectionSnapshotEvery events.
+      projection_cache_from = snapshot_checked ? snapshot_at.target_size : 0;
     }
-    const bool forked = i < common;
-    for (; i < rows.size(); ++i) {
-      const MirrorRow& r = rows[i];
-      const std::string at = "the target's event mirror at target sequence " +
-                             std::to_string(i + 1);
+    // The rows the local ledger does not hold, or from where they differ:
+    // each must verify on its own, as the continuation of the common chain.
+    size_t from = fork ? *fork : std::min<size_t>(i, rows.size());
+    chain = common_chain;
+    for (size_t j = from; j < rows.size(); ++j) {
+      const MirrorRow& r = rows[j];
       Digest32 leaf = MerkleLeafHash(r.event_bytes);
       if (r.leaf_hash != AsBytes(leaf)) {
-        return Drift(at + " was edited (its bytes do not match its hash)" +
-                     refuse);
+        return LedgerCorrupt(mirror_at(j) +
+                             " was edited (its bytes do not match its hash)" +
+                             refuse);
       }
       chain = Sha256(AsBytes(chain), AsBytes(leaf));
       if (r.chain_head != AsBytes(chain))
-        return Drift(at + " breaks the hash chain" + refuse);
+        return LedgerCorrupt(mirror_at(j) + " breaks the hash chain" + refuse);
       v1::Event e;
-      if (!e.ParseFromString(r.event_bytes) || e.target_sequence() != i + 1) {
-        return Drift(at + " holds an event that is not this target's" + refuse);
+      if (!e.ParseFromString(r.event_bytes) || e.target_sequence() != j + 1) {
+        return LedgerCorrupt(mirror_at(j) +
+                             " holds an event that is not this target's" +
+                             refuse);
       }
       const std::string other =
           e.target().kind() + ":" + e.target().database_id();
       if (other != key) {
-        if (i == 0 && !e.target().database_id().empty()) {
+        if (j == 0 && !e.target().database_id().empty()) {
           // A verified chain of another database: the database was copied
           // with its mirror (CREATE DATABASE ... TEMPLATE, a restored dump).
+          // A history that verifies, not this target's: drift.
           return Drift(
               "the target's event mirror holds the history of another "
               "database (" +
@@ -323,19 +424,21 @@ struct Applier::Impl {
               "of its own with `migledger resolve --new-identity --reason "
               "TEXT`");
         }
-        return Drift(at + " holds an event that is not this target's" + refuse);
+        return LedgerCorrupt(mirror_at(j) +
+                             " holds an event that is not this target's" +
+                             refuse);
       }
-      if (forked) {
-        return Drift(
-            "the target's event mirror forks from the local ledger at target "
-            "sequence " +
-            std::to_string(i + 1) +
-            ": this ledger holds events that never reached the target (a run "
-            "interrupted before its first commit) and another ledger has since "
-            "continued the target's history; keep this ledger for the audit, "
-            "move it "
-            "aside and run again (a new ledger pulls the target's history)");
-      }
+    }
+    if (fork) {
+      return Drift(
+          "the target's event mirror forks from the local ledger at target "
+          "sequence " +
+          std::to_string(*fork + 1) +
+          ": this ledger holds events that never reached the target (a run "
+          "interrupted before its first commit) and another ledger has since "
+          "continued the target's history; keep this ledger for the audit, "
+          "move it "
+          "aside and run again (a new ledger pulls the target's history)");
     }
     return rows;
   }
@@ -470,6 +573,7 @@ struct Applier::Impl {
     }
     LedgerOptions wo;
     wo.create_if_missing = true;
+    wo.verify_new_events = true;
     ledger.reset();
     auto writer = Ledger::Open(options.config.ledger_dir, wo);
     if (!writer.ok()) {
@@ -479,6 +583,7 @@ struct Applier::Impl {
           "events");
       LedgerOptions ro;
       ro.read_only = true;
+      ro.verify_new_events = true;
       MIGLEDGER_ASSIGN_OR_RETURN(ledger,
                                  Ledger::Open(options.config.ledger_dir, ro));
       return ::migledger::Status::Ok();
@@ -1518,6 +1623,9 @@ StatusOr<std::unique_ptr<Applier>> Applier::Open(
   LedgerOptions lo;
   lo.read_only = mode == AccessMode::kRead;
   lo.lock_timeout = options.lock_timeout;
+  // The applier decides from the events: those past the verified mark are
+  // checked on open, the ones it reads as it reads them.
+  lo.verify_new_events = true;
   // An existing ledger opens on a helper thread while the files are read
   // (RocksDB's first open is start-up work and, for a writer, a few
   // fsyncs). A new one is created only after the files proved sound, so a
@@ -1716,15 +1824,20 @@ StatusOr<RunReport> Applier::Apply(const std::string& to) {
 
 void Applier::SaveUnsavedProjection() {
   auto& d = *impl_;
-  if (!d.ledger || !d.ledger->read_only() || !d.projection_cache ||
-      d.projection_cache_head - d.projection_cache_from <
-          Impl::kProjectionSnapshotEvery) {
-    return;
-  }
+  if (!d.ledger || !d.ledger->read_only()) return;
+  const bool projection =
+      d.projection_cache && d.projection_cache_head - d.projection_cache_from >=
+                                Impl::kProjectionSnapshotEvery;
+  // A reader cannot move the ledger's verified mark: a writable open does,
+  // when it closes, so the next command verifies less.
+  const bool mark =
+      d.ledger->VerifiedOnOpen() >= Impl::kProjectionSnapshotEvery;
+  if (!projection && !mark) return;
   LedgerOptions lo;
   lo.lock_timeout = std::chrono::milliseconds(0);  // busy: someone is writing
+  lo.verify_new_events = true;
   auto writable = Ledger::Open(d.options.config.ledger_dir, lo);
-  if (writable.ok()) d.SaveProjection(writable->get());
+  if (writable.ok() && projection) d.SaveProjection(writable->get());
 }
 
 StatusOr<bool> Applier::NothingToApply(const std::string& to) {
@@ -1785,14 +1898,28 @@ StatusOr<RunReport> Applier::Recover() {
 }
 
 StatusOr<std::vector<DriftItem>> Applier::Validate() {
-  MIGLEDGER_RETURN_IF_ERROR(impl_->ReadDownFiles());
-  SqlDialect dialect =
-      impl_->driver ? impl_->driver->dialect() : impl_->Dialect();
-  for (const auto& m : impl_->migrations) {
+  auto& d = *impl_;
+  MIGLEDGER_RETURN_IF_ERROR(d.ReadDownFiles());
+  SqlDialect dialect = d.driver ? d.driver->dialect() : d.Dialect();
+  for (const auto& m : d.migrations) {
     MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(m.up, dialect).status());
     if (m.has_down)
       MIGLEDGER_RETURN_IF_ERROR(CheckedStatements(m.down, dialect).status());
   }
+  // Everything, not from the verified mark: the whole ledger, the target's
+  // whole mirror against it, and the projection snapshot against a replay.
+  if (d.ledger) {
+    MIGLEDGER_ASSIGN_OR_RETURN(VerifyReport r, d.ledger->Verify());
+    if (!r.ok()) {
+      return LedgerCorrupt("the ledger does not verify: " + r.problem +
+                           "; run `migledger audit verify`");
+    }
+  }
+  const bool has_target = d.driver && d.target_has_schema &&
+                          !d.driver->identity().database_id.empty();
+  // (ReadVerifiedMirror also replays the projection and compares the
+  // snapshot with it.)
+  if (has_target) MIGLEDGER_RETURN_IF_ERROR(d.ReadVerifiedMirror().status());
   MIGLEDGER_ASSIGN_OR_RETURN(StatusReport s, Status());
   return s.drift;
 }

@@ -72,6 +72,7 @@ StatusOr<FleetReport> ApplyFleet(const ApplierOptions& base,
   LedgerOptions lo;
   lo.create_if_missing = true;
   lo.lock_timeout = base.lock_timeout;
+  lo.verify_new_events = true;  // as Applier::Open's
   MIGLEDGER_ASSIGN_OR_RETURN(std::unique_ptr<Ledger> owned,
                              Ledger::Open(base.config.ledger_dir, lo));
   ApplierOptions shared = base;

@@ -259,9 +259,12 @@ int RunCli(int argc, char** argv) {
       "migledger: database migrations with an append-only, tamper-evident "
       "ledger.\n"
       "Exit codes: 0 ok, 1 internal, 2 bad input, 3 migration failed, 4 "
-      "drift,\n"
-      "5 busy (locked), 6 ledger corrupt, 7 target unavailable (also when "
-      "lost\nmid-step: the outcome is unknown, the next apply finds it), 8 "
+      "drift (the target\n"
+      "disagrees with a history that verifies), 5 busy (locked), 6 does not "
+      "verify (the\n"
+      "ledger, the target's event mirror or a digest), 7 target unavailable "
+      "(also when\n"
+      "lost mid-step: the outcome is unknown, the next apply finds it), 8 "
       "unsupported, 9 I/O,\n"
       "130/143 interrupted by SIGINT/SIGTERM (the running step rolled back)."};
   app.require_subcommand(1);

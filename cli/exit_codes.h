@@ -13,7 +13,8 @@ enum ExitCode : int {
   kExitMigrationFailed = 3,    // a migration's SQL failed (rolled back)
   kExitDrift = 4,              // target and ledger disagree; nothing was run
   kExitBusy = 5,               // ledger or target locked by another process
-  kExitLedgerCorrupt = 6,      // the ledger (or a digest) does not verify
+  kExitLedgerCorrupt = 6,      // the ledger, a target's mirror or a digest
+                               // does not verify
   kExitTargetUnavailable = 7,  // cannot reach or open the target
   kExitUnsupported = 8,        // e.g. a ledger from a newer migledger
   kExitIo = 9,                 // file system error (permissions, disk full)

@@ -21,7 +21,8 @@ enum class Code {
   kInvalidInput,       // bad flags, malformed files, unknown target name
   kNotFound,           // a thing asked for does not exist (file, sequence)
   kIo,                 // file system error outside the ledger
-  kLedgerCorrupt,      // the ledger does not verify or cannot be decoded
+  kLedgerCorrupt,      // the ledger or a target's event mirror does not
+                       // verify, or cannot be decoded
   kLedgerBusy,         // another process holds the ledger or the target lock
   kMigrationFailed,    // a migration's SQL failed on the target
   kDrift,              // the target disagrees with the ledger

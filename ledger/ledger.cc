@@ -378,6 +378,8 @@ constexpr uint64_t kMaxUnflushedBytes = 1 << 20;
 
 // Meta keys of derived data (Ledger::PutDerived): "derived/<name>".
 constexpr char kDerivedPrefix[] = "derived/";
+// The ledger's own derived data: where the last full check ended.
+constexpr char kVerifiedMarkKey[] = "derived/verified";
 
 class RocksLedger final : public Ledger {
  public:
@@ -401,6 +403,7 @@ class RocksLedger final : public Ledger {
   }
 
   ~RocksLedger() override {
+    SaveMark();
     // Every open replays the write-ahead log into memory, readers' too, so a
     // writer leaves little there: past kMaxUnflushedBytes of log, the
     // memtables go to table files, which keeps `status` fast however long
@@ -472,7 +475,8 @@ class RocksLedger final : public Ledger {
   }
 
   // `dir` names the ledger in messages; `new_ledger_id` as in LedgerOptions.
-  Status Init(const std::string &dir, const std::string &new_ledger_id) {
+  Status Init(const std::string &dir, const std::string &new_ledger_id,
+              bool verify_new_events) {
     std::string value;
     const std::string creating = dir + "/" + kCreatingFile;
     // Decide "new ledger" under RocksDB's lock, not from a look before it:
@@ -537,11 +541,14 @@ class RocksLedger final : public Ledger {
       std::string_view v(it->value().data(), it->value().size());
       target_heads_[key] = ChainHead{ReadBe64(v), ToDigest(v.substr(8))};
     }
-    return CheckTail();
+    MIGLEDGER_RETURN_IF_ERROR(CheckTail());
+    if (verify_new_events) MIGLEDGER_RETURN_IF_ERROR(VerifySinceMark());
+    return Status::Ok();
   }
 
   const std::string &ledger_id() const override { return ledger_id_; }
   bool read_only() const override { return read_only_; }
+  uint64_t VerifiedOnOpen() const override { return verified_on_open_; }
 
   StatusOr<PreparedEvent> Prepare(v1::Event *event) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
@@ -937,10 +944,34 @@ class RocksLedger final : public Ledger {
     constexpr int kEventsPerArena = 256;
     google::protobuf::Arena arena;
     int in_arena = 0;
-    return WalkTarget(
+    // The reader decides from these events: each is re-hashed and linked
+    // into the target chain before `fn` sees it (a SHA-256 of the bytes and
+    // one of 64 bytes: a few percent of decoding it).
+    const ChainHead head = TargetHead(key);
+    if (after >= head.size) return Status::Ok();
+    MIGLEDGER_ASSIGN_OR_RETURN(ChainHead at, TargetHeadAt(key, after));
+    Digest32 chain = at.chain;
+    uint64_t tseq = after;
+    bool stopped = false;
+    const auto bad = [&](uint64_t seq, const std::string &what) {
+      return LedgerCorrupt("the ledger does not verify: event " +
+                           std::to_string(seq) + " (target sequence " +
+                           std::to_string(tseq) + " of " + key + ") " + what +
+                           "; run `migledger audit verify`");
+    };
+    MIGLEDGER_RETURN_IF_ERROR(WalkTarget(
         key, after,
         [&](uint64_t seq, rocksdb::Slice bytes,
-            std::string_view) -> StatusOr<bool> {
+            std::string_view index_value) -> StatusOr<bool> {
+          ++tseq;
+          const Digest32 leaf = MerkleLeafHash(View(bytes));
+          if (leaf != ToDigest(index_value.substr(40))) {
+            return bad(seq, "was edited (its bytes do not match its hash)");
+          }
+          chain = ChainNext(chain, leaf);
+          if (chain != ToDigest(index_value.substr(8))) {
+            return bad(seq, "breaks the target's hash chain");
+          }
           if (++in_arena > kEventsPerArena) {
             arena.Reset();
             in_arena = 1;
@@ -949,11 +980,22 @@ class RocksLedger final : public Ledger {
               google::protobuf::Arena::CreateMessage<v1::Event>(&arena);
           if (!event->ParseFromArray(bytes.data(),
                                      static_cast<int>(bytes.size()))) {
-            return LedgerCorrupt("event " + std::to_string(seq) +
-                                 " does not decode");
+            return bad(seq, "does not decode");
           }
-          return fn(*event);
-        });
+          if (event->target_sequence() != tseq) {
+            return bad(seq, "says it is target sequence " +
+                                std::to_string(event->target_sequence()));
+          }
+          stopped = !fn(*event);
+          return !stopped;
+        }));
+    if (!stopped && (tseq != head.size || chain != head.chain)) {
+      return LedgerCorrupt("the ledger does not verify: the head of target " +
+                           key + " records " + std::to_string(head.size) +
+                           " events but " + std::to_string(tseq) +
+                           " link to it; run `migledger audit verify`");
+    }
+    return Status::Ok();
   }
 
   // Walks the target index of `key` after target sequence `after`, handing
@@ -1371,6 +1413,152 @@ class RocksLedger final : public Ledger {
     return r;
   }
 
+  // ---- the verified mark ---------------------------------------------------
+  //
+  // meta "derived/verified" (FORMAT.md): the ledger head and every target's
+  // head as of the last open that verified everything up to its head. Like
+  // all derived data it proves nothing by itself: it only says where the
+  // next verification may start. It is re-checked against the stored chains
+  // (the ledger chain at its size, each target's index entry at its size)
+  // and ignored when it does not stand on them (the whole ledger is then
+  // verified). An event edited before it is not looked at on open: readers
+  // re-hash the events they decide from (ScanTargetEvents), `validate` and
+  // `audit verify` check everything.
+  struct Mark {
+    ChainHead head;
+    std::map<std::string, ChainHead> targets;
+  };
+
+  static std::string EncodeMark(const Mark &m) {
+    std::string out = Be64(m.head.size);
+    out.append(AsBytes(m.head.chain));
+    for (const auto &[key, th] : m.targets) {
+      out.push_back(static_cast<char>(key.size() >> 8 & 0xff));
+      out.push_back(static_cast<char>(key.size() & 0xff));
+      out += key;
+      out += Be64(th.size);
+      out.append(AsBytes(th.chain));
+    }
+    return out;
+  }
+
+  static std::optional<Mark> DecodeMark(std::string_view v) {
+    Mark m;
+    if (v.size() < 40) return std::nullopt;
+    m.head = ChainHead{ReadBe64(v), ToDigest(v.substr(8, 32))};
+    v.remove_prefix(40);
+    while (!v.empty()) {
+      if (v.size() < 2) return std::nullopt;
+      const size_t n =
+          static_cast<uint8_t>(v[0]) << 8 | static_cast<uint8_t>(v[1]);
+      if (v.size() < 2 + n + 40) return std::nullopt;
+      std::string key(v.substr(2, n));
+      v.remove_prefix(2 + n);
+      m.targets[key] = ChainHead{ReadBe64(v), ToDigest(v.substr(8, 32))};
+      v.remove_prefix(40);
+    }
+    return m;
+  }
+
+  // Whether `m` names values the stored chains hold.
+  bool MarkStands(const Mark &m) {
+    if (m.head.size > head_.size) return false;
+    if (m.head.size > 0) {
+      std::string hashes;
+      if (!GetRow(kHashes, Be64(m.head.size), &hashes).ok() ||
+          hashes.size() != 64 ||
+          ToDigest(std::string_view(hashes).substr(32)) != m.head.chain) {
+        return false;
+      }
+    }
+    for (const auto &[key, th] : m.targets) {
+      auto at = TargetHeadAt(key, th.size);
+      if (!at.ok() || at->chain != th.chain) return false;
+    }
+    return true;
+  }
+
+  Status VerifySinceMark() {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    const auto corrupt = [](const std::string &what) {
+      return LedgerCorrupt("the ledger does not verify: " + what +
+                           "; run `migledger audit verify`");
+    };
+    std::string value;
+    auto s = GetRow(kMeta, kVerifiedMarkKey, &value);
+    if (!s.ok() && !s.IsNotFound()) {
+      return FromRocks(s, "reading the ledger's verified mark");
+    }
+    std::optional<Mark> mark;
+    if (s.ok()) mark = DecodeMark(value);
+    if (!mark || !MarkStands(*mark)) {
+      MIGLEDGER_ASSIGN_OR_RETURN(VerifyReport r, Verify());
+      if (!r.ok()) return corrupt(r.problem);
+      verified_on_open_ = head_.size;
+    } else {
+      std::map<std::string, ChainHead> expected = mark->targets;
+      Digest32 chain = mark->head.chain;
+      if (mark->head.size < head_.size) {
+        ChunkResult c;
+        VerifyChunk(mark->head.size + 1, 0, &c);
+        if (c.problem.sequence != 0) {
+          return corrupt(
+              "sequence " + std::to_string(c.problem.sequence) + ": " +
+              (c.problem.what.empty() ? "target sequence out of order"
+                                      : c.problem.what));
+        }
+        MIGLEDGER_RETURN_IF_ERROR(c.status);
+        if (c.next - 1 != head_.size) {
+          return corrupt("the ledger head records " +
+                         std::to_string(head_.size) + " events but " +
+                         std::to_string(c.next - 1) + " are stored");
+        }
+        for (const TargetRun &t : c.targets) {
+          const ChainHead base = expected[t.key];
+          if (t.first_target_sequence != base.size + 1) {
+            return corrupt("sequence " + std::to_string(t.first_sequence) +
+                           ": target " + t.key + " sequence " +
+                           std::to_string(t.first_target_sequence) + " where " +
+                           std::to_string(base.size + 1) + " was expected");
+          }
+          expected[t.key] = ChainHead{t.size, t.chain};
+        }
+        chain = c.chain;
+        verified_on_open_ = head_.size - mark->head.size;
+      }
+      if (chain != head_.chain) {
+        return corrupt("the ledger head does not match its events");
+      }
+      std::erase_if(expected, [](const auto &e) { return e.second.size == 0; });
+      for (const auto &[key, th] : target_heads_) {
+        auto it = expected.find(key);
+        if (it == expected.end() || it->second.size != th.size ||
+            it->second.chain != th.chain) {
+          return corrupt("the head of target " + key +
+                         " does not match its events");
+        }
+      }
+      if (expected.size() != target_heads_.size()) {
+        return corrupt("a target's head is missing");
+      }
+    }
+    mark_ok_ = true;
+    if (mark && verified_on_open_ == 0) mark_value_ = value;
+    return Status::Ok();
+  }
+
+  // A writer whose open verified everything up to its head moves the mark
+  // to the head it leaves (its own appends were made here). Unsynced: a
+  // lost mark only means more to verify next time.
+  void SaveMark() {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    if (read_only_ || !mark_ok_) return;
+    const std::string value = EncodeMark(Mark{head_, target_heads_});
+    if (value == mark_value_) return;
+    (void)db_->Put({}, tables_[kMeta].cf, RowKey(kMeta, kVerifiedMarkKey),
+                   value);
+  }
+
   // The cheap check on open: the last event's bytes hash to the stored leaf,
   // and the stored chain entry equals the head in meta.
   Status CheckTail() {
@@ -1412,6 +1600,12 @@ class RocksLedger final : public Ledger {
   std::string ledger_id_;
   ChainHead head_;
   std::map<std::string, ChainHead> target_heads_;
+  // The verified mark (see VerifySinceMark);
+  // `mark_ok_`: every event up to the head was verified on open, so a
+  // writer may move the mark to its head when it closes.
+  std::string mark_value_;  // as stored, when it stood and nothing followed
+  bool mark_ok_ = false;
+  uint64_t verified_on_open_ = 0;
   // Guards head_ and target_heads_: one ledger may serve several targets'
   // appliers at once (fleet apply), each appending to its own target chain.
   mutable std::recursive_mutex mu_;
@@ -1711,7 +1905,8 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string &dir,
   }
   auto ledger = std::make_unique<RocksLedger>(db, std::move(handles),
                                               options.read_only, format_2);
-  MIGLEDGER_RETURN_IF_ERROR(ledger->Init(dir, options.new_ledger_id));
+  MIGLEDGER_RETURN_IF_ERROR(
+      ledger->Init(dir, options.new_ledger_id, options.verify_new_events));
   return std::unique_ptr<Ledger>(std::move(ledger));
 }
 

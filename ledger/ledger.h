@@ -114,6 +114,14 @@ struct LedgerOptions {
   // `--store` readers), so its digests name that history. Ignored when the
   // ledger exists. REQUIRES: empty or 32 lowercase hex characters.
   std::string new_ledger_id;
+  // Verify on open every event after the ledger's verified mark (FORMAT.md,
+  // "Derived data"): each one's bytes re-hashed, both chains and the target
+  // index re-linked, the heads compared; the mark itself must stand on the
+  // stored chain, else the whole ledger is verified. A ledger that does not
+  // verify fails the open with kLedgerCorrupt. A writer that verified moves
+  // the mark to its head when it closes. For commands that decide from the
+  // events (the applier); the audit commands read without it.
+  bool verify_new_events = false;
 };
 
 // The version a step-like event is about (as the version index keys it),
@@ -139,6 +147,11 @@ class Ledger {
 
   virtual const std::string& ledger_id() const = 0;
   virtual bool read_only() const = 0;
+  // With LedgerOptions::verify_new_events: how many events past the
+  // verified mark the open verified (all of them when the mark was absent
+  // or did not stand). A reader cannot move the mark, so a large number
+  // tells the caller a writable open would save the next command that work.
+  virtual uint64_t VerifiedOnOpen() const = 0;
 
   // Serializes `event` (after setting its target_sequence from the target
   // chain head when it has a target) and hashes it. Does not write.
@@ -206,7 +219,11 @@ class Ledger {
                                const Digest32& chain)>& fn) = 0;
   // The same events, decoded only (no bytes, no hashes): for readers such as
   // the projection. Decodes into an arena, so it costs less per event; the
-  // event is only valid during the call.
+  // event is only valid during the call. Every event handed out was checked
+  // first: its bytes hash to its leaf in the target index and the target
+  // chain links from the index entry at `after`; a walk to the end also
+  // ends at the target's head. Otherwise kLedgerCorrupt naming the event,
+  // and `fn` has not seen it.
   virtual Status ScanTargetEvents(
       const std::string& target_key, uint64_t after,
       const std::function<bool(const v1::Event&)>& fn) = 0;

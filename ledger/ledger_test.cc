@@ -155,7 +155,7 @@ char TableTag(const std::string& table) {
   static const std::map<std::string, char> tags = {
       {"events", 'e'},        {"hashes", 'h'},    {"target_index", 't'},
       {"version_index", 'v'}, {"run_index", 'r'}, {"time_index", 'i'},
-      {"blobs", 'b'},         {"meta", 'm'}};
+      {"blobs", 'b'},         {"meta", 'm'},      {"target_heads", 'n'}};
   return tags.at(table);
 }
 
@@ -688,6 +688,129 @@ TEST_F(LedgerTest, EditedTailIsReportedOnOpen) {
       << ledger.status().ToString();
   EXPECT_TRUE(Contains(ledger.status().message(), "sequence 10"))
       << ledger.status().ToString();
+}
+
+// ---- the verified mark (LedgerOptions::verify_new_events) -----------------
+
+LedgerOptions Verifying(LedgerOptions o) {
+  o.verify_new_events = true;
+  return o;
+}
+
+TEST_F(LedgerTest, VerifiedMarkLetsAnOpenVerifyOnlyWhatCameAfterIt) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    // No mark yet: everything is verified, and the writer leaves the mark.
+    auto ledger = MustOpen(Dir(), Verifying(Writable()));
+    ASSERT_TRUE(ledger);
+    EXPECT_EQ(ledger->VerifiedOnOpen(), 10u);
+  }
+  {
+    auto ledger = MustOpen(Dir(), Verifying(ReadOnly()));
+    ASSERT_TRUE(ledger);
+    EXPECT_EQ(ledger->VerifiedOnOpen(), 0u);
+  }
+  {
+    // A writer that did not verify on open does not move the mark.
+    auto ledger = MustOpen(Dir(), Writable());
+    ASSERT_TRUE(ledger);
+    MustAppend(ledger.get(), MakeEvent("sqlite", "db-a", "run-2", 1));
+    MustAppend(ledger.get(), MakeEvent("sqlite", "db-c", "run-2", 2));
+  }
+  {
+    auto ledger = MustOpen(Dir(), Verifying(Writable()));
+    ASSERT_TRUE(ledger);
+    EXPECT_EQ(ledger->VerifiedOnOpen(), 2u);
+    MustAppend(ledger.get(), MakeEvent("sqlite", "db-b", "run-3", 3));
+  }
+  auto ledger = MustOpen(Dir(), Verifying(ReadOnly()));
+  ASSERT_TRUE(ledger);
+  EXPECT_EQ(ledger->VerifiedOnOpen(), 0u);
+}
+
+TEST_F(LedgerTest, EditsPastTheMarkFailAVerifyingOpen) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  MustOpen(Dir(), Verifying(Writable()));  // the mark at 10
+  {
+    auto ledger = MustOpen(Dir(), Writable());
+    ASSERT_TRUE(ledger);
+    for (int i = 0; i < 3; ++i)
+      MustAppend(ledger.get(), MakeEvent("sqlite", "db-a", "run-2", i));
+  }
+  // Event 11 (not the tail, which every open checks), the target head of
+  // db-b (no event after the mark), the mark on another chain.
+  struct Case {
+    const char* what;
+    std::string table, key;
+    size_t byte;
+    bool corrupt;  // else: the whole ledger is verified, and it does
+  };
+  const std::vector<Case> cases = {
+      {"event 11", "events", Be64(11), 12, true},
+      {"target head", "target_heads", "sqlite:db-b", 20, true},
+      {"mark", "meta", "derived/verified", 20, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    std::string original;
+    {
+      RawDb raw(Dir());
+      ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+      original = raw.Get(c.table, c.key);
+      ASSERT_GT(original.size(), c.byte);
+      std::string forged = original;
+      forged[c.byte] ^= 0x01;
+      raw.Put(c.table, c.key, forged);
+    }
+    EXPECT_TRUE(Ledger::Open(Dir(), ReadOnly()).ok());  // not looked at
+    auto ledger = Ledger::Open(Dir(), Verifying(ReadOnly()));
+    if (c.corrupt) {
+      ASSERT_FALSE(ledger.ok());
+      EXPECT_EQ(ledger.status().code(), Code::kLedgerCorrupt)
+          << ledger.status().ToString();
+    } else {
+      ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+      EXPECT_EQ((*ledger)->VerifiedOnOpen(), 13u);
+    }
+    ledger = StatusOr<std::unique_ptr<Ledger>>(Internal("closed"));
+    RawDb raw(Dir());
+    raw.Put(c.table, c.key, original);
+  }
+}
+
+TEST_F(LedgerTest, ScanTargetEventsRefusesAnEditedEventBeforeHandingItOut) {
+  ASSERT_EQ(BuildLedger(Dir()).size(), 10u);
+  {
+    RawDb raw(Dir());
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    std::string bytes = raw.GetEvent(5);  // db-a's third event
+    bytes[bytes.size() / 2] ^= 0x01;
+    raw.PutEvent(5, bytes);
+  }
+  auto ledger = MustOpen(Dir(), ReadOnly());
+  ASSERT_TRUE(ledger);
+  int seen = 0;
+  Status s = ledger->ScanTargetEvents("sqlite:db-a", 0, [&](const v1::Event&) {
+    ++seen;
+    return true;
+  });
+  EXPECT_EQ(s.code(), Code::kLedgerCorrupt) << s.ToString();
+  EXPECT_TRUE(Contains(s.message(), "event 5")) << s.ToString();
+  EXPECT_EQ(seen, 2);
+  // Past it, and on the other target, the events verify.
+  seen = 0;
+  EXPECT_TRUE(ledger
+                  ->ScanTargetEvents("sqlite:db-a", 3,
+                                     [&](const v1::Event&) {
+                                       ++seen;
+                                       return true;
+                                     })
+                  .ok());
+  EXPECT_EQ(seen, 2);
+  EXPECT_TRUE(ledger
+                  ->ScanTargetEvents("sqlite:db-b", 0,
+                                     [&](const v1::Event&) { return true; })
+                  .ok());
 }
 
 // ---- Verify in chunks, on several threads -----------------------------------

@@ -7,6 +7,7 @@
 // scripts/pg-throwaway), on PostgreSQL too: each PostgreSQL test gets an
 // empty database of its own, made with psql (see PgDatabasePool).
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
@@ -1233,6 +1234,8 @@ TEST_P(CoreScenarioTest, ProjectionSnapshotIsUsedOnlyForItsOwnChain) {
   RunResult status = Run({"status"});
   EXPECT_TRUE(Contains(status.out, "140 applied, 0 pending"))
       << Describe(status);
+  RunResult genuine = Run({"validate"});  // the saved snapshot is the replay's
+  EXPECT_EQ(genuine.exit_code, 0) << Describe(genuine);
   // Events after the snapshot are replayed on top of it.
   ASSERT_EQ(Run({"down", "--steps", "1"}).exit_code, 0);
   status = Run({"status"});
@@ -1263,6 +1266,16 @@ TEST_P(CoreScenarioTest, ProjectionSnapshotIsUsedOnlyForItsOwnChain) {
                        "drift: the target has a marker row for "
                        "version 0139"))
       << Describe(status);
+  // validate and every command that changes the target replay the whole
+  // history and find the snapshot forged: nothing runs.
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"validate"}, {"apply"}}) {
+    RunResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 6) << args[0] << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "projection snapshot")) << r.err;
+  }
+  EXPECT_FALSE(target_->TableExists("t140"));
   // On another chain it is ignored and the history replayed.
   plant(false);
   status = Run({"status"});
@@ -1641,6 +1654,173 @@ TEST_P(CoreScenarioTest, StatusDoesNotShowAReplacedFilesFailure) {
   Migration("0001_other.up.sql", "CREATE TABLEE other (id INTEGER);\n");
   ASSERT_EQ(Run({"apply"}).exit_code, 3);
   EXPECT_TRUE(Contains(Run({"status"}).out, "failed"));
+}
+
+// ---- what does not verify: exit 6 from every command ----------------------
+
+// The ledger directory as RocksDB sees it (format 2: one column family, keys
+// led by the table's tag byte; ledger/FORMAT.md), for edits no migledger
+// command would make: what `ldb put` or any program with RocksDB can do.
+class RawLedgerEdit {
+ public:
+  explicit RawLedgerEdit(const std::string& dir) {
+    rocksdb::Options o;
+    rocksdb::Status s = rocksdb::DB::Open(o, dir, &db_);
+    if (!s.ok()) ADD_FAILURE() << "open " << dir << ": " << s.ToString();
+  }
+  ~RawLedgerEdit() { delete db_; }
+  std::string Get(char tag, const std::string& key) {
+    std::string v;
+    if (db_ == nullptr) return v;
+    rocksdb::Status s = db_->Get({}, std::string(1, tag) + key, &v);
+    if (!s.ok()) ADD_FAILURE() << "get: " << s.ToString();
+    return v;
+  }
+  void Put(char tag, const std::string& key, const std::string& value) {
+    if (db_ == nullptr) return;
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    rocksdb::Status s = db_->Put(wo, std::string(1, tag) + key, value);
+    if (!s.ok()) ADD_FAILURE() << "put: " << s.ToString();
+  }
+
+ private:
+  rocksdb::DB* db_ = nullptr;
+};
+
+std::string Be64Key(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 7; i >= 0; --i, v >>= 8) s[i] = static_cast<char>(v & 0xff);
+  return s;
+}
+
+// The one target key of a project's ledger.
+std::string OnlyTargetKey(const std::string& ledger_dir) {
+  LedgerOptions ro;
+  ro.read_only = true;
+  auto ledger = Ledger::Open(ledger_dir, ro);
+  if (!ledger.ok() || (*ledger)->TargetKeys().size() != 1) return "";
+  return (*ledger)->TargetKeys()[0];
+}
+
+// One meaning for exit codes 4 and 6 in `--help` and in the README's table.
+TEST(CliExitCodesTest, HelpAndReadmeGiveOneMeaningToDriftAndNotVerifying) {
+  TempDir dir;
+  RunResult help = RunMigledger({"--help"}, dir.path());
+  ASSERT_EQ(help.exit_code, 0) << Describe(help);
+  const std::string flat = [&] {
+    std::string s = help.out;
+    std::replace(s.begin(), s.end(), '\n', ' ');
+    return s;
+  }();
+  EXPECT_TRUE(Contains(flat,
+                       "4 drift (the target disagrees with a history "
+                       "that verifies)"))
+      << help.out;
+  EXPECT_TRUE(Contains(flat,
+                       "6 does not verify (the ledger, the target's "
+                       "event mirror or a digest)"))
+      << help.out;
+  const std::string readme = ReadFile(MIGLEDGER_SOURCE_DIR "/README.md");
+  EXPECT_TRUE(Contains(readme,
+                       "| 4 | drift: the target disagrees with a history that "
+                       "verifies"));
+  EXPECT_TRUE(Contains(readme,
+                       "| 6 | does not verify: the local ledger (an event, "
+                       "index entry, chain head or projection snapshot "
+                       "edited), the target's event mirror"));
+}
+
+// An edited row of the target's event mirror is the same answer from every
+// command that reads it: exit 6 (it does not verify; drift, 4, is a target
+// that disagrees with a history that does), one error line, nothing run.
+TEST_P(CoreScenarioTest, EditedMirrorRowIsExit6FromEveryCommandThatReadsIt) {
+  ThreeMigrations();
+  ASSERT_EQ(Run({"apply", "--to", "0002"}).exit_code, 0);
+  const std::string table =
+      target_->is_pg() ? "migledger.events" : "migledger_events";
+  // One byte of the StepApplied of 0001 (target sequence 3); its stored
+  // hashes are left as they were.
+  const std::string edited =
+      target_->is_pg()
+          ? "overlay(event_bytes placing '\\x58'::bytea from 20 for 1)"
+          : "CAST(substr(event_bytes, 1, 19) || X'58' || "
+            "substr(event_bytes, 21) AS BLOB)";
+  ASSERT_EQ(target_->Exec("UPDATE " + table + " SET event_bytes = " + edited +
+                          " WHERE target_sequence = 3;"),
+            "");
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"validate"},
+                                             {"apply"},
+                                             {"down", "--steps", "1"},
+                                             {"recover"},
+                                             {"validate"}}) {
+    RunResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 6) << args[0] << "\n" << Describe(r);
+    ExpectOneErrorLine(r);
+    EXPECT_TRUE(Contains(r.err, "target sequence 3 was edited")) << r.err;
+  }
+  EXPECT_FALSE(target_->TableExists("c"));
+  EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+  ExpectLedgerVerifies();  // the local ledger is intact
+}
+
+// An event, an index entry or a chain head edited in the local ledger
+// (with `ldb` or any program using RocksDB) is exit 6 before a command
+// decides anything from it or touches the target; put back, all is well.
+TEST_P(CoreScenarioTest, EditedLedgerIsExit6BeforeTheTargetIsTouched) {
+  ThreeMigrations();
+  ASSERT_EQ(Run({"apply", "--to", "0002"}).exit_code, 0);
+  // A no-op apply: the verified mark is at the head, so what follows is
+  // found by the checks past it, not by a first full verification.
+  ASSERT_EQ(Run({"apply", "--to", "0002"}).exit_code, 0);
+  const std::string ledger_dir = dir_ / ".migledger";
+  const std::string key = OnlyTargetKey(ledger_dir);
+  ASSERT_FALSE(key.empty());
+  struct Edit {
+    const char* what;
+    char tag;
+    std::string key;
+    size_t byte;  // flipped
+  };
+  const std::vector<Edit> edits = {
+      {"an event's bytes", 'e', Be64Key(3), 20},
+      {"a target index entry's leaf", 't', key + '\0' + Be64Key(2), 50},
+      {"the target's chain head", 'n', key, 12},
+      {"the ledger's chain head", 'm', "head", 12},
+  };
+  for (const Edit& e : edits) {
+    SCOPED_TRACE(e.what);
+    std::string original;
+    {
+      RawLedgerEdit raw(ledger_dir);
+      original = raw.Get(e.tag, e.key);
+      ASSERT_GT(original.size(), e.byte);
+      std::string forged = original;
+      forged[e.byte] ^= 0x01;
+      raw.Put(e.tag, e.key, forged);
+    }
+    for (const std::vector<std::string>& args :
+         std::vector<std::vector<std::string>>{{"validate"},
+                                               {"status"},
+                                               {"apply"},
+                                               {"down", "--steps", "1"},
+                                               {"recover"}}) {
+      RunResult r = Run(args);
+      EXPECT_EQ(r.exit_code, 6) << args[0] << "\n" << Describe(r);
+      ExpectOneErrorLine(r);
+      EXPECT_TRUE(Contains(r.err, "ledger")) << r.err;
+    }
+    EXPECT_FALSE(target_->TableExists("c"));
+    EXPECT_EQ(target_->Markers(), (Rows{"0001", "0002"}));
+    RawLedgerEdit(ledger_dir).Put(e.tag, e.key, original);
+    RunResult ok = Run({"validate"});
+    EXPECT_EQ(ok.exit_code, 0) << Describe(ok);
+  }
+  RunResult apply = Run({"apply"});
+  EXPECT_EQ(apply.exit_code, 0) << Describe(apply);
+  EXPECT_TRUE(target_->TableExists("c"));
+  ExpectLedgerVerifies();
 }
 
 // ---- baseline -------------------------------------------------------------

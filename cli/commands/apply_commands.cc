@@ -355,7 +355,9 @@ void SetupRecover(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
 
 void SetupValidate(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
   auto* cmd = app->add_subcommand(
-      "validate", "Report drift between files, ledger and target");
+      "validate",
+      "Check files, ledger and target in full: exit 4 on drift, 6 when the "
+      "ledger or the target's event mirror does not verify");
   AddTargetFlags(cmd, g, false);
   cmd->callback([=] {
     *selected = [=]() -> Status {
