@@ -474,6 +474,7 @@ struct Applier::Impl {
       spdlog::info("caught up {} event(s) from the target's mirror", pulled);
     }
     mirror_head = rows.size();
+    MIGLEDGER_RETURN_IF_ERROR(RecordOutcomesLearned());
     return FlushMirror();
   }
 
@@ -515,11 +516,15 @@ struct Applier::Impl {
   // One line per attempt of this ledger whose outcome event it pulled from
   // the target's mirror (RunReport::recovered).
   std::vector<std::string> learned;
+  // The same, as the OutcomeLearned events a writer records (see
+  // RecordOutcomesLearned).
+  std::vector<v1::OutcomeLearned> learned_events;
 
   void NoteOutcomeLearned(const MirrorRow& r, std::set<std::string>* open) {
     v1::Event e;
     if (!e.ParseFromString(r.event_bytes)) return;
     std::string version, attempt, what;
+    v1::Direction direction = v1::DIRECTION_UP;
     switch (e.body_case()) {
       case v1::Event::kStepApplied:
         version = e.step_applied().version();
@@ -530,6 +535,7 @@ struct Applier::Impl {
         version = e.step_reverted().version();
         attempt = e.step_reverted().attempt_id();
         what = "committed (step_reverted";
+        direction = v1::DIRECTION_DOWN;
         break;
       default:
         return;
@@ -542,7 +548,82 @@ struct Applier::Impl {
                        "step's own transaction; its run never heard the "
                        "COMMIT's answer";
     spdlog::warn("outcome learned from the target: {}", line);
+    v1::OutcomeLearned note;
+    note.set_version(version);
+    note.set_attempt_id(attempt);
+    note.set_direction(direction);
+    note.set_outcome_target_sequence(r.target_sequence);
+    note.set_evidence(line);
+    learned_events.push_back(std::move(note));
     learned.push_back(std::move(line));
+  }
+
+  // A reader (status, apply's read-only first look) that learned outcomes
+  // may not give a target sequence to an event (only the holder of the
+  // target's lock may): it leaves them here for the next writer.
+  std::string LearnedNotesName() { return "outcomes_learned:" + TargetKey(); }
+
+  ::migledger::Status SaveLearnedNotes() {
+    if (learned_events.empty()) return ::migledger::Status::Ok();
+    MIGLEDGER_ASSIGN_OR_RETURN(auto saved,
+                               ledger->GetDerived(LearnedNotesName()));
+    std::string notes = saved.value_or("");
+    for (const auto& n : learned_events) {
+      const std::string bytes = n.SerializeAsString();
+      notes +=
+          ToHex(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()) +
+          "\n";
+    }
+    return ledger->PutDerived(LearnedNotesName(), notes);
+  }
+
+  StatusOr<bool> HasLearnedNotes() {
+    if (!learned_events.empty()) return true;
+    MIGLEDGER_ASSIGN_OR_RETURN(auto saved,
+                               ledger->GetDerived(LearnedNotesName()));
+    return saved.has_value() && !saved->empty();
+  }
+
+  // Writer, target lock held and mirror in sync: one OutcomeLearned event per
+  // outcome this run (or an earlier reader) learned from the mirror, unless
+  // one is already recorded for that attempt (a crash between recording and
+  // forgetting the notes).
+  ::migledger::Status RecordOutcomesLearned() {
+    std::vector<v1::OutcomeLearned> notes = std::move(learned_events);
+    learned_events.clear();
+    MIGLEDGER_ASSIGN_OR_RETURN(auto saved,
+                               ledger->GetDerived(LearnedNotesName()));
+    if (saved) {
+      size_t at = 0;
+      while (at < saved->size()) {
+        size_t end = saved->find('\n', at);
+        if (end == std::string::npos) end = saved->size();
+        std::string bytes;
+        const std::string hex = saved->substr(at, end - at);
+        for (size_t i = 0; i + 1 < hex.size(); i += 2)
+          bytes.push_back(
+              static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+        v1::OutcomeLearned n;
+        if (!hex.empty() && n.ParseFromString(bytes)) notes.push_back(n);
+        at = end + 1;
+      }
+    }
+    if (notes.empty()) return ::migledger::Status::Ok();
+    std::set<std::string> recorded;
+    MIGLEDGER_RETURN_IF_ERROR(ledger->ScanTargetEvents(
+        TargetKey(), notes.front().outcome_target_sequence(),
+        [&](const v1::Event& e) {
+          if (e.has_outcome_learned())
+            recorded.insert(e.outcome_learned().attempt_id());
+          return true;
+        }));
+    for (const auto& n : notes) {
+      if (!recorded.insert(n.attempt_id()).second) continue;
+      v1::Event e = NewEvent();
+      *e.mutable_outcome_learned() = n;
+      MIGLEDGER_RETURN_IF_ERROR(Record(&e, true).status());
+    }
+    return ledger->PutDerived(LearnedNotesName(), "");
   }
 
   // Read mode: when the target's mirror holds events the local ledger lacks
@@ -600,6 +681,7 @@ struct Applier::Impl {
       if (!open.empty()) NoteOutcomeLearned(r, &open);
     }
     spdlog::info("caught up {} event(s) from the target's mirror", pulled);
+    MIGLEDGER_RETURN_IF_ERROR(SaveLearnedNotes());
     return ledger->Sync();
   }
 
@@ -1858,6 +1940,9 @@ StatusOr<bool> Applier::NothingToApply(const std::string& to) {
     MIGLEDGER_ASSIGN_OR_RETURN(remote, d.driver->MirrorHead());
   }
   if (remote != d.ledger->TargetHead(d.TargetKey()).size) return false;
+  // Outcomes learned from the mirror are recorded by a writer.
+  MIGLEDGER_ASSIGN_OR_RETURN(bool notes, d.HasLearnedNotes());
+  if (notes) return false;
   MIGLEDGER_ASSIGN_OR_RETURN(const Projection* projected, d.ProjectView());
   const Projection& p = *projected;
   if (!p.open_attempts.empty()) return false;

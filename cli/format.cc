@@ -123,6 +123,8 @@ const char* EventTypeName(v1::Event::BodyCase body) {
       return "checksum_accepted";
     case v1::Event::kResolved:
       return "resolved";
+    case v1::Event::kOutcomeLearned:
+      return "outcome_learned";
     case v1::Event::BODY_NOT_SET:
       break;
   }
@@ -228,6 +230,8 @@ std::string EventSummary(const v1::Event& e) {
              " accepted: " + e.checksum_accepted().reason();
     case v1::Event::kResolved:
       return e.resolved().decision() + ": " + e.resolved().reason();
+    case v1::Event::kOutcomeLearned:
+      return "outcome learned: " + e.outcome_learned().evidence();
     default:
       return "";
   }

@@ -220,6 +220,8 @@ std::string EventVersion(const v1::Event &e) {
       return e.step_reverted().version();
     case v1::Event::kStepRecovered:
       return e.step_recovered().version();
+    case v1::Event::kOutcomeLearned:
+      return e.outcome_learned().version();
     case v1::Event::kAppliedOutOfBand:
       return e.applied_out_of_band().version();
     case v1::Event::kDriftDetected:
