@@ -724,7 +724,8 @@ class ModelRun {
   // holds, every command that changes the target refuses (drift) until an
   // operator runs `resolve --restored`.
   void OpRestore() {
-    if (!backup_ || !model_.Drift().empty()) return OpBackup();
+    if (!backup_) return OpBackup();
+    if (!model_.Drift().empty()) return OpAcceptChecksum();
     target_->Restore();
     Note("target restored from its backup " + Join(*backup_));
     if (*backup_ != model_.applied) restored_ = true;
