@@ -196,6 +196,7 @@ class Target {
   virtual std::string Name() const = 0;
   // A backup of the database as it is now, and its restore in place (same
   // path or name: the same database, in an older state).
+  virtual bool Exists() const = 0;
   virtual void Backup() = 0;
   virtual void Restore() = 0;
 };
@@ -226,6 +227,7 @@ class SqliteTarget : public Target {
     sqlite3_free(error);
     sqlite3_close(h);
   }
+  bool Exists() const override { return fs::exists(path_); }
   void Backup() override {
     fs::copy_file(path_, path_ + ".backup",
                   fs::copy_options::overwrite_existing);
@@ -271,6 +273,7 @@ class PostgresTarget : public Target {
   void Exec(const std::string& sql) override { PgServer::Query(uri_, sql); }
   // CREATE DATABASE ... TEMPLATE: a copy with the same system identifier;
   // recreated under the same name it is the same database, restored.
+  bool Exists() const override { return true; }
   void Backup() override {
     Admin("DROP DATABASE IF EXISTS " + db_ + "_backup WITH (FORCE)");
     Admin("CREATE DATABASE " + db_ + "_backup TEMPLATE " + db_);
@@ -714,6 +717,7 @@ class ModelRun {
   }
 
   void OpBackup() {
+    if (!target_->Exists()) return OpNewFile();  // nothing to back up yet
     target_->Backup();
     backup_ = model_.applied;
     backup_edits_ = model_.applied_edits;
