@@ -434,11 +434,12 @@ struct Applier::Impl {
           "the target's event mirror forks from the local ledger at target "
           "sequence " +
           std::to_string(*fork + 1) +
-          ": this ledger holds events that never reached the target (a run "
-          "interrupted before its first commit) and another ledger has since "
-          "continued the target's history; keep this ledger for the audit, "
-          "move it "
-          "aside and run again (a new ledger pulls the target's history)");
+          ": this ledger holds events the target does not (a run "
+          "interrupted before its first commit, or events the target lost "
+          "when it was restored from an older backup) and another ledger has "
+          "since continued the target's history; keep this ledger for the "
+          "audit, move it aside and run again (a new ledger pulls the "
+          "target's history)");
     }
     return rows;
   }
