@@ -10,7 +10,7 @@
 
 #include "applier/conninfo.h"
 #include "applier/libpq_loader.h"
-#include "applier/postgres_driver.h"
+#include "applier/libpq_result.h"
 #include "common/crash_points.h"
 
 namespace migledger {
@@ -87,11 +87,6 @@ bool IsStoreId(const std::string& id) {
          id.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-struct ResultDeleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Result = std::unique_ptr<PGresult, ResultDeleter>;
-
 class PgAuditStore final : public AuditStore {
  public:
   PgAuditStore(PGconn* conn, std::string redacted)
@@ -118,7 +113,7 @@ class PgAuditStore final : public AuditStore {
     // granted, so (READ COMMITTED, whatever the store's default) it sees
     // the previous pusher's rows. One round trip begins, locks and reads the
     // store's size.
-    Result size(
+    PgResult size(
         PQexec(conn_, ("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT "
                        "pg_advisory_xact_lock(" +
                        std::to_string(kStoreAppendLockKey) +
@@ -150,12 +145,12 @@ class PgAuditStore final : public AuditStore {
   }
 
   StatusOr<uint64_t> PullAll(Ledger* ledger) override {
-    Result r(PQexecParams(conn_,
-                          "SELECT store_sequence::text AS seq, event_bytes, "
-                          "leaf_hash, chain_head FROM "
-                          "\"migledger_store\".\"events\" ORDER BY "
-                          "store_sequence",
-                          0, nullptr, nullptr, nullptr, nullptr, 1));
+    PgResult r(PQexecParams(conn_,
+                            "SELECT store_sequence::text AS seq, event_bytes, "
+                            "leaf_hash, chain_head FROM "
+                            "\"migledger_store\".\"events\" ORDER BY "
+                            "store_sequence",
+                            0, nullptr, nullptr, nullptr, nullptr, 1));
     if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
       return Error("reading the audit store", r.get());
     uint64_t n = 0;
@@ -184,7 +179,7 @@ class PgAuditStore final : public AuditStore {
   }
 
   StatusOr<std::string> StoreId() override {
-    Result r(PQexecParams(
+    PgResult r(PQexecParams(
         conn_, "SELECT store_id FROM \"migledger_store\".\"identity\"", 0,
         nullptr, nullptr, nullptr, nullptr, 0));
     if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
@@ -210,9 +205,9 @@ class PgAuditStore final : public AuditStore {
         " version int PRIMARY KEY, description text NOT NULL,"
         " applied_at timestamptz NOT NULL DEFAULT now(), tool_version text NOT "
         "NULL)"));
-    Result r(PQexec(conn_,
-                    "SELECT coalesce(max(version), 0) FROM "
-                    "\"migledger_store\".\"schema_history\""));
+    PgResult r(PQexec(conn_,
+                      "SELECT coalesce(max(version), 0) FROM "
+                      "\"migledger_store\".\"schema_history\""));
     if (PQresultStatus(r.get()) != PGRES_TUPLES_OK)
       return Error("reading store schema", r.get());
     version_ = std::atoi(PQgetvalue(r.get(), 0, 0));
@@ -229,17 +224,18 @@ class PgAuditStore final : public AuditStore {
       if (m.creates_identity) {
         const std::string id = NewStoreId();
         const char* params[] = {id.c_str()};
-        Result ins(PQexecParams(conn_,
-                                "INSERT INTO \"migledger_store\".\"identity\" "
-                                "(store_id) VALUES ($1)",
-                                1, nullptr, params, nullptr, nullptr, 0));
+        PgResult ins(
+            PQexecParams(conn_,
+                         "INSERT INTO \"migledger_store\".\"identity\" "
+                         "(store_id) VALUES ($1)",
+                         1, nullptr, params, nullptr, nullptr, 0));
         if (PQresultStatus(ins.get()) != PGRES_COMMAND_OK)
           return Error("creating the audit store's identity", ins.get());
       }
       const char* params[] = {nullptr, m.description, MIGLEDGER_VERSION};
       std::string v = std::to_string(m.version);
       params[0] = v.c_str();
-      Result ins(PQexecParams(
+      PgResult ins(PQexecParams(
           conn_,
           "INSERT INTO \"migledger_store\".\"schema_history\" (version, "
           "description, tool_version) VALUES ($1, $2, $3)",
@@ -300,7 +296,7 @@ class PgAuditStore final : public AuditStore {
   // (size 0 when the store has none).
   Status StoreHead(const std::string& key, ChainHead* head) {
     const char* params[] = {key.c_str()};
-    Result r(PQexecParams(
+    PgResult r(PQexecParams(
         conn_,
         "SELECT target_sequence::text AS seq, chain_head FROM "
         "\"migledger_store\".\"events\" WHERE target_key = $1 ORDER BY "
@@ -320,7 +316,7 @@ class PgAuditStore final : public AuditStore {
   Status StoredChain(const std::string& key, uint64_t seq, Digest32* chain) {
     std::string s = std::to_string(seq);
     const char* params[] = {key.c_str(), s.c_str()};
-    Result r(
+    PgResult r(
         PQexecParams(conn_,
                      "SELECT chain_head FROM \"migledger_store\".\"events\" "
                      "WHERE target_key = $1 AND target_sequence = $2::bigint",
@@ -370,9 +366,9 @@ class PgAuditStore final : public AuditStore {
           formats.push_back(c >= 2 && c <= 4 ? 1 : 0);
         }
       }
-      Result r(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()),
-                            nullptr, values.data(), lengths.data(),
-                            formats.data(), 0));
+      PgResult r(PQexecParams(
+          conn_, sql.c_str(), static_cast<int>(values.size()), nullptr,
+          values.data(), lengths.data(), formats.data(), 0));
       if (PQresultStatus(r.get()) != PGRES_COMMAND_OK)
         return Error("writing the audit store", r.get());
     }
@@ -380,7 +376,7 @@ class PgAuditStore final : public AuditStore {
   }
 
   Status Exec(const std::string& sql) {
-    Result r(PQexec(conn_, sql.c_str()));
+    PgResult r(PQexec(conn_, sql.c_str()));
     auto s = PQresultStatus(r.get());
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
       return Error("audit store", r.get());

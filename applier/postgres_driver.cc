@@ -21,6 +21,7 @@
 
 #include "applier/conninfo.h"
 #include "applier/libpq_loader.h"
+#include "applier/libpq_result.h"
 #include "common/crash_points.h"
 #include "common/interrupt.h"
 #include "common/sha256.h"
@@ -30,49 +31,6 @@ namespace {
 
 void AddSecret(std::vector<std::string>* secrets, std::string_view s) {
   if (!s.empty()) secrets->emplace_back(s);
-}
-
-// libpq messages end in '\n' and may hold several lines: one per host tried,
-// plus indented hints. Keeps the unindented lines, joined by "; ".
-std::string LibpqMessage(const char* raw) {
-  std::string out;
-  std::string_view s = raw ? raw : "";
-  size_t start = 0;
-  while (start < s.size()) {
-    size_t nl = s.find('\n', start);
-    if (nl == std::string_view::npos) nl = s.size();
-    std::string_view line = s.substr(start, nl - start);
-    start = nl + 1;
-    if (line.empty() || line[0] == '\t' || line[0] == ' ') continue;
-    if (!out.empty()) out += "; ";
-    out += line;
-  }
-  if (out.empty()) out = "unknown libpq error";
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// libpq helpers
-
-struct ResultDeleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Result = std::unique_ptr<PGresult, ResultDeleter>;
-
-void DiscardNotice(void*, const char*) {}
-
-std::string ErrorField(const PGresult* res, int field) {
-  const char* v = res ? PQresultErrorField(res, field) : nullptr;
-  return v ? v : "";
-}
-
-// The primary message of a failed result, or libpq's own message.
-std::string PrimaryMessage(const PGresult* res, PGconn* conn) {
-  std::string m = ErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-  if (m.empty() && res) m = LibpqMessage(PQresultErrorMessage(res));
-  if (m.empty() || m == "unknown libpq error")
-    m = LibpqMessage(PQerrorMessage(conn));
-  return m;
 }
 
 // Converts PostgreSQL's 1-based character position in `sql` to a 0-based
@@ -245,7 +203,7 @@ class PostgresDriver final : public Driver {
                             std::to_string(kPostgresApplierLockKey) + ")";
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-      Result res(PQexec(lock_conn_, sql.c_str()));
+      PgResult res(PQexec(lock_conn_, sql.c_str()));
       if (PQresultStatus(res.get()) != PGRES_TUPLES_OK ||
           PQntuples(res.get()) != 1) {
         Status st =
@@ -342,7 +300,7 @@ class PostgresDriver final : public Driver {
     if (lock_held_ && PQstatus(lock_conn_) == CONNECTION_OK) {
       const std::string sql = "SELECT pg_catalog.pg_advisory_unlock(" +
                               std::to_string(kPostgresApplierLockKey) + ")";
-      Result res(PQexec(lock_conn_, sql.c_str()));
+      PgResult res(PQexec(lock_conn_, sql.c_str()));
       // Closing the session below frees the lock in any case.
     }
     CloseLockSession();
@@ -383,7 +341,7 @@ class PostgresDriver final : public Driver {
     // Own transaction when none is open; inside the caller's otherwise.
     const bool own = PQtransactionStatus(conn_) == PQTRANS_IDLE;
     const std::string sql = own ? "BEGIN;\n" + body + "COMMIT;" : body;
-    Result res(PQexec(conn_, sql.c_str()));
+    PgResult res(PQexec(conn_, sql.c_str()));
     ExecStatusType st = PQresultStatus(res.get());
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
       return Status::Ok();
@@ -393,7 +351,7 @@ class PostgresDriver final : public Driver {
     }
     std::string message = Scrub(PrimaryMessage(res.get(), conn_));
     if (own && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
-      Result rb(PQexec(conn_, "ROLLBACK"));
+      PgResult rb(PQexec(conn_, "ROLLBACK"));
     }
     return TargetUnavailable("cannot create the migledger schema on " +
                              Target() + ": " + message);
@@ -459,7 +417,7 @@ class PostgresDriver final : public Driver {
                       Scrub(LibpqMessage(PQerrorMessage(conn_))));
     }
     CrashPoint("postgres.commit_sent");
-    Result res;
+    PgResult res;
     while (PGresult* raw = PQgetResult(conn_)) res.reset(raw);
     if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
       if (SessionLost(res.get())) {
@@ -519,7 +477,7 @@ class PostgresDriver final : public Driver {
     CrashPoint("postgres.statement_sent");
     // A simple query may hold several statements: one result each, and the
     // server stops at the first error.
-    Result failed = DrainResults(nullptr);
+    PgResult failed = DrainResults(nullptr);
     if (SessionLost(failed.get())) {
       if (error != nullptr && failed) FillSqlError(sql, failed.get(), error);
       return LostConnection("running a statement", failed.get());
@@ -591,7 +549,7 @@ class PostgresDriver final : public Driver {
                       Scrub(LibpqMessage(PQerrorMessage(conn_))));
     }
     int done = 0;  // results before the first error: BEGIN, statements...
-    Result failed = DrainResults(&done);
+    PgResult failed = DrainResults(&done);
     tool_role_in_transaction_ = !failed && switch_results > 0;
     if (!failed && reset_results > 0) migration_state_ = false;
     if (!statements.empty()) migration_state_ = true;
@@ -718,10 +676,10 @@ class PostgresDriver final : public Driver {
                       Scrub(LibpqMessage(PQerrorMessage(conn_))));
     }
     CrashPoint("postgres.commit_sent");
-    Result failed;
+    PgResult failed;
     std::string last_tag;
     while (PGresult* raw = PQgetResult(conn_)) {
-      Result res(raw);
+      PgResult res(raw);
       ExecStatusType st = PQresultStatus(raw);
       if (st == PGRES_COMMAND_OK) {
         last_tag = PQcmdStatus(raw);
@@ -1137,7 +1095,7 @@ class PostgresDriver final : public Driver {
     // (every table of the tool is schema-qualified anyway). The path is
     // split here, as the server splits it, so a quoted name keeps its
     // commas and blanks; the other entries are sent back as written.
-    Result res(PQexec(out.conn, kSessionSetup));
+    PgResult res(PQexec(out.conn, kSessionSetup));
     if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
       out.error = PrimaryMessage(res.get(), out.conn);
       out.setup_failed = true;
@@ -1153,7 +1111,7 @@ class PostgresDriver final : public Driver {
     // A path of nothing but "$user" becomes public, the server's default.
     out.search_path = kept->empty() ? "public" : *kept;
     const char* set_values[] = {out.search_path.c_str()};
-    Result set(PQexecParams(
+    PgResult set(PQexecParams(
         out.conn, "SELECT pg_catalog.set_config('search_path', $1, false)", 1,
         nullptr, set_values, nullptr, nullptr, 0));
     if (PQresultStatus(set.get()) != PGRES_TUPLES_OK) {
@@ -1196,10 +1154,10 @@ class PostgresDriver final : public Driver {
   // Reads every result of a sent simple query (one per statement; the
   // server stops at the first error) and returns the first error, or none.
   // *succeeded (optional) counts the results before it. COPY is refused.
-  Result DrainResults(int* succeeded) {
-    Result failed;
+  PgResult DrainResults(int* succeeded) {
+    PgResult failed;
     while (PGresult* raw = PQgetResult(conn_)) {
-      Result res(raw);
+      PgResult res(raw);
       switch (PQresultStatus(raw)) {
         case PGRES_COPY_IN:
           PQputCopyEnd(conn_,
@@ -1270,7 +1228,7 @@ class PostgresDriver final : public Driver {
 
   // Runs a statement without parameters or rows (transaction control).
   Status Simple(const char* sql) {
-    Result res(PQexec(conn_, sql));
+    PgResult res(PQexec(conn_, sql));
     if (PQresultStatus(res.get()) == PGRES_COMMAND_OK) return Status::Ok();
     if (SessionLost(res.get())) return LostConnection(sql, res.get());
     return MigrationFailed(std::string(sql) + " failed on " + Target() + ": " +
@@ -1280,9 +1238,9 @@ class PostgresDriver final : public Driver {
   // Runs one parameterized statement on the work session. A SQL error gives
   // `sql_error_code` ("<what> on <target>: <message>") and its SQLSTATE in
   // *sqlstate; a lost connection gives kTargetUnavailable.
-  StatusOr<Result> Run(const std::string& what, const std::string& sql,
-                       const std::vector<Param>& params, bool binary_result,
-                       Code sql_error_code, std::string* sqlstate = nullptr) {
+  StatusOr<PgResult> Run(const std::string& what, const std::string& sql,
+                         const std::vector<Param>& params, bool binary_result,
+                         Code sql_error_code, std::string* sqlstate = nullptr) {
     MIGLEDGER_RETURN_IF_ERROR(ResetIfPending());
     std::vector<const char*> values(params.size());
     std::vector<int> lengths(params.size());
@@ -1292,9 +1250,9 @@ class PostgresDriver final : public Driver {
       lengths[i] = static_cast<int>(params[i].value.size());
       formats[i] = params[i].binary ? 1 : 0;
     }
-    Result res(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()),
-                            nullptr, values.data(), lengths.data(),
-                            formats.data(), binary_result ? 1 : 0));
+    PgResult res(PQexecParams(
+        conn_, sql.c_str(), static_cast<int>(params.size()), nullptr,
+        values.data(), lengths.data(), formats.data(), binary_result ? 1 : 0));
     ExecStatusType st = PQresultStatus(res.get());
     if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) return res;
     if (SessionLost(res.get())) return LostConnection(what, res.get());
