@@ -27,9 +27,7 @@
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
-#include <string_view>
 
 #include "applier/driver.h"
 #include "common/status.h"
@@ -46,38 +44,5 @@ inline constexpr int64_t kPostgresSchemaLockKey = kPostgresApplierLockKey + 1;
 // conninfo libpq cannot parse gives kInvalidInput.
 StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
     const std::string& conninfo);
-
-// A search_path value (as current_setting('search_path') prints it) as the
-// list of a SET statement: each schema name as a string literal, so
-// `SET search_path TO <list>` sets the same path. "" when an element is not
-// one this copies exactly: an unquoted name that is not lower-case ASCII
-// (the server folds its case by rules of its encoding), a quoted one holding
-// ' or \, or a value that does not parse. The caller then keeps
-// set_config().
-//   public             -> 'public'
-//   app, "My Schema"   -> 'app', 'My Schema'
-//   "a""b"             -> 'a"b'
-std::string SearchPathSetList(std::string_view search_path);
-
-// A search_path value without its "$user" entries (quoted, or unquoted in
-// any case), the other entries as written, joined by ", "; nullopt when the
-// value does not parse.
-//   "$user", public        -> public
-//   "a, b", $USER, "x"     -> "a, b", "x"
-//   "$user"                -> (empty)
-std::optional<std::string> SearchPathWithoutUser(std::string_view search_path);
-
-// What a CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON [ONLY]
-// table ... statement names: the index (as the server stores the name:
-// unquoted names folded to lower case) and the table, as a qualified name
-// whose parts are quoted, for to_regclass(). nullopt for any other
-// statement, and for one that leaves the index's name to the server.
-//   CREATE INDEX CONCURRENTLY Idx ON app.t (a)   -> {"idx", "\"app\".\"t\""}
-struct CreateIndexConcurrently {
-  std::string index;
-  std::string table;
-};
-std::optional<CreateIndexConcurrently> ParseCreateIndexConcurrently(
-    std::string_view statement);
 
 }  // namespace migledger
