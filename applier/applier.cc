@@ -1351,8 +1351,8 @@ struct Applier::Impl {
         SqlError err;
         spdlog::warn("dropping invalid index {} left by an earlier attempt",
                      *leftover);
-        MIGLEDGER_RETURN_IF_ERROR(driver->Exec(
-            "DROP INDEX CONCURRENTLY IF EXISTS " + *leftover, &err));
+        MIGLEDGER_RETURN_IF_ERROR(
+            driver->Exec(driver->DropLeftoverIndexSql(*leftover), &err));
       }
     }
     // Each acknowledged statement reaches the mirror before the next one
@@ -2237,17 +2237,10 @@ StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
   auto& d = *impl_;
   MIGLEDGER_ASSIGN_OR_RETURN(auto plan, PlanApply(to));
   bool pg = d.driver && d.driver->dialect() == SqlDialect::kPostgres;
-  std::string table =
-      pg ? "\"migledger\".\"applied\"" : "\"migledger_applied\"";
   std::string script =
       "-- migledger offline upgrade script\n-- target: " +
       (d.driver ? d.driver->identity().redacted_uri : RedactUri(d.target_uri)) +
       "\n-- run id: " + d.run_id + "\n";
-  auto quote = [](const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
-    return q + "'";
-  };
   for (const auto& s : plan) {
     const Migration& m = *s.migration;
     script += "\n-- " + m.version + " " + m.slug + " (" + m.up.file +
@@ -2264,13 +2257,10 @@ StatusOr<std::string> Applier::ExportPlanSql(const std::string& to) {
         statements->back().text.back() != ';') {
       script += ";\n";
     }
-    script += "INSERT INTO " + table +
-              " (version, checksum, attempt_id, applied_at) VALUES (" +
-              quote(m.version) + ", " + quote(m.up.checksum) + ", " +
-              quote("offline:" + d.run_id) + ", " +
-              (pg ? std::string("now()")
-                  : std::string("strftime('%Y-%m-%dT%H:%M:%fZ','now')")) +
-              ");\n";
+    script += OfflineMarkerSql(pg ? SqlDialect::kPostgres : SqlDialect::kSqlite,
+                               MarkerRow{m.version, m.up.checksum,
+                                         "offline:" + d.run_id, ""}) +
+              "\n";
     if (!m.up.no_transaction) script += "COMMIT;\n";
   }
   if (d.ledger && !d.ledger->read_only() && d.driver &&

@@ -60,6 +60,20 @@ Status Driver::CommitWithMirrorRows(const std::vector<MirrorRow>& rows) {
   return st;
 }
 
+std::string OfflineMarkerSql(SqlDialect dialect, const MarkerRow& row) {
+  return dialect == SqlDialect::kPostgres ? PostgresOfflineMarkerSql(row)
+                                          : SqliteOfflineMarkerSql(row);
+}
+
+std::string StandardSqlLiteral(std::string_view value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
 std::string RedactUri(const std::string& uri) {
   if (uri.rfind("sqlite:", 0) == 0) return uri;
   if (LooksLikePostgresConninfo(uri)) return RedactConninfo(uri);

@@ -203,6 +203,10 @@ class Driver {
       std::string_view /*statement*/) {
     return std::optional<std::string>();
   }
+  // The statement that drops `index`, an invalid index LeftoverInvalidIndex()
+  // returned, before the statement that left it runs again (PostgreSQL:
+  // without blocking writes to its table).
+  virtual std::string DropLeftoverIndexSql(const std::string& index) const = 0;
   // True when `error`, from running `statement` again on resume, shows the
   // statement's work already done: what it creates (a table, an index, a
   // column, an enum value...) exists, or what its DROP names is gone.
@@ -221,6 +225,18 @@ struct DriverOptions {
 // when `create_if_missing`; otherwise a missing file is kTargetUnavailable.
 StatusOr<std::unique_ptr<Driver>> OpenDriver(const std::string& uri,
                                              bool create_if_missing);
+
+// The statement an offline script (`plan --sql`) runs after a migration's
+// own to record it: `row`'s marker inserted into the tool's table of
+// `dialect`'s driver, stamped with the database's clock when the script runs
+// (row.applied_at is not used). Needs no connection: each driver writes its
+// own (PostgresOfflineMarkerSql, SqliteOfflineMarkerSql).
+std::string OfflineMarkerSql(SqlDialect dialect, const MarkerRow& row);
+
+// `value` as a string literal in standard SQL: in single quotes, each '
+// doubled. SQLite reads it so, and PostgreSQL with standard_conforming_strings
+// on (its default); for text that goes into a script, not through a session.
+std::string StandardSqlLiteral(std::string_view value);
 
 // A target URI / conninfo as it may be shown and stored: "sqlite:..." as it
 // is, a PostgreSQL one through RedactConninfo (applier/conninfo.h: only

@@ -931,6 +931,11 @@ class PostgresDriver final : public Driver {
     return std::optional<std::string>(PQgetvalue(res->get(), 0, 0));
   }
 
+  // CONCURRENTLY: the table stays writable while the index goes.
+  std::string DropLeftoverIndexSql(const std::string& index) const override {
+    return "DROP INDEX CONCURRENTLY IF EXISTS " + index;
+  }
+
   bool ErrorShowsDone(const SqlError& error,
                       std::string_view statement) const override {
     // duplicate_column, _database, _function, _schema, _table (also an
@@ -1405,6 +1410,14 @@ class PostgresDriver final : public Driver {
 };
 
 }  // namespace
+
+std::string PostgresOfflineMarkerSql(const MarkerRow& row) {
+  return "INSERT INTO \"migledger\".\"applied\" (version, checksum, "
+         "attempt_id, applied_at) VALUES (" +
+         StandardSqlLiteral(row.version) + ", " +
+         StandardSqlLiteral(row.checksum) + ", " +
+         StandardSqlLiteral(row.attempt_id) + ", now());";
+}
 
 StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
     const std::string& conninfo) {

@@ -45,4 +45,7 @@ inline constexpr int64_t kPostgresSchemaLockKey = kPostgresApplierLockKey + 1;
 StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
     const std::string& conninfo);
 
+// OfflineMarkerSql (applier/driver.h) for a PostgreSQL target.
+std::string PostgresOfflineMarkerSql(const MarkerRow& row);
+
 }  // namespace migledger

@@ -390,6 +390,11 @@ class SqliteDriver final : public Driver {
     return std::vector<std::string>{};
   }
 
+  // SQLite has no invalid indexes (LeftoverInvalidIndex finds none).
+  std::string DropLeftoverIndexSql(const std::string& index) const override {
+    return "DROP INDEX IF EXISTS " + index;
+  }
+
   // SQLite has no codes for these: "table t already exists", "index i
   // already exists", "duplicate column name: c"; for a DROP "no such table:
   // t", "no such index: i", "no such view: v", "no such trigger: x".
@@ -497,6 +502,15 @@ class SqliteDriver final : public Driver {
 };
 
 }  // namespace
+
+std::string SqliteOfflineMarkerSql(const MarkerRow& row) {
+  return std::string("INSERT INTO ") + kApplied +
+         " (version, checksum, attempt_id, applied_at) VALUES (" +
+         StandardSqlLiteral(row.version) + ", " +
+         StandardSqlLiteral(row.checksum) + ", " +
+         StandardSqlLiteral(row.attempt_id) +
+         ", strftime('%Y-%m-%dT%H:%M:%fZ','now'));";
+}
 
 StatusOr<std::unique_ptr<Driver>> OpenSqliteDriver(const std::string& path,
                                                    bool create_if_missing) {

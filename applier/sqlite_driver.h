@@ -12,4 +12,7 @@ namespace migledger {
 StatusOr<std::unique_ptr<Driver>> OpenSqliteDriver(const std::string& path,
                                                    bool create_if_missing);
 
+// OfflineMarkerSql (applier/driver.h) for a SQLite target.
+std::string SqliteOfflineMarkerSql(const MarkerRow& row);
+
 }  // namespace migledger
