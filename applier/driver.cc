@@ -60,6 +60,21 @@ Status Driver::CommitWithMirrorRows(const std::vector<MirrorRow>& rows) {
   return st;
 }
 
+Status Driver::AdoptIdentity(const std::string& new_database_id,
+                             const std::string& inherited_from,
+                             const std::vector<MirrorRow>& rows) {
+  MIGLEDGER_RETURN_IF_ERROR(Begin());
+  Status st = SetAsideInheritedHistory(new_database_id, inherited_from);
+  if (st.ok()) st = InsertMirrorRows(rows);
+  if (!st.ok()) {
+    (void)Rollback();
+    return st;
+  }
+  MIGLEDGER_RETURN_IF_ERROR(Commit());
+  SetDatabaseId(new_database_id);
+  return Status::Ok();
+}
+
 std::string OfflineMarkerSql(SqlDialect dialect, const MarkerRow& row) {
   return dialect == SqlDialect::kPostgres ? PostgresOfflineMarkerSql(row)
                                           : SqliteOfflineMarkerSql(row);

@@ -185,9 +185,9 @@ class Driver {
   // that already differs from `inherited_from`), and `rows`, the new
   // chain from target sequence 1, fill the emptied mirror. On success
   // identity() has the new id; on error nothing changed.
-  virtual Status AdoptIdentity(const std::string& new_database_id,
-                               const std::string& inherited_from,
-                               const std::vector<MirrorRow>& rows) = 0;
+  Status AdoptIdentity(const std::string& new_database_id,
+                       const std::string& inherited_from,
+                       const std::vector<MirrorRow>& rows);
 
   // Catalog checks used by recovery of no-transaction steps. Returns the
   // names of invalid indexes (PostgreSQL: pg_index.indisvalid = false) in
@@ -212,6 +212,18 @@ class Driver {
   // column, an enum value...) exists, or what its DROP names is gone.
   virtual bool ErrorShowsDone(const SqlError& error,
                               std::string_view statement) const = 0;
+
+ protected:
+  // AdoptIdentity's own SQL, inside its transaction: the mirror's rows
+  // copied to the inherited-events table (created when missing) under
+  // `inherited_from`, the mirror emptied, and `new_database_id` stored as
+  // the database's id.
+  virtual Status SetAsideInheritedHistory(
+      const std::string& new_database_id,
+      const std::string& inherited_from) = 0;
+  // Called once AdoptIdentity committed: identity() has `database_id` from
+  // now on.
+  virtual void SetDatabaseId(const std::string& database_id) = 0;
 };
 
 struct DriverOptions {

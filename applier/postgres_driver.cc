@@ -803,32 +803,29 @@ class PostgresDriver final : public Driver {
            ToHex(raw, sizeof raw);
   }
 
-  Status AdoptIdentity(const std::string& new_database_id,
-                       const std::string& inherited_from,
-                       const std::vector<MirrorRow>& rows) override {
-    MIGLEDGER_RETURN_IF_ERROR(Begin());
-    auto fail = [&](Status st) {
-      (void)Rollback();
-      return st;
-    };
+  // The id goes into migledger.identity only when it is not the default
+  // one Init() reads (`resolve --new-identity` of a TEMPLATE clone).
+  Status SetAsideInheritedHistory(const std::string& new_database_id,
+                                  const std::string& inherited_from) override {
     if (new_database_id != identity_.database_id) {
-      auto kept =
+      MIGLEDGER_RETURN_IF_ERROR(
           Run("writing the database id",
               "CREATE TABLE IF NOT EXISTS \"migledger\".\"identity\" (\n"
               "  \"database_name\" text PRIMARY KEY,\n"
               "  \"database_id\" text NOT NULL\n"
               ");\n",
-              {}, false, Code::kTargetUnavailable);
-      if (!kept.ok()) return fail(kept.status());
-      kept = Run("writing the database id",
-                 "INSERT INTO \"migledger\".\"identity\" VALUES "
-                 "(pg_catalog.current_database(), $1) ON CONFLICT "
-                 "(\"database_name\") DO UPDATE SET \"database_id\" = "
-                 "EXCLUDED.\"database_id\"",
-                 {{new_database_id}}, false, Code::kTargetUnavailable);
-      if (!kept.ok()) return fail(kept.status());
+              {}, false, Code::kTargetUnavailable)
+              .status());
+      MIGLEDGER_RETURN_IF_ERROR(
+          Run("writing the database id",
+              "INSERT INTO \"migledger\".\"identity\" VALUES "
+              "(pg_catalog.current_database(), $1) ON CONFLICT "
+              "(\"database_name\") DO UPDATE SET \"database_id\" = "
+              "EXCLUDED.\"database_id\"",
+              {{new_database_id}}, false, Code::kTargetUnavailable)
+              .status());
     }
-    auto created =
+    MIGLEDGER_RETURN_IF_ERROR(
         Run("creating migledger.events_inherited",
             "CREATE TABLE IF NOT EXISTS \"migledger\".\"events_inherited\" (\n"
             "  \"database_id\" text NOT NULL,\n"
@@ -838,23 +835,23 @@ class PostgresDriver final : public Driver {
             "  \"chain_head\" bytea NOT NULL,\n"
             "  PRIMARY KEY (\"database_id\", \"target_sequence\")\n"
             ")",
-            {}, false, Code::kTargetUnavailable);
-    if (!created.ok()) return fail(created.status());
-    auto moved = Run(
-        "keeping the inherited events",
-        "INSERT INTO \"migledger\".\"events_inherited\" SELECT $1::text, "
-        "\"target_sequence\", \"event_bytes\", \"leaf_hash\", \"chain_head\" "
-        "FROM \"migledger\".\"events\"",
-        {{inherited_from}}, false, Code::kTargetUnavailable);
-    if (!moved.ok()) return fail(moved.status());
-    auto cleared =
-        Run("emptying migledger.events", "DELETE FROM \"migledger\".\"events\"",
-            {}, false, Code::kTargetUnavailable);
-    if (!cleared.ok()) return fail(cleared.status());
-    if (auto st = InsertMirrorRows(rows); !st.ok()) return fail(st);
-    MIGLEDGER_RETURN_IF_ERROR(Commit());
-    identity_.database_id = new_database_id;
-    return Status::Ok();
+            {}, false, Code::kTargetUnavailable)
+            .status());
+    MIGLEDGER_RETURN_IF_ERROR(
+        Run("keeping the inherited events",
+            "INSERT INTO \"migledger\".\"events_inherited\" SELECT $1::text, "
+            "\"target_sequence\", \"event_bytes\", \"leaf_hash\", "
+            "\"chain_head\" FROM \"migledger\".\"events\"",
+            {{inherited_from}}, false, Code::kTargetUnavailable)
+            .status());
+    return Run("emptying migledger.events",
+               "DELETE FROM \"migledger\".\"events\"", {}, false,
+               Code::kTargetUnavailable)
+        .status();
+  }
+
+  void SetDatabaseId(const std::string& database_id) override {
+    identity_.database_id = database_id;
   }
 
   StatusOr<std::vector<MirrorRow>> ReadMirror(uint64_t after) override {

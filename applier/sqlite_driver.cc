@@ -308,52 +308,41 @@ class SqliteDriver final : public Driver {
     return Status::Ok();
   }
 
-  Status AdoptIdentity(const std::string& new_database_id,
-                       const std::string& inherited_from,
-                       const std::vector<MirrorRow>& rows) override {
-    MIGLEDGER_RETURN_IF_ERROR(Begin());
-    auto fail = [&](Status st) {
-      (void)Rollback();
-      return st;
-    };
-    const std::string move =
+  Status SetAsideInheritedHistory(const std::string& new_database_id,
+                                  const std::string& inherited_from) override {
+    const std::string create =
         std::string("CREATE TABLE IF NOT EXISTS ") + kInherited +
         " (database_id TEXT NOT NULL, target_sequence INTEGER NOT NULL,"
         " event_bytes BLOB NOT NULL, leaf_hash BLOB NOT NULL,"
         " chain_head BLOB NOT NULL, PRIMARY KEY (database_id, "
         "target_sequence)) WITHOUT ROWID;";
-    if (auto st = Simple(move.c_str(), "creating migledger_events_inherited");
-        !st.ok()) {
-      return fail(st);
-    }
+    MIGLEDGER_RETURN_IF_ERROR(
+        Simple(create.c_str(), "creating migledger_events_inherited"));
     {
       std::string sql = std::string("INSERT INTO ") + kInherited +
                         " SELECT ?, target_sequence, event_bytes, leaf_hash, "
                         "chain_head FROM " +
                         kEvents;
       Stmt s(db_, sql.c_str());
-      if (!s.ok()) return fail(Error("keeping the inherited events"));
+      if (!s.ok()) return Error("keeping the inherited events");
       s.Text(1, inherited_from);
       if (sqlite3_step(s.get()) != SQLITE_DONE)
-        return fail(Error("keeping the inherited events"));
+        return Error("keeping the inherited events");
     }
     const std::string clear = std::string("DELETE FROM ") + kEvents;
-    if (auto st = Simple(clear.c_str(), "emptying the event mirror");
-        !st.ok()) {
-      return fail(st);
-    }
-    {
-      std::string sql = std::string("UPDATE ") + kTargetTable + " SET id = ?";
-      Stmt s(db_, sql.c_str());
-      if (!s.ok()) return fail(Error("writing the database id"));
-      s.Text(1, new_database_id);
-      if (sqlite3_step(s.get()) != SQLITE_DONE)
-        return fail(Error("writing the database id"));
-    }
-    if (auto st = InsertMirrorRows(rows); !st.ok()) return fail(st);
-    MIGLEDGER_RETURN_IF_ERROR(Commit());
-    identity_.database_id = new_database_id;
+    MIGLEDGER_RETURN_IF_ERROR(
+        Simple(clear.c_str(), "emptying the event mirror"));
+    std::string sql = std::string("UPDATE ") + kTargetTable + " SET id = ?";
+    Stmt s(db_, sql.c_str());
+    if (!s.ok()) return Error("writing the database id");
+    s.Text(1, new_database_id);
+    if (sqlite3_step(s.get()) != SQLITE_DONE)
+      return Error("writing the database id");
     return Status::Ok();
+  }
+
+  void SetDatabaseId(const std::string& database_id) override {
+    identity_.database_id = database_id;
   }
 
   StatusOr<std::string> NewDatabaseId() override { return NewId(); }
