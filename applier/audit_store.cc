@@ -11,6 +11,7 @@
 #include "applier/conninfo.h"
 #include "applier/libpq_loader.h"
 #include "applier/libpq_result.h"
+#include "applier/libpq_secrets.h"
 #include "common/crash_points.h"
 
 namespace migledger {
@@ -89,8 +90,10 @@ bool IsStoreId(const std::string& id) {
 
 class PgAuditStore final : public AuditStore {
  public:
-  PgAuditStore(PGconn* conn, std::string redacted)
-      : conn_(conn), redacted_(std::move(redacted)) {}
+  PgAuditStore(PGconn* conn, std::string redacted, LibpqSecrets secrets)
+      : conn_(conn),
+        redacted_(std::move(redacted)),
+        secrets_(std::move(secrets)) {}
   ~PgAuditStore() override { PQfinish(conn_); }
 
   Status Upgrade() {
@@ -388,10 +391,7 @@ class PgAuditStore final : public AuditStore {
     if (msg.empty()) msg = PQerrorMessage(conn_);
     while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
       msg.pop_back();
-    if (const char* pw = PQpass(conn_); pw && *pw) {
-      for (size_t p; (p = msg.find(pw)) != std::string::npos;)
-        msg.replace(p, strlen(pw), "***");
-    }
+    msg = secrets_.Scrub(std::move(msg));
     if (PQstatus(conn_) == CONNECTION_BAD) {
       return TargetUnavailable(what + " " + redacted_ +
                                ": connection lost: " + msg);
@@ -401,6 +401,7 @@ class PgAuditStore final : public AuditStore {
 
   PGconn* conn_;
   std::string redacted_;
+  LibpqSecrets secrets_;
   int version_ = 0;
 };
 
@@ -419,21 +420,21 @@ StatusOr<std::unique_ptr<AuditStore>> AuditStore::Open(
   MIGLEDGER_RETURN_IF_ERROR(LoadLibpq());
   std::string redacted = RedactConninfo(conninfo);
   PGconn* conn = PQconnectdb(conninfo.c_str());
+  LibpqSecrets secrets(conninfo);
+  secrets.Learn(conn);
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(conn);
     size_t nl = msg.find('\n');
     if (nl != std::string::npos) msg.resize(nl);
-    std::vector<std::string> secrets = ConninfoSecrets(conninfo);
-    if (const char* pw = PQpass(conn); pw && *pw) secrets.emplace_back(pw);
-    if (const char* env = std::getenv("PGPASSWORD")) secrets.emplace_back(env);
-    msg = ScrubSecrets(std::move(msg), secrets);
+    msg = secrets.Scrub(std::move(msg));
     PQfinish(conn);
     return TargetUnavailable("cannot connect to the audit store " + redacted +
                              ": " + msg);
   }
   PQsetNoticeProcessor(
       conn, [](void*, const char*) {}, nullptr);
-  auto store = std::make_unique<PgAuditStore>(conn, redacted);
+  auto store =
+      std::make_unique<PgAuditStore>(conn, redacted, std::move(secrets));
   MIGLEDGER_RETURN_IF_ERROR(store->Upgrade());
   return std::unique_ptr<AuditStore>(std::move(store));
 }

@@ -23,6 +23,7 @@
 #include "applier/create_index_statement.h"
 #include "applier/libpq_loader.h"
 #include "applier/libpq_result.h"
+#include "applier/libpq_secrets.h"
 #include "applier/search_path.h"
 #include "common/crash_points.h"
 #include "common/interrupt.h"
@@ -30,10 +31,6 @@
 
 namespace migledger {
 namespace {
-
-void AddSecret(std::vector<std::string>* secrets, std::string_view s) {
-  if (!s.empty()) secrets->emplace_back(s);
-}
 
 // Converts PostgreSQL's 1-based character position in `sql` to a 0-based
 // byte offset. `utf8` is false when the server counts bytes (SQL_ASCII).
@@ -95,8 +92,8 @@ struct Param {
 
 class PostgresDriver final : public Driver {
  public:
-  PostgresDriver(std::string conninfo, std::vector<std::string> secrets)
-      : conninfo_(std::move(conninfo)), secrets_(std::move(secrets)) {}
+  explicit PostgresDriver(std::string conninfo)
+      : conninfo_(std::move(conninfo)), secrets_(conninfo_) {}
 
   ~PostgresDriver() override {
     if (pending_lock_session_.valid()) {
@@ -952,26 +949,7 @@ class PostgresDriver final : public Driver {
 
   // Scrubs every password this driver knows of from `text`.
   std::string Scrub(std::string text) const {
-    std::vector<std::string> secrets = secrets_;
-    if (const char* env = std::getenv("PGPASSWORD")) AddSecret(&secrets, env);
-    return ScrubSecrets(std::move(text), secrets);
-  }
-
-  // Remembers the password libpq used for `conn` (from the conninfo,
-  // PGPASSWORD or ~/.pgpass), and every other secret option (sslpassword),
-  // for scrubbing.
-  void LearnPassword(PGconn* conn) {
-    if (const char* pass = PQpass(conn); pass != nullptr) {
-      AddSecret(&secrets_, pass);
-    }
-    if (PQconninfoOption* opts = PQconninfo(conn)) {
-      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-        if (o->val != nullptr && IsSecretConninfoKeyword(o->keyword)) {
-          AddSecret(&secrets_, o->val);
-        }
-      }
-      PQconninfoFree(opts);
-    }
+    return secrets_.Scrub(std::move(text));
   }
 
   // What every work session runs first (one result per statement): its
@@ -1138,7 +1116,7 @@ class PostgresDriver final : public Driver {
       return TargetUnavailable("cannot connect to " + Target() + ": " +
                                session.error);
     }
-    LearnPassword(session.conn);
+    secrets_.Learn(session.conn);
     if (!session.error.empty()) {
       PQfinish(session.conn);
       return TargetUnavailable((session.setup_failed
@@ -1386,7 +1364,7 @@ class PostgresDriver final : public Driver {
   }
 
   std::string conninfo_;
-  std::vector<std::string> secrets_;
+  LibpqSecrets secrets_;
   TargetIdentity identity_;
   PGconn* conn_ = nullptr;      // the work session
   PGcancel* cancel_ = nullptr;  // its cancel handle, for canceller_
@@ -1424,8 +1402,7 @@ StatusOr<std::unique_ptr<Driver>> OpenPostgresDriver(
   if (LooksLikePostgresConninfo(conninfo)) {
     MIGLEDGER_RETURN_IF_ERROR(ParseConninfo(conninfo).status());
   }
-  auto driver =
-      std::make_unique<PostgresDriver>(conninfo, ConninfoSecrets(conninfo));
+  auto driver = std::make_unique<PostgresDriver>(conninfo);
   MIGLEDGER_RETURN_IF_ERROR(driver->Init());
   return std::unique_ptr<Driver>(std::move(driver));
 }
