@@ -2,41 +2,16 @@
 
 #include <cctype>
 
+#include "applier/sql_splitter.h"
+
 namespace migledger {
 namespace {
-
-// Skips blanks and -- and /* */ comments (nested, as the server reads them).
-size_t SkipBlanksAndComments(std::string_view s, size_t i) {
-  while (i < s.size()) {
-    if (std::isspace(static_cast<unsigned char>(s[i]))) {
-      ++i;
-    } else if (s.substr(i, 2) == "--") {
-      while (i < s.size() && s[i] != '\n') ++i;
-    } else if (s.substr(i, 2) == "/*") {
-      int depth = 1;
-      for (i += 2; i < s.size() && depth > 0;) {
-        if (s.substr(i, 2) == "/*") {
-          ++depth;
-          i += 2;
-        } else if (s.substr(i, 2) == "*/") {
-          --depth;
-          i += 2;
-        } else {
-          ++i;
-        }
-      }
-    } else {
-      break;
-    }
-  }
-  return i;
-}
 
 // One identifier or keyword: a "quoted" one as written inside its quotes
 // ("" read as "), an unquoted one folded to lower case (ASCII letters, as
 // the server folds them in UTF-8). Sets *quoted; "" at anything else.
 std::string NextIdentifier(std::string_view s, size_t* pos, bool* quoted) {
-  size_t i = SkipBlanksAndComments(s, *pos);
+  size_t i = SkipSpaceAndComments(s, *pos);
   std::string out;
   *quoted = false;
   if (i < s.size() && s[i] == '"') {
@@ -109,7 +84,7 @@ std::optional<CreateIndexConcurrently> ParseCreateIndexConcurrently(
     if (part.empty()) return std::nullopt;
     if (!out.table.empty()) out.table += '.';
     out.table += QuoteIdentifier(part);
-    pos = SkipBlanksAndComments(statement, pos);
+    pos = SkipSpaceAndComments(statement, pos);
     if (pos >= statement.size() || statement[pos] != '.') break;
     ++pos;
   }

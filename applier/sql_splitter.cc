@@ -488,8 +488,8 @@ class Splitter {
   std::vector<SqlStatement> out_;
 };
 
-// Skips whitespace and comments (nested /* */, unterminated ones run to the
-// end) in `s` from `i`.
+}  // namespace
+
 size_t SkipSpaceAndComments(std::string_view s, size_t i) {
   const size_t n = s.size();
   while (i < n) {
@@ -517,6 +517,8 @@ size_t SkipSpaceAndComments(std::string_view s, size_t i) {
   }
   return i;
 }
+
+namespace {
 
 // Reads the next word (identifier characters) after whitespace/comments.
 std::string_view NextWord(std::string_view s, size_t* pos) {

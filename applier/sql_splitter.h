@@ -68,6 +68,11 @@ bool IsDropStatement(std::string_view statement);
 // or SET CONSTRAINTS. Same rules as IsTransactionControl.
 bool IsSessionSetting(std::string_view statement);
 
+// The offset of the first byte at or after `i` in `s` that is neither
+// whitespace nor inside a comment (-- to the end of the line, /* */ nested
+// as PostgreSQL reads them; an unterminated one runs to the end).
+size_t SkipSpaceAndComments(std::string_view s, size_t i);
+
 // True for BEGIN / START TRANSACTION (a transaction opens), and for
 // ROLLBACK / ABORT that end one (not ROLLBACK TO SAVEPOINT).
 bool OpensTransaction(std::string_view statement);
