@@ -416,6 +416,28 @@ TEST(CommandTableTest, ListsEveryCommandOfHelpWithItsSummaryAndFlags) {
 
 // ---- Links ------------------------------------------------------------
 
+// The anchors GitHub gives the headings of a Markdown file: lower case,
+// punctuation dropped, blanks as hyphens.
+std::set<std::string> HeadingAnchors(const std::string& markdown) {
+  std::set<std::string> anchors;
+  bool in_fence = false;
+  for (const std::string& l : Lines(markdown)) {
+    if (l.rfind("```", 0) == 0) in_fence = !in_fence;
+    if (in_fence || l.empty() || l[0] != '#') continue;
+    std::string anchor;
+    for (char c : l.substr(l.find_first_not_of('#'))) {
+      const unsigned char u = static_cast<unsigned char>(c);
+      if (std::isalnum(u) || c == '_' || c == '-') {
+        anchor += static_cast<char>(std::tolower(u));
+      } else if (c == ' ') {
+        anchor += '-';
+      }
+    }
+    anchors.insert(anchor.substr(anchor.find_first_not_of('-')));
+  }
+  return anchors;
+}
+
 TEST(DocumentLinksTest, EveryRelativeLinkLeadsToAFile) {
   static const std::regex kLink(R"(\]\(([^)\s]+)\))");
   for (const std::string& file : DocumentFiles()) {
@@ -424,15 +446,27 @@ TEST(DocumentLinksTest, EveryRelativeLinkLeadsToAFile) {
     int checked = 0;
     for (auto it = std::sregex_iterator(text.begin(), text.end(), kLink);
          it != std::sregex_iterator(); ++it) {
-      std::string target = (*it)[1];
-      if (target.find("://") != std::string::npos ||
-          target.rfind("mailto:", 0) == 0 || target.rfind("#", 0) == 0) {
+      const std::string link = (*it)[1];
+      if (link.find("://") != std::string::npos ||
+          link.rfind("mailto:", 0) == 0) {
         continue;
       }
-      target = target.substr(0, target.find('#'));
+      const size_t hash = link.find('#');
+      const std::string target = link.substr(0, hash);
+      const fs::path path =
+          target.empty() ? fs::path(kSource) / file : base / target;
       ++checked;
-      EXPECT_TRUE(fs::exists(base / target))
-          << file << " links to " << target << ", which does not exist";
+      if (!fs::exists(path)) {
+        ADD_FAILURE() << file << " links to " << target
+                      << ", which does not exist";
+        continue;
+      }
+      if (hash != std::string::npos && path.extension() == ".md") {
+        const std::string anchor = link.substr(hash + 1);
+        EXPECT_EQ(HeadingAnchors(ReadFile(path.string())).count(anchor), 1u)
+            << file << " links to " << link << ": " << path.filename().string()
+            << " has no heading #" << anchor;
+      }
     }
     if (file == "README.md") EXPECT_GT(checked, 3) << "links not found";
   }
