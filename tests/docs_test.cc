@@ -481,7 +481,9 @@ TEST(DocumentLinksTest, EveryRelativeLinkLeadsToAFile) {
             << " has no heading #" << anchor;
       }
     }
-    if (file == "README.md") EXPECT_GT(checked, 3) << "links not found";
+    if (file == "README.md") {
+      EXPECT_GT(checked, 3) << "links not found";
+    }
   }
 }
 
