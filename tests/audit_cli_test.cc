@@ -28,12 +28,6 @@ using Env = std::map<std::string, std::string>;
 
 // ---- small helpers --------------------------------------------------------
 
-std::string Describe(const RunResult& r) {
-  return "exit " + std::to_string(r.exit_code) + " signal " +
-         std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
-         "--- stderr:\n" + r.err;
-}
-
 // The decoded value of the first string member `"key":"..."` of a compact
 // JSON line (the jsonl export), or nullopt when there is none. Handles the
 // escapes protobuf's JSON printer writes for the text in these tests.

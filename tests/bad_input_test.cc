@@ -61,11 +61,6 @@ bool ContainsNoCase(const std::string& haystack, const std::string& needle) {
   return Contains(Lower(haystack), Lower(needle));
 }
 
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
-
 // A run of the binary with a wall-clock limit and the child's own resource
 // usage (wait4).
 struct TimedRun : RunResult {
@@ -73,21 +68,6 @@ struct TimedRun : RunResult {
   double seconds = 0;
   long max_rss_kb = 0;
 };
-
-std::string Describe(const RunResult& r) {
-  std::string err = r.err.size() > 4000 ? r.err.substr(0, 4000) + "..." : r.err;
-  std::string out = r.out.size() > 4000 ? r.out.substr(0, 4000) + "..." : r.out;
-  return "exit " + std::to_string(r.exit_code) + " signal " +
-         std::to_string(r.signal) + "\n--- stdout:\n" + out + "--- stderr:\n" +
-         err;
-}
-
-// stderr of a failed command: exactly one line, "error: ...".
-void ExpectOneErrorLine(const RunResult& r) {
-  EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
-  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << Describe(r);
-  EXPECT_TRUE(!r.err.empty() && r.err.back() == '\n') << Describe(r);
-}
 
 // stderr of a failed command whose failure was also logged as warnings on
 // the way: "warning: " lines, then exactly one "error: " line, last.
@@ -191,17 +171,6 @@ int UnusedPort() {
   int port = ntohs(addr.sin_port);
   close(fd);
   return port;
-}
-
-// `uri` (postgresql://user@host:port/db...) with its database replaced.
-std::string WithDatabase(const std::string& uri, const std::string& db) {
-  size_t q = uri.find('?');
-  std::string base = uri.substr(0, q);
-  std::string rest = q == std::string::npos ? "" : uri.substr(q);
-  size_t scheme = base.find("://");
-  size_t slash = base.find('/', scheme == std::string::npos ? 0 : scheme + 3);
-  if (slash == std::string::npos) return base + "/" + db + rest;
-  return base.substr(0, slash + 1) + db + rest;
 }
 
 // The "attempt_id" of one jsonl event line, or "".

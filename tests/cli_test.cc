@@ -102,20 +102,6 @@ uint64_t SequenceOf(const std::string& line) {
   return std::strtoull(line.c_str() + pos + key.size(), nullptr, 10);
 }
 
-// Describes a run for assertion messages.
-std::string Describe(const RunResult& r) {
-  return "exit " + std::to_string(r.exit_code) + " signal " +
-         std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
-         "--- stderr:\n" + r.err;
-}
-
-// stderr of a failed command: exactly one line, "error: ...".
-void ExpectOneErrorLine(const RunResult& r) {
-  EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
-  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << Describe(r);
-  EXPECT_TRUE(!r.err.empty() && r.err.back() == '\n') << Describe(r);
-}
-
 // Runs SQL that changes a SQLite file; returns "" or the error.
 std::string SqliteExec(const std::string& db, const std::string& sql) {
   sqlite3* h = nullptr;

@@ -90,12 +90,6 @@ constexpr int kExitBusyCode = 5;  // cli/exit_codes.h kExitBusy
 // Small utilities
 // ---------------------------------------------------------------------------
 
-std::string Describe(const RunResult& r) {
-  return "exit " + std::to_string(r.exit_code) + ", signal " +
-         std::to_string(r.signal) + "\n--- stdout ---\n" + r.out +
-         "--- stderr ---\n" + r.err;
-}
-
 std::string V(int n) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "%04d", n);

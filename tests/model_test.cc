@@ -19,7 +19,6 @@
 // (PostgreSQL cases need the PGTEST_* variables: scripts/pg-throwaway run --);
 // MIGLEDGER_MODEL_VERBOSE=1 prints the operations of a passing run too.
 #include <google/protobuf/struct.pb.h>
-#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -106,69 +105,6 @@ struct Model {
 };
 
 // ---- parsing the binary's answers -------------------------------------------
-
-std::optional<pb::Struct> ParseJson(const std::string& text) {
-  pb::Struct s;
-  if (!pb::util::JsonStringToMessage(text, &s).ok()) return std::nullopt;
-  return s;
-}
-
-std::string Str(const pb::Struct& s, const std::string& key) {
-  auto it = s.fields().find(key);
-  if (it == s.fields().end()) return "";
-  if (it->second.has_string_value()) return it->second.string_value();
-  if (it->second.has_number_value())
-    return std::to_string(static_cast<uint64_t>(it->second.number_value()));
-  return "";
-}
-
-const pb::Struct* Sub(const pb::Struct& s, const std::string& key) {
-  auto it = s.fields().find(key);
-  if (it == s.fields().end() || !it->second.has_struct_value()) return nullptr;
-  return &it->second.struct_value();
-}
-
-// An RFC 3339 UTC time as protobuf's JSON mapping writes it (0, 3, 6 or 9
-// fractional digits) with 9 digits, so that times compare as strings.
-std::string SortableTime(const std::string& t) {
-  if (t.empty() || t.back() != 'Z') return t;
-  size_t dot = t.find('.');
-  std::string whole =
-      dot == std::string::npos ? t.substr(0, t.size() - 1) : t.substr(0, dot);
-  std::string frac =
-      dot == std::string::npos ? "" : t.substr(dot + 1, t.size() - dot - 2);
-  frac.resize(9, '0');
-  return whole + "." + frac + "Z";
-}
-
-// One line of `audit log --format jsonl`.
-struct LoggedEvent {
-  uint64_t sequence = 0;
-  uint64_t target_sequence = 0;
-  std::string type;
-  std::string time;       // as recorded
-  std::string sort_time;  // SortableTime(time)
-  std::string run_id;
-  std::string version;  // the payload's own "version", if it has one
-};
-
-std::optional<LoggedEvent> ParseLogged(const std::string& line) {
-  auto s = ParseJson(line);
-  if (!s) return std::nullopt;
-  LoggedEvent e;
-  e.sequence = std::stoull("0" + Str(*s, "sequence"));
-  e.type = Str(*s, "type");
-  const pb::Struct* ev = Sub(*s, "event");
-  if (!ev) return std::nullopt;
-  e.target_sequence = std::stoull("0" + Str(*ev, "target_sequence"));
-  e.time = Str(*ev, "time");
-  e.sort_time = SortableTime(e.time);
-  e.run_id = Str(*ev, "run_id");
-  if (const pb::Struct* payload = Sub(*ev, e.type)) {
-    e.version = Str(*payload, "version");
-  }
-  return e;
-}
 
 // The versions listed by `audit state` (a header line, a column header, then
 // one row per applied version starting with the version).
@@ -364,12 +300,6 @@ class ModelRun {
                               : "signal " + std::to_string(r.signal)) +
             "\n";
     return r;
-  }
-
-  static std::string Describe(const RunResult& r) {
-    return "exit " + std::to_string(r.exit_code) + " signal " +
-           std::to_string(r.signal) + "\nstdout:\n" + r.out + "stderr:\n" +
-           r.err;
   }
 
   // ---- files --------------------------------------------------------------
@@ -826,7 +756,7 @@ class ModelRun {
 
   // The target's last sequence now, as the model's boundary.
   void RecordBoundary() {
-    std::vector<LoggedEvent> events = ReadLog({});
+    std::vector<LogEvent> events = ReadLog({});
     uint64_t last = 0;
     for (const auto& e : events) last = std::max(last, e.target_sequence);
     if (!model_.boundaries.empty() &&
@@ -839,22 +769,12 @@ class ModelRun {
 
   // ---- checks -------------------------------------------------------------
 
-  std::vector<LoggedEvent> ReadLog(const std::vector<std::string>& filters,
-                                   const std::string& dir = "") {
-    std::vector<std::string> args = {"audit", "log", "--format", "jsonl"};
-    args.insert(args.end(), filters.begin(), filters.end());
-    RunResult r = RunMigledger(args, dir.empty() ? Dir() : dir);
-    EXPECT_EQ(r.exit_code, 0) << Describe(r);
-    std::vector<LoggedEvent> out;
-    for (const std::string& line : Lines(r.out)) {
-      auto e = ParseLogged(line);
-      EXPECT_TRUE(e.has_value()) << "not an event: " << line;
-      if (e) out.push_back(*e);
-    }
-    return out;
+  std::vector<LogEvent> ReadLog(const std::vector<std::string>& filters,
+                                const std::string& dir = "") {
+    return ReadAuditLog(dir.empty() ? Dir() : dir, filters);
   }
 
-  static std::vector<uint64_t> Sequences(const std::vector<LoggedEvent>& es) {
+  static std::vector<uint64_t> Sequences(const std::vector<LogEvent>& es) {
     std::vector<uint64_t> out;
     for (const auto& e : es) out.push_back(e.sequence);
     return out;
@@ -892,7 +812,7 @@ class ModelRun {
       return;
     }
     CheckValidateAndVerify();
-    std::vector<LoggedEvent> all = ReadLog({});
+    std::vector<LogEvent> all = ReadLog({});
     CheckLogShape(all);
     CheckLogFilters(all);
     CheckStateAsOf(all);
@@ -920,9 +840,9 @@ class ModelRun {
     ASSERT_NE(rows, s->fields().end()) << r.out;
     for (const auto& row : rows->second.list_value().values()) {
       const pb::Struct& m = row.struct_value();
-      uint64_t n = NumberOf(Str(m, "version"));
+      uint64_t n = NumberOf(JsonField(m, "version"));
       EXPECT_EQ(states.count(n), 0u) << "listed twice: " << n;
-      states[n] = Str(m, "state");
+      states[n] = JsonField(m, "state");
     }
     for (const auto& [n, f] : model_.files) {
       std::string want = model_.applied.count(n)  ? "applied"
@@ -951,7 +871,7 @@ class ModelRun {
 
   // Ledger sequences 1..n, the target's own sequences 1..m, times never
   // going backwards (one clock in this test).
-  void CheckLogShape(const std::vector<LoggedEvent>& all) {
+  void CheckLogShape(const std::vector<LogEvent>& all) {
     uint64_t target_seq = 0;
     for (size_t i = 0; i < all.size(); ++i) {
       ASSERT_EQ(all[i].sequence, i + 1) << "ledger sequences have a gap";
@@ -964,18 +884,18 @@ class ModelRun {
   }
 
   void ExpectFilter(const std::vector<std::string>& filter,
-                    const std::vector<LoggedEvent>& expected) {
-    std::vector<LoggedEvent> got = ReadLog(filter);
+                    const std::vector<LogEvent>& expected) {
+    std::vector<LogEvent> got = ReadLog(filter);
     std::string what;
     for (const auto& f : filter) what += f + " ";
     EXPECT_EQ(Sequences(got), Sequences(expected)) << "audit log " << what;
   }
 
-  void CheckLogFilters(const std::vector<LoggedEvent>& all) {
+  void CheckLogFilters(const std::vector<LogEvent>& all) {
     if (all.empty()) return;
-    const LoggedEvent& probe = all[Pick(all.size())];
+    const LogEvent& probe = all[Pick(all.size())];
     // --type
-    std::vector<LoggedEvent> want;
+    std::vector<LogEvent> want;
     for (const auto& e : all)
       if (e.type == probe.type) want.push_back(e);
     ExpectFilter({"--type", probe.type}, want);
@@ -996,8 +916,8 @@ class ModelRun {
       ExpectFilter({"--version", spelled}, want);
     }
     // --since (inclusive) / --until (exclusive) between two recorded times
-    const LoggedEvent* a = &all[Pick(all.size())];
-    const LoggedEvent* b = &all[Pick(all.size())];
+    const LogEvent* a = &all[Pick(all.size())];
+    const LogEvent* b = &all[Pick(all.size())];
     if (b->sort_time < a->sort_time) std::swap(a, b);
     want.clear();
     for (const auto& e : all)
@@ -1009,7 +929,7 @@ class ModelRun {
   // `audit state --as-of` at the end of earlier operations (by the ledger
   // sequence of the boundary's last event, and by its time when the next
   // event came later), and now.
-  void CheckStateAsOf(const std::vector<LoggedEvent>& all) {
+  void CheckStateAsOf(const std::vector<LogEvent>& all) {
     std::map<uint64_t, size_t> by_target_seq;  // target seq -> index in all
     for (size_t i = 0; i < all.size(); ++i)
       if (all[i].target_sequence) by_target_seq[all[i].target_sequence] = i;
@@ -1021,7 +941,7 @@ class ModelRun {
       if (b->target_sequence == 0) continue;
       auto it = by_target_seq.find(b->target_sequence);
       if (it == by_target_seq.end()) continue;  // not pulled by this runner
-      const LoggedEvent& e = all[it->second];
+      const LogEvent& e = all[it->second];
       RunResult r =
           Cli({"audit", "state", "--as-of", std::to_string(e.sequence)});
       ASSERT_EQ(r.exit_code, 0) << Describe(r);

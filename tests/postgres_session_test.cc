@@ -25,12 +25,6 @@ namespace {
 
 using Rows = std::vector<std::string>;
 
-std::string Describe(const RunResult& r) {
-  return "exit " + std::to_string(r.exit_code) + " signal " +
-         std::to_string(r.signal) + "\nstdout:\n" + r.out + "\nstderr:\n" +
-         r.err;
-}
-
 // A fresh database and a project that targets it; both go at the end.
 class PgSessionTest : public ::testing::Test {
  protected:

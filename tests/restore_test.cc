@@ -19,17 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Describe(const RunResult& r) {
-  return "exit " + std::to_string(r.exit_code) + "\n--- stdout:\n" + r.out +
-         "--- stderr:\n" + r.err;
-}
-
-// stderr of a failed command: exactly one line, "error: ...".
-void ExpectOneErrorLine(const RunResult& r) {
-  EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
-  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << Describe(r);
-}
-
 int Count(const std::string& s, const std::string& needle) {
   int n = 0;
   for (size_t p = s.find(needle); p != std::string::npos;

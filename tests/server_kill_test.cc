@@ -47,12 +47,6 @@ using Rows = std::vector<std::string>;
 
 constexpr int kExitTargetUnavailable = 7;  // cli/exit_codes.h
 
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 // A throwaway server of this test binary's own (scripts/pg-throwaway).
 class OwnServer {
  public:
@@ -63,8 +57,8 @@ class OwnServer {
     dir_ = tmpl;
     const std::string env = dir_ + ".env";
     const std::string cmd = std::string(MIGLEDGER_SOURCE_DIR) +
-                            "/scripts/pg-throwaway start " + Quote(dir_) +
-                            " >" + Quote(env) + " 2>&1";
+                            "/scripts/pg-throwaway start " + ShellQuote(dir_) +
+                            " >" + ShellQuote(env) + " 2>&1";
     const int rc = std::system(cmd.c_str());
     const std::string out = ReadFile(env);
     fs::remove(env);
@@ -84,7 +78,7 @@ class OwnServer {
   static void Remove() {
     if (dir_.empty()) return;
     const std::string cmd = std::string(MIGLEDGER_SOURCE_DIR) +
-                            "/scripts/pg-throwaway stop " + Quote(dir_) +
+                            "/scripts/pg-throwaway stop " + ShellQuote(dir_) +
                             " >/dev/null 2>&1";
     (void)std::system(cmd.c_str());
     dir_.clear();
@@ -98,7 +92,7 @@ class OwnServer {
   // server wrote survives; and its crash recovery then does not sync every
   // file of the cluster first (3 s of each restart, measured).
   static bool Restart() {
-    return std::system(PgCtl("-l " + Quote(dir_ + "/log/postgres.log") +
+    return std::system(PgCtl("-l " + ShellQuote(dir_ + "/log/postgres.log") +
                              " -o '-c fsync=off' -w -t 60 start")
                            .c_str()) == 0;
   }
@@ -107,7 +101,7 @@ class OwnServer {
   static std::string PgCtl(const std::string& args) {
     const std::string as_pg = geteuid() == 0 ? "runuser -u postgres -- " : "";
     return as_pg + "/usr/lib/postgresql/15/bin/pg_ctl -D " +
-           Quote(dir_ + "/data") + " " + args + " >/dev/null 2>&1";
+           ShellQuote(dir_ + "/data") + " " + args + " >/dev/null 2>&1";
   }
   static std::string dir_;
   static std::string port_;
@@ -118,45 +112,6 @@ std::string OwnServer::port_;
 // ---------------------------------------------------------------------------
 // The ledger as `audit log --format jsonl` shows it
 // ---------------------------------------------------------------------------
-
-std::string StringField(const std::string& line, size_t from,
-                        const std::string& key) {
-  const std::string pat = "\"" + key + "\":\"";
-  size_t p = line.find(pat, from);
-  if (p == std::string::npos) return "";
-  p += pat.size();
-  size_t e = line.find('"', p);
-  return e == std::string::npos ? "" : line.substr(p, e - p);
-}
-
-struct LogEvent {
-  std::string type, version, attempt_id, direction, outcome;
-};
-
-std::vector<LogEvent> ReadLog(const std::string& project) {
-  RunResult r = RunMigledger({"audit", "log", "--format", "jsonl"}, project);
-  EXPECT_EQ(0, r.exit_code) << "audit log: " << r.err;
-  std::vector<LogEvent> events;
-  for (const auto& line : Lines(r.out)) {
-    if (line.empty()) continue;
-    LogEvent e;
-    e.type = StringField(line, 0, "type");
-    size_t body = line.find("\"" + e.type + "\":{", line.find("\"event\":"));
-    if (body != std::string::npos) {
-      e.version = StringField(line, body, "version");
-      e.attempt_id = StringField(line, body, "attempt_id");
-      e.direction = StringField(line, body, "direction");
-      e.outcome = StringField(line, body, "outcome");
-    }
-    events.push_back(e);
-  }
-  return events;
-}
-
-bool IsTerminal(const std::string& type) {
-  return type == "step_applied" || type == "step_failed" ||
-         type == "step_reverted" || type == "step_recovered";
-}
 
 int CountErrorLines(const std::string& err) {
   int n = 0;
@@ -254,7 +209,7 @@ void ExpectFinished(const std::string& project, const std::string& uri,
 
   std::map<std::string, int> started, terminals, applied;
   std::set<std::string> failed_attempts, applied_attempts;
-  for (const auto& e : ReadLog(project)) {
+  for (const auto& e : ReadAuditLog(project)) {
     if (e.type == "step_started") ++started[e.attempt_id];
     if (IsTerminal(e.type)) ++terminals[e.attempt_id];
     if (e.type == "step_failed") failed_attempts.insert(e.attempt_id);
@@ -338,7 +293,7 @@ void StopAtEveryHit(const StopCase& c) {
         {"apply"}, p.dir.path(),
         {{"MIGLEDGER_CRASH_AT", c.point + ":" + std::to_string(hit)},
          {"MIGLEDGER_CRASH_RUN",
-          OwnServer::StopCommand() + "; touch " + Quote(flag)}});
+          OwnServer::StopCommand() + "; touch " + ShellQuote(flag)}});
     const bool stopped = fs::exists(flag);
     if (!stopped) {
       EXPECT_EQ(0, first.exit_code) << first.err;
@@ -425,9 +380,9 @@ TEST(ServerStopPoints, EveryOneIsTested) {
 // answered. A watcher then stops the server while that COMMIT waits, and
 // `flag` is created.
 std::string HoldCommitScript(const std::string& flag) {
-  const std::string psql = "psql -X -q -At -h " + Quote(getenv("PGTEST_HOST")) +
-                           " -p " + getenv("PGTEST_PORT") +
-                           " -U migledger -d postgres";
+  const std::string psql = "psql -X -q -At -h " +
+                           ShellQuote(getenv("PGTEST_HOST")) + " -p " +
+                           getenv("PGTEST_PORT") + " -U migledger -d postgres";
   return "#!/bin/sh\n"
          // Wait until the reload reached every session (this one included:
          // the postmaster signals them all at once).
@@ -451,7 +406,7 @@ std::string HoldCommitScript(const std::string& flag) {
          OwnServer::StopCommand() +
          "\n"
          "  touch " +
-         Quote(flag) +
+         ShellQuote(flag) +
          "\n"
          ") </dev/null >/dev/null 2>&1 &\n";
 }
@@ -494,7 +449,7 @@ TEST(ServerStopTest, CommitDurableButItsAnswerLost) {
     RunResult first = RunMigledger(
         {"apply"}, p.dir.path(),
         {{"MIGLEDGER_CRASH_AT", c.point + ":" + std::to_string(c.hit)},
-         {"MIGLEDGER_CRASH_RUN", "sh " + Quote(script)}});
+         {"MIGLEDGER_CRASH_RUN", "sh " + ShellQuote(script)}});
     ASSERT_TRUE(WaitUntil([&] { return fs::exists(flag); }, 120))
         << "the server was not stopped: " << first.err;
     ASSERT_TRUE(OwnServer::Restart());
@@ -521,7 +476,7 @@ TEST(ServerStopTest, CommitDurableButItsAnswerLost) {
     // step_recovered found from the marker row.
     int learned = 0, recovered = 0;
     std::set<std::string> applied_attempts;
-    for (const auto& e : ReadLog(p.dir.path())) {
+    for (const auto& e : ReadAuditLog(p.dir.path())) {
       if (e.type == "step_applied") applied_attempts.insert(e.attempt_id);
       if (e.type == "step_recovered") ++recovered;
       if (e.type == "outcome_learned") {

@@ -1,6 +1,9 @@
 #include "tests/test_util.h"
 
 #include <fcntl.h>
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
@@ -17,6 +20,7 @@
 
 namespace migledger::testing {
 namespace fs = std::filesystem;
+namespace pb = google::protobuf;
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
@@ -204,65 +208,216 @@ void MakeProject(const std::string& dir, const std::string& target_url) {
   fs::create_directories(dir + "/migrations");
 }
 
-}  // namespace migledger::testing
+std::string SqliteExec(const std::string& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &h,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                      nullptr) != SQLITE_OK) {
+    std::string e = h ? sqlite3_errmsg(h) : "cannot open";
+    sqlite3_close(h);
+    return e;
+  }
+  sqlite3_busy_timeout(h, 2000);
+  char* msg = nullptr;
+  std::string error;
+  if (sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    error = msg ? msg : "error";
+  }
+  sqlite3_free(msg);
+  sqlite3_close(h);
+  return error;
+}
 
-namespace migledger::testing {
-namespace {
+std::string Describe(const RunResult& r) {
+  // Some runs print megabytes (a fuzzed file echoed back); the start says
+  // enough.
+  auto cut = [](const std::string& s) {
+    return s.size() > 4000 ? s.substr(0, 4000) + "..." : s;
+  };
+  return "exit " + std::to_string(r.exit_code) + " signal " +
+         std::to_string(r.signal) + "\n--- stdout:\n" + cut(r.out) +
+         "--- stderr:\n" + cut(r.err);
+}
+
+void ExpectOneErrorLine(const RunResult& r) {
+  EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
+  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << Describe(r);
+  EXPECT_TRUE(!r.err.empty() && r.err.back() == '\n') << Describe(r);
+}
+
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
   return v ? v : "";
 }
+
 std::string ShellQuote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
 }
+
+// ---- `audit log --format jsonl` -------------------------------------------
+
+std::optional<pb::Struct> ParseJson(const std::string& text) {
+  pb::Struct s;
+  if (!pb::util::JsonStringToMessage(text, &s).ok()) return std::nullopt;
+  return s;
+}
+
+std::string JsonField(const pb::Struct& s, const std::string& key) {
+  auto it = s.fields().find(key);
+  if (it == s.fields().end()) return "";
+  if (it->second.has_string_value()) return it->second.string_value();
+  if (it->second.has_number_value())
+    return std::to_string(static_cast<uint64_t>(it->second.number_value()));
+  return "";
+}
+
+const pb::Struct* JsonObject(const pb::Struct& s, const std::string& key) {
+  auto it = s.fields().find(key);
+  if (it == s.fields().end() || !it->second.has_struct_value()) return nullptr;
+  return &it->second.struct_value();
+}
+
+std::string SortableTime(const std::string& t) {
+  if (t.empty() || t.back() != 'Z') return t;
+  size_t dot = t.find('.');
+  std::string whole =
+      dot == std::string::npos ? t.substr(0, t.size() - 1) : t.substr(0, dot);
+  std::string frac =
+      dot == std::string::npos ? "" : t.substr(dot + 1, t.size() - dot - 2);
+  frac.resize(9, '0');
+  return whole + "." + frac + "Z";
+}
+
+std::optional<LogEvent> ParseLogEvent(const std::string& line) {
+  auto s = ParseJson(line);
+  if (!s) return std::nullopt;
+  const pb::Struct* ev = JsonObject(*s, "event");
+  if (!ev) return std::nullopt;
+  LogEvent e;
+  e.sequence = std::stoull("0" + JsonField(*s, "sequence"));
+  e.type = JsonField(*s, "type");
+  e.target_sequence = std::stoull("0" + JsonField(*ev, "target_sequence"));
+  e.time = JsonField(*ev, "time");
+  e.sort_time = SortableTime(e.time);
+  e.run_id = JsonField(*ev, "run_id");
+  if (const pb::Struct* payload = JsonObject(*ev, e.type)) {
+    e.version = JsonField(*payload, "version");
+    e.attempt_id = JsonField(*payload, "attempt_id");
+    e.direction = JsonField(*payload, "direction");
+    e.tx_mode = JsonField(*payload, "tx_mode");
+    e.outcome = JsonField(*payload, "outcome");
+    e.resume_at = std::atoi(JsonField(*payload, "resume_at_statement").c_str());
+  }
+  return e;
+}
+
+std::vector<LogEvent> ReadAuditLog(
+    const std::string& project, const std::vector<std::string>& filters,
+    const std::map<std::string, std::string>& env) {
+  std::vector<std::string> args = {"audit", "log", "--format", "jsonl"};
+  args.insert(args.end(), filters.begin(), filters.end());
+  RunResult r = RunMigledger(args, project, env);
+  EXPECT_EQ(r.exit_code, 0) << "audit log: " << Describe(r);
+  std::vector<LogEvent> events;
+  for (const std::string& line : Lines(r.out)) {
+    auto e = ParseLogEvent(line);
+    EXPECT_TRUE(e.has_value()) << "not an event: " << line;
+    if (e) events.push_back(*e);
+  }
+  return events;
+}
+
+bool IsTerminal(const std::string& type) {
+  return type == "step_applied" || type == "step_failed" ||
+         type == "step_reverted" || type == "step_recovered";
+}
+
+// ---- PostgreSQL -------------------------------------------------------------
+
+std::string WithDatabase(const std::string& uri, const std::string& db) {
+  size_t q = uri.find('?');
+  std::string base = uri.substr(0, q);
+  std::string rest = q == std::string::npos ? "" : uri.substr(q);
+  size_t scheme = base.find("://");
+  size_t slash = base.find('/', scheme == std::string::npos ? 0 : scheme + 3);
+  if (slash == std::string::npos) return base + "/" + db + rest;
+  return base.substr(0, slash + 1) + db + rest;
+}
+
+PsqlResult RunPsqlFile(const std::string& uri, const std::string& file) {
+  PsqlResult r;
+  char err_path[] = "/tmp/migledger-psql-err-XXXXXX";
+  int fd = mkstemp(err_path);
+  if (fd < 0) return r;
+  close(fd);
+  // Notices (DROP ... IF EXISTS, CASCADE) would read as result rows.
+  std::string cmd = "PGPASSWORD=" + ShellQuote(Env("PGTEST_PASSWORD")) +
+                    " PGCONNECT_TIMEOUT=10"
+                    " PGOPTIONS='-c client_min_messages=warning'"
+                    " psql -X -A -t -q -v ON_ERROR_STOP=1 " +
+                    ShellQuote(uri) + " -f " + ShellQuote(file) + " 2>" +
+                    ShellQuote(err_path);
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) {
+    unlink(err_path);
+    return r;
+  }
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.rows = Lines(out);
+  r.output = out + ReadFile(err_path);
+  unlink(err_path);
+  return r;
+}
+
+PsqlResult RunPsql(const std::string& uri, const std::string& sql) {
+  char tmpl[] = "/tmp/migledger-psql-XXXXXX";
+  int fd = mkstemp(tmpl);
+  if (fd < 0) return {};
+  close(fd);
+  WriteFile(tmpl, sql);
+  PsqlResult r = RunPsqlFile(uri, tmpl);
+  unlink(tmpl);
+  return r;
+}
+
+namespace {
 std::string SocketUri(const std::string& db) {
   return "postgresql:///" + db + "?host=" + Env("PGTEST_HOST") +
          "&port=" + Env("PGTEST_PORT") + "&user=migledger";
-}
-std::string RunPsql(const std::string& uri, const std::string& sql, int* rc) {
-  char tmpl[] = "/tmp/migledger-psql-XXXXXX";
-  int fd = mkstemp(tmpl);
-  close(fd);
-  std::string cmd = "psql -X -q -v ON_ERROR_STOP=1 -At " + ShellQuote(uri) +
-                    " -c " + ShellQuote(sql) + " >" + tmpl + " 2>&1";
-  *rc = std::system(cmd.c_str());
-  std::string out = ReadFile(tmpl);
-  unlink(tmpl);
-  return out;
 }
 }  // namespace
 
 bool PgServer::Available() { return !Env("PGTEST_URI").empty(); }
 
 std::string PgServer::CreateDatabase(const std::string& name) {
-  int rc = 0;
   RunPsql(SocketUri("postgres"),
-          "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", &rc);
-  std::string out =
-      RunPsql(SocketUri("postgres"), "CREATE DATABASE " + name, &rc);
-  if (rc != 0)
-    throw std::runtime_error("CREATE DATABASE " + name + " failed: " + out);
+          "DROP DATABASE IF EXISTS " + name + " WITH (FORCE);\n");
+  PsqlResult r =
+      RunPsql(SocketUri("postgres"), "CREATE DATABASE " + name + ";\n");
+  if (r.exit_code != 0)
+    throw std::runtime_error("CREATE DATABASE " + name +
+                             " failed: " + r.output);
   return SocketUri(name);
 }
 
 void PgServer::DropDatabase(const std::string& name) {
-  int rc = 0;
   RunPsql(SocketUri("postgres"),
-          "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", &rc);
+          "DROP DATABASE IF EXISTS " + name + " WITH (FORCE);\n");
 }
 
 std::vector<std::string> PgServer::Query(const std::string& uri,
                                          const std::string& sql) {
-  int rc = 0;
-  std::string out = RunPsql(uri, sql, &rc);
-  if (rc != 0) throw std::runtime_error("psql failed: " + sql + ": " + out);
-  std::vector<std::string> rows;
-  std::istringstream in(out);
-  std::string line;
-  while (std::getline(in, line)) rows.push_back(line);
-  return rows;
+  PsqlResult r = RunPsql(uri, sql + "\n");
+  if (r.exit_code != 0)
+    throw std::runtime_error("psql failed: " + sql + ": " + r.output);
+  return r.rows;
 }
 
 }  // namespace migledger::testing
