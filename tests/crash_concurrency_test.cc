@@ -44,50 +44,6 @@ namespace fs = std::filesystem;
 // 3. Concurrency
 // ---------------------------------------------------------------------------
 
-// Runs the commands at the same moment, each from its own thread (each
-// RunMigledger forks before either waits). Each gets its own working
-// directory: RunMigledger names its capture files after the test's pid and
-// the cwd, so two concurrent calls must not share a cwd.
-std::vector<RunResult> RunTogether(
-    const std::vector<std::vector<std::string>>& args,
-    const std::vector<std::string>& cwds,
-    const std::map<std::string, std::string>& env) {
-  std::vector<RunResult> results(args.size());
-  std::mutex m;
-  std::condition_variable cv;
-  bool go = false;
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < args.size(); ++i) {
-    threads.emplace_back([&, i] {
-      {
-        std::unique_lock<std::mutex> lock(m);
-        cv.wait(lock, [&] { return go; });
-      }
-      results[i] = RunMigledger(args[i], cwds[i], env);
-    });
-  }
-  {
-    std::lock_guard<std::mutex> lock(m);
-    go = true;
-  }
-  cv.notify_all();
-  for (auto& t : threads) t.join();
-  return results;
-}
-
-// A run that lost the race: "nothing to apply", or busy with a clear message.
-void ExpectLoserOutcome(const RunResult& r) {
-  if (r.exit_code == 0) {
-    EXPECT_NE(std::string::npos, r.out.find("nothing to apply")) << Describe(r);
-    return;
-  }
-  EXPECT_EQ(kExitBusyCode, r.exit_code) << Describe(r);
-  bool clear = r.err.find("another migledger process") != std::string::npos;
-  EXPECT_TRUE(clear) << "busy without a clear message: " << Describe(r);
-}
-
-class ConcurrencyTest : public ::testing::TestWithParam<TargetKind> {};
-
 TEST_P(ConcurrencyTest, TwoAppliesOnOneProjectNeverApplyTwice) {
   const TargetKind kind = GetParam();
   if (kind == TargetKind::kPostgres && !PgFromEnv())
@@ -123,62 +79,6 @@ TEST_P(ConcurrencyTest, TwoAppliesOnOneProjectNeverApplyTwice) {
     EXPECT_TRUE(AppliedVersions(loser).empty());
     ExpectLoserOutcome(loser);
     ExpectComplete(project, *target, Expected{});
-    if (HasFailure()) break;
-  }
-}
-
-TEST_P(ConcurrencyTest, TwoLedgersOnOneTargetNeverApplyTwice) {
-  const TargetKind kind = GetParam();
-  if (kind == TargetKind::kPostgres && !PgFromEnv())
-    GTEST_SKIP() << "PGTEST_URI not set";
-  std::set<std::string> all;
-  std::vector<std::string> versions;
-  for (int n = 1; n <= kSmallMigrations; ++n) {
-    all.insert(V(n));
-    versions.push_back(V(n));
-  }
-  const int rounds = kind == TargetKind::kSqlite ? 5 : 3;
-  for (int round = 0; round < rounds; ++round) {
-    SCOPED_TRACE("round " + std::to_string(round));
-    TempDir dir;
-    const std::string p1 = dir / "one", p2 = dir / "two";
-    auto target = TestTarget::Create(kind, dir.path());
-    ASSERT_NE(nullptr, target);
-    for (const auto& p : {p1, p2}) {
-      MakeProject(p, target->url());  // the same target, two ledgers
-      WriteMigrations(p, FourMigrations(false, false));
-    }
-    auto results = RunTogether({{"apply"}, {"apply"}}, {p1, p2}, target->env());
-    std::set<std::string> a = AppliedVersions(results[0]),
-                          b = AppliedVersions(results[1]);
-    for (const auto& v : a)
-      EXPECT_FALSE(b.count(v)) << "both ledgers applied " << v;
-    ASSERT_TRUE(a == all || b == all) << Describe(results[0]) << "\n"
-                                      << Describe(results[1]);
-    const bool first_won = a == all;
-    const std::string& loser_project = first_won ? p2 : p1;
-    const RunResult& winner = first_won ? results[0] : results[1];
-    const RunResult& loser = first_won ? results[1] : results[0];
-    EXPECT_EQ(0, winner.exit_code) << Describe(winner);
-    ExpectLoserOutcome(loser);
-    if (loser.exit_code != 0) {
-      // Busy: once the winner is done, the loser catches up.
-      RunResult again = RunMigledger({"apply"}, loser_project, target->env());
-      EXPECT_EQ(0, again.exit_code) << Describe(again);
-      EXPECT_NE(std::string::npos, again.out.find("nothing to apply"))
-          << Describe(again);
-    }
-    // Both ledgers hold the whole history: the loser pulled the winner's
-    // events from the target's mirror.
-    for (const auto& p : {p1, p2}) {
-      SCOPED_TRACE(p);
-      LedgerSummary s = ExpectComplete(p, *target, Expected{});
-      std::set<std::string> applied;
-      for (const auto& e : s.events) {
-        if (e.type == "step_applied") applied.insert(e.version);
-      }
-      EXPECT_EQ(all, applied);
-    }
     if (HasFailure()) break;
   }
 }
@@ -365,87 +265,6 @@ INSTANTIATE_TEST_SUITE_P(Targets, RunningStepStatusTest,
                                            TargetKind::kPostgres),
                          [](const ::testing::TestParamInfo<TargetKind>& i) {
                            return std::string(KindName(i.param));
-                         });
-
-// One ledger is killed; a second ledger (another operator, a CI runner)
-// then applies to the same target; then the first runs again. README: every
-// event is mirrored into the target "so a throwaway CI runner or a second
-// operator continues the same verifiable history", a no-transaction step
-// resumes at the first statement not acknowledged. So: the second ledger
-// finishes the job without re-running acknowledged statements, and the
-// killed one catches up by itself, except after a kill inside a
-// transactional step (see below), where it refuses until moved aside.
-class SecondLedgerAfterKillTest : public ::testing::TestWithParam<std::string> {
-};
-
-TEST_P(SecondLedgerAfterKillTest, BothLedgersEndUpComplete) {
-  if (!CrashPointsEnabled())
-    GTEST_SKIP() << "built without MIGLEDGER_CRASH_POINTS";
-  const std::string point = GetParam();
-  const int hits = ApplyHits(point, true, false);
-  const int hit = std::min(2, MaxHit(point, hits));
-  ASSERT_GE(hits, hit) << point << " is not reached by this apply";
-  TempDir dir;
-  const std::string killed_project = dir / "killed",
-                    other_project = dir / "other";
-  auto target = TestTarget::Create(TargetKind::kSqlite, dir.path());
-  ASSERT_NE(nullptr, target);
-  const bool idempotent = point == "apply.between_statements_no_tx";
-  for (const auto& p : {killed_project, other_project}) {
-    MakeProject(p, target->url());
-    WriteMigrations(p, FourMigrations(true, idempotent));
-  }
-  auto env = target->env();
-  env["MIGLEDGER_CRASH_AT"] = CrashSpec(point, hit);
-  RunResult killed = RunMigledger({"apply"}, killed_project, env);
-  ASSERT_EQ(SIGKILL, killed.signal) << Describe(killed);
-
-  RunResult other = RunMigledger({"apply"}, other_project, target->env());
-  EXPECT_EQ(0, other.exit_code)
-      << "second ledger after the first was killed at " << CrashSpec(point, hit)
-      << ": " << Describe(other);
-  RunResult again = RunMigledger({"apply"}, killed_project, target->env());
-  if (again.exit_code == 4) {
-    // By design for a kill inside a transactional step: the killed ledger
-    // holds that attempt's StepStarted, which never reached the target (it
-    // rolled back), while the other ledger has continued the target's chain.
-    // The ledger is append-only, so it refuses and says what to do: keep it
-    // for the audit, move it aside, and a new ledger pulls the history.
-    const bool mid_transaction =
-        point == "apply.after_step_started" || point == "apply.after_begin" ||
-        point == "apply.after_statement" || point == "apply.before_commit" ||
-        point == "mirror.before_commit";
-    EXPECT_TRUE(mid_transaction) << point << ": " << Describe(again);
-    EXPECT_NE(std::string::npos, again.err.find("move it aside")) << again.err;
-    std::filesystem::rename(killed_project + "/.migledger",
-                            killed_project + "/.migledger.kept");
-    again = RunMigledger({"apply"}, killed_project, target->env());
-  }
-  EXPECT_EQ(0, again.exit_code)
-      << "killed ledger, run again: " << Describe(again);
-  for (const auto& p : {other_project, killed_project}) {
-    SCOPED_TRACE(p);
-    ExpectComplete(p, *target, Expected{});
-  }
-}
-
-// Every point an apply without an audit store reaches (the store's points
-// are covered with a store by ApplyCrashTest).
-std::vector<std::string> PointsReachedWithoutStore() {
-  std::vector<std::string> points;
-  for (const char* point : kCrashPoints) {
-    const int hits = ApplyHits(point, true, false);
-    if (hits < 0 || hits >= std::min(2, MaxHit(point, hits))) {
-      if (hits != 0) points.push_back(point);
-    }
-  }
-  return points;
-}
-
-INSTANTIATE_TEST_SUITE_P(AllPoints, SecondLedgerAfterKillTest,
-                         ::testing::ValuesIn(PointsReachedWithoutStore()),
-                         [](const ::testing::TestParamInfo<std::string>& i) {
-                           return ParamName(i.param);
                          });
 
 }  // namespace

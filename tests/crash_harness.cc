@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 namespace migledger::testing {
 namespace fs = std::filesystem;
@@ -329,6 +332,43 @@ void ExpectHealedAttempt(const LedgerSummary& after, const LogEvent& attempt,
         << "a transactional step killed before COMMIT must be recorded as "
            "rolled back";
   }
+}
+
+std::vector<RunResult> RunTogether(
+    const std::vector<std::vector<std::string>>& args,
+    const std::vector<std::string>& cwds,
+    const std::map<std::string, std::string>& env) {
+  std::vector<RunResult> results(args.size());
+  std::mutex m;
+  std::condition_variable cv;
+  bool go = false;
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < args.size(); ++i) {
+    threads.emplace_back([&, i] {
+      {
+        std::unique_lock<std::mutex> lock(m);
+        cv.wait(lock, [&] { return go; });
+      }
+      results[i] = RunMigledger(args[i], cwds[i], env);
+    });
+  }
+  {
+    std::lock_guard<std::mutex> lock(m);
+    go = true;
+  }
+  cv.notify_all();
+  for (auto& t : threads) t.join();
+  return results;
+}
+
+void ExpectLoserOutcome(const RunResult& r) {
+  if (r.exit_code == 0) {
+    EXPECT_NE(std::string::npos, r.out.find("nothing to apply")) << Describe(r);
+    return;
+  }
+  EXPECT_EQ(kExitBusyCode, r.exit_code) << Describe(r);
+  bool clear = r.err.find("another migledger process") != std::string::npos;
+  EXPECT_TRUE(clear) << "busy without a clear message: " << Describe(r);
 }
 
 }  // namespace migledger::testing

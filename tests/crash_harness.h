@@ -339,4 +339,24 @@ void ExpectHealedAttempt(const LedgerSummary& after, const LogEvent& attempt,
                          const std::string& point,
                          const std::string& killed_run, int acked, bool down);
 
+// ---------------------------------------------------------------------------
+// More than one process
+// ---------------------------------------------------------------------------
+
+// Runs the commands at the same moment, each from its own thread (each
+// RunMigledger forks before either waits). Each gets its own working
+// directory: RunMigledger names its capture files after the test's pid and
+// the cwd, so two concurrent calls must not share a cwd.
+std::vector<RunResult> RunTogether(
+    const std::vector<std::vector<std::string>>& args,
+    const std::vector<std::string>& cwds,
+    const std::map<std::string, std::string>& env);
+
+// A run that lost the race: "nothing to apply", or busy with a clear message.
+void ExpectLoserOutcome(const RunResult& r);
+
+// Two applies at once on each target kind (crash_concurrency_test.cc; the
+// two-ledger case is in two_ledgers_test.cc).
+class ConcurrencyTest : public ::testing::TestWithParam<TargetKind> {};
+
 }  // namespace migledger::testing

@@ -6,9 +6,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -80,6 +83,74 @@ RunResult RunMigledger(const std::vector<std::string>& args,
   }
   int status = 0;
   waitpid(pid, &status, 0);
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.out = ReadFile(out_path);
+  r.err = ReadFile(err_path);
+  unlink(out_path.c_str());
+  unlink(err_path.c_str());
+  return r;
+}
+
+TimedRun RunTimed(const std::vector<std::string>& args, const std::string& cwd,
+                  const std::map<std::string, std::string>& env, int timeout_s,
+                  const std::vector<std::string>& wrapper) {
+  static std::atomic<int> counter{0};
+  TimedRun r;
+  const std::string tag =
+      std::to_string(getpid()) + "-" + std::to_string(counter++);
+  const std::string out_path = cwd + "/.timed-out-" + tag;
+  const std::string err_path = cwd + "/.timed-err-" + tag;
+
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    std::string key = kv.substr(0, kv.find('='));
+    if (!env.count(key)) env_strings.push_back(kv);
+  }
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_strings = wrapper;
+  argv_strings.push_back(MigledgerBinary());
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  const auto start = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid == 0) {
+    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (out < 0 || err < 0) _exit(127);
+    dup2(out, 1);
+    dup2(err, 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    if (chdir(cwd.c_str()) != 0) _exit(127);
+    execvpe(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  if (pid < 0) return r;
+  int status = 0;
+  struct rusage ru {};
+  for (;;) {
+    pid_t got = wait4(pid, &status, WNOHANG, &ru);
+    if (got == pid) break;
+    if (got < 0 && errno != EINTR) break;
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    if (!r.timed_out && elapsed > std::chrono::seconds(timeout_s)) {
+      kill(pid, SIGKILL);
+      r.timed_out = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  r.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  r.max_rss_kb = ru.ru_maxrss;
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
   r.out = ReadFile(out_path);
@@ -418,6 +489,20 @@ std::vector<std::string> PgServer::Query(const std::string& uri,
   if (r.exit_code != 0)
     throw std::runtime_error("psql failed: " + sql + ": " + r.output);
   return r.rows;
+}
+
+std::string NewDatabaseName() {
+  static std::atomic<int> n{0};
+  return "bi_" + std::to_string(getpid()) + "_" + std::to_string(n++);
+}
+
+std::vector<std::string> PgQuery(const std::string& uri,
+                                 const std::string& sql) {
+  try {
+    return PgServer::Query(uri, sql);
+  } catch (const std::exception& e) {
+    return {std::string("<error: ") + e.what() + ">"};
+  }
 }
 
 }  // namespace migledger::testing

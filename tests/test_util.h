@@ -44,6 +44,23 @@ RunResult RunMigledger(const std::vector<std::string>& args,
                        const std::string& cwd,
                        const std::map<std::string, std::string>& env = {});
 
+// A run of the binary with a wall-clock limit and the child's own resource
+// usage (wait4).
+struct TimedRun : RunResult {
+  bool timed_out = false;
+  double seconds = 0;
+  long max_rss_kb = 0;
+};
+
+// Runs the migledger binary like RunMigledger, but kills it after
+// `timeout_s` seconds and reports its peak RSS. The environment is built
+// before fork(), so the call is safe from several threads at once.
+// `wrapper` (a command and its arguments, found on PATH) runs the binary.
+TimedRun RunTimed(const std::vector<std::string>& args, const std::string& cwd,
+                  const std::map<std::string, std::string>& env = {},
+                  int timeout_s = 120,
+                  const std::vector<std::string>& wrapper = {});
+
 // Starts the migledger binary in the background (stdin /dev/null, stdout
 // discarded, stderr to `err_path` if given, else discarded), with extra
 // environment variables; returns its pid (waitpid() it), or -1.
@@ -162,6 +179,13 @@ struct PsqlResult {
 PsqlResult RunPsql(const std::string& uri, const std::string& sql);
 // The same, the script read from `file`.
 PsqlResult RunPsqlFile(const std::string& uri, const std::string& file);
+
+// A database name no other test process uses ("bi_<pid>_<n>").
+std::string NewDatabaseName();
+
+// PgServer::Query that does not throw: rows, or one "<error: ...>" row.
+std::vector<std::string> PgQuery(const std::string& uri,
+                                 const std::string& sql);
 
 // A throwaway PostgreSQL server started by scripts/pg-throwaway (PGTEST_*
 // variables). Databases are created and dropped with the psql client.

@@ -1,5 +1,6 @@
 // Secrets on PostgreSQL: a password in the target URL (or an unsafe
-// connection keyword) never appears in output, ledger, mirror or store.
+// connection keyword) never appears in output, ledger, mirror or store, nor
+// with verbose logging in any export.
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 #include <signal.h>
@@ -313,6 +314,110 @@ TEST_F(CliPostgresSecretsTest, NoValueOfAnUnsafeKeywordAppearsAnywhere) {
   }
   EXPECT_GE(unsafe, 2u);  // at least password and sslpassword
   ExpectPasswordNowhere();
+}
+
+// A PostgreSQL URI with the password in it, verbose logging, every output
+// and export: the password is nowhere.
+TEST(PgSecretsTest, PasswordNeverLeaksWithVerboseLoggingAndEveryExport) {
+  if (!HavePostgres()) GTEST_SKIP() << "PGTEST_URI is not set";
+  const std::string password = Env("PGTEST_PASSWORD");
+  ASSERT_FALSE(password.empty());
+  const std::string db_name = NewDatabaseName();
+  const std::string socket_uri = PgServer::CreateDatabase(db_name);
+  struct Drop {
+    std::string name;
+    ~Drop() { PgServer::DropDatabase(name); }
+  } drop{db_name};
+  const std::string uri = "postgresql://migledger:" + password +
+                          "@127.0.0.1:" + Env("PGTEST_PORT") + "/" + db_name;
+  TempDir dir;
+  WriteFile(dir / "migledger.toml",
+            "default_target = \"dev\"\nlock_timeout_ms = 2000\n"
+            "[targets.dev]\nurl_env = \"BI_TEST_URL\"\n");
+  WriteFile(dir / "migrations/0001_a.up.sql", "CREATE TABLE a (id INTEGER);\n");
+  WriteFile(dir / "migrations/0001_a.down.sql", "DROP TABLE a;\n");
+  WriteFile(dir / "migrations/0002_b.up.sql",
+            "CREATE TABLEE b (id INTEGER);\n");
+  const std::map<std::string, std::string> env = {
+      {"BI_TEST_URL", uri}, {"PGPASSWORD", ""}, {"PGCONNECT_TIMEOUT", "10"}};
+  auto redact = [&](std::string text) {
+    for (size_t p = text.find(password); p != std::string::npos;
+         p = text.find(password, p)) {
+      text.replace(p, password.size(), "<password>");
+    }
+    return text;
+  };
+  std::vector<std::pair<std::string, TimedRun>> runs;
+  auto run = [&](std::vector<std::string> args) {
+    TimedRun r = RunTimed(args, dir.path(), env, 60);
+    std::string line = "migledger";
+    for (const auto& a : args) line += " " + a;
+    runs.emplace_back(redact(line), r);
+    return r;
+  };
+  EXPECT_EQ(run({"-v", "-v", "apply"}).exit_code, 3);  // 0002 fails
+  EXPECT_EQ(run({"-v", "-v", "apply", "--target", uri}).exit_code, 3);
+  WriteFile(dir / "migrations/0002_b.up.sql", "CREATE TABLE b (id INTEGER);\n");
+  EXPECT_EQ(run({"-v", "-v", "apply", "--reason", "fixed"}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "status"}).exit_code, 0);
+  EXPECT_EQ(
+      run({"-v", "-v", "status", "--format", "json", "-t", uri}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "plan", "--sql", "-t", uri}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "validate", "-t", uri}).exit_code, 0);
+  // Errors: a missing database and a wrong password given in the URI.
+  EXPECT_EQ(run({"-v", "-v", "apply", "-t", WithDatabase(uri, "no_such_db")})
+                .exit_code,
+            7);
+  std::string wrong_uri = uri;
+  wrong_uri.replace(wrong_uri.find(password), password.size(),
+                    "Wr0ng-" + password);
+  EXPECT_EQ(run({"-v", "-v", "status", "-t", wrong_uri}).exit_code, 7);
+  for (const char* format : {"table", "json", "jsonl", "csv"}) {
+    EXPECT_EQ(run({"-v", "-v", "audit", "log", "--format", format}).exit_code,
+              0);
+  }
+  TimedRun log = run({"audit", "log", "--format", "jsonl"});
+  for (size_t seq = 1; seq <= Lines(log.out).size(); ++seq) {
+    run({"-v", "-v", "audit", "show", std::to_string(seq)});
+  }
+  EXPECT_EQ(run({"-v", "-v", "audit", "state"}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "audit", "digest"}).exit_code, 0);
+  EXPECT_EQ(run({"-v", "-v", "audit", "verify"}).exit_code, 0);
+  std::vector<std::string> exports;
+  for (const char* format : {"jsonl", "csv", "html"}) {
+    std::string out = dir / (std::string("export.") + format);
+    EXPECT_EQ(
+        run({"-v", "-v", "audit", "export", "--format", format, "--out", out})
+            .exit_code,
+        0);
+    exports.push_back(out);
+  }
+
+  for (const auto& [what, r] : runs) {
+    EXPECT_FALSE(Contains(r.out, password)) << "stdout of: " << what;
+    EXPECT_FALSE(Contains(r.err, password)) << "stderr of: " << what << "\n"
+                                            << redact(r.err);
+    EXPECT_EQ(r.signal, 0) << what;
+  }
+  for (const auto& file : exports) {
+    std::string content = ReadFile(file);
+    EXPECT_FALSE(content.empty()) << file;
+    EXPECT_FALSE(Contains(content, password)) << file;
+  }
+  size_t ledger_files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir / ".migledger")) {
+    if (!e.is_regular_file()) continue;
+    ++ledger_files;
+    EXPECT_FALSE(Contains(ReadFile(e.path().string()), password)) << e.path();
+  }
+  EXPECT_GT(ledger_files, 0u);
+  EXPECT_NE(PgQuery(socket_uri, "SELECT count(*) FROM migledger.events"),
+            Rows{"0"});
+  EXPECT_EQ(PgQuery(socket_uri,
+                    "SELECT count(*) FROM migledger.events WHERE "
+                    "position(convert_to('" +
+                        password + "', 'UTF8') in event_bytes) > 0"),
+            Rows{"0"});
 }
 
 }  // namespace
