@@ -55,6 +55,31 @@ std::string Slurp(int fd) {
   while ((n = read(fd, buf, sizeof buf)) > 0) s.append(buf, n);
   return s;
 }
+// The current environment with `env` added (replacing variables of the same
+// name), as "KEY=value" strings; built before fork(), so that a child of a
+// multi-threaded test allocates nothing.
+std::vector<std::string> EnvironmentWith(
+    const std::map<std::string, std::string>& env) {
+  std::vector<std::string> out;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    if (!env.count(kv.substr(0, kv.find('=')))) out.push_back(kv);
+  }
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+// Fills exit code, signal and output of a finished run from its wait
+// status and capture files, and removes the files.
+void CollectRun(int status, const std::string& out_path,
+                const std::string& err_path, RunResult* r) {
+  if (WIFEXITED(status)) r->exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r->signal = WTERMSIG(status);
+  r->out = ReadFile(out_path);
+  r->err = ReadFile(err_path);
+  unlink(out_path.c_str());
+  unlink(err_path.c_str());
+}
 }  // namespace
 
 RunResult RunMigledger(const std::vector<std::string>& args,
@@ -83,12 +108,7 @@ RunResult RunMigledger(const std::vector<std::string>& args,
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
-  r.out = ReadFile(out_path);
-  r.err = ReadFile(err_path);
-  unlink(out_path.c_str());
-  unlink(err_path.c_str());
+  CollectRun(status, out_path, err_path, &r);
   return r;
 }
 
@@ -102,13 +122,7 @@ TimedRun RunTimed(const std::vector<std::string>& args, const std::string& cwd,
   const std::string out_path = cwd + "/.timed-out-" + tag;
   const std::string err_path = cwd + "/.timed-err-" + tag;
 
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    std::string key = kv.substr(0, kv.find('='));
-    if (!env.count(key)) env_strings.push_back(kv);
-  }
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<std::string> env_strings = EnvironmentWith(env);
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
@@ -151,12 +165,7 @@ TimedRun RunTimed(const std::vector<std::string>& args, const std::string& cwd,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   r.max_rss_kb = ru.ru_maxrss;
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
-  r.out = ReadFile(out_path);
-  r.err = ReadFile(err_path);
-  unlink(out_path.c_str());
-  unlink(err_path.c_str());
+  CollectRun(status, out_path, err_path, &r);
   return r;
 }
 
@@ -164,12 +173,7 @@ pid_t StartMigledger(const std::vector<std::string>& args,
                      const std::string& cwd,
                      const std::map<std::string, std::string>& env,
                      const std::string& err_path) {
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    if (!env.count(kv.substr(0, kv.find('=')))) env_strings.push_back(kv);
-  }
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<std::string> env_strings = EnvironmentWith(env);
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
