@@ -328,7 +328,7 @@ struct Applier::Impl {
                                   "hash); run `migledger audit verify`");
               return false;
             }
-            chain = Sha256(AsBytes(chain), AsBytes(leaf));
+            chain = ExtendChain(chain, leaf);
             if (chain != c) {
               bad = LedgerCorrupt(at +
                                   " breaks the target's hash chain; run "
@@ -399,7 +399,7 @@ struct Applier::Impl {
                              " was edited (its bytes do not match its hash)" +
                              refuse);
       }
-      chain = Sha256(AsBytes(chain), AsBytes(leaf));
+      chain = ExtendChain(chain, leaf);
       if (r.chain_head != AsBytes(chain))
         return LedgerCorrupt(mirror_at(j) + " breaks the hash chain" + refuse);
       v1::Event e;
@@ -409,7 +409,7 @@ struct Applier::Impl {
                              refuse);
       }
       const std::string other =
-          e.target().kind() + ":" + e.target().database_id();
+          migledger::TargetKey(e.target().kind(), e.target().database_id());
       if (other != key) {
         if (j == 0 && !e.target().database_id().empty()) {
           // A verified chain of another database: the database was copied
@@ -2158,7 +2158,7 @@ StatusOr<NewIdentityReport> Applier::ResolveNewIdentity(
     const std::string at =
         "the target's event mirror at target sequence " + std::to_string(i + 1);
     const Digest32 leaf = MerkleLeafHash(row.event_bytes);
-    chain = Sha256(AsBytes(chain), AsBytes(leaf));
+    chain = ExtendChain(chain, leaf);
     v1::Event e;
     if (row.target_sequence != i + 1 || row.leaf_hash != AsBytes(leaf) ||
         row.chain_head != AsBytes(chain) ||
@@ -2168,7 +2168,8 @@ StatusOr<NewIdentityReport> Applier::ResolveNewIdentity(
                    " does not verify; refusing to give the database a new "
                    "identity over a history that was edited");
     }
-    const std::string key = e.target().kind() + ":" + e.target().database_id();
+    const std::string key =
+        TargetKey(e.target().kind(), e.target().database_id());
     if (i == 0) {
       old_key = key;
       report.old_database_id = e.target().database_id();

@@ -21,6 +21,7 @@
 
 #include "applier/sql_splitter.h"
 #include "common/status.h"
+#include "ledger/ledger.h"
 
 namespace migledger {
 
@@ -33,7 +34,7 @@ struct TargetIdentity {
   std::string redacted_uri;    // the URI with any password removed
   std::string server_version;  // e.g. "3.40.1" or "15.18"
   // Key used for per-target chains in the ledger: "<kind>:<database_id>".
-  std::string Key() const { return kind + ":" + database_id; }
+  std::string Key() const { return TargetKey(kind, database_id); }
 };
 
 // One row of migledger_applied: the ground truth of "did the step commit".

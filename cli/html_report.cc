@@ -61,11 +61,6 @@ int64_t MicrosOf(const v1::Event& e) {
   return e.time().seconds() * 1000000 + e.time().nanos() / 1000;
 }
 
-std::string TargetKeyOf(const v1::Event& e) {
-  if (!e.has_target() || e.target().database_id().empty()) return "";
-  return e.target().kind() + ":" + e.target().database_id();
-}
-
 std::string TargetLabel(const v1::TargetRef& t) {
   if (!t.name().empty()) return t.name();
   if (!t.redacted_uri().empty()) return t.redacted_uri();

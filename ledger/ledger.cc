@@ -184,15 +184,6 @@ class NoPerfCounters {
 // threads finish close together.
 constexpr uint64_t kVerifyChunkEvents = uint64_t{1} << 15;
 
-Digest32 ChainNext(const Digest32 &prev, const Digest32 &leaf) {
-  return Sha256(AsBytes(prev), AsBytes(leaf));
-}
-
-std::string TargetKeyOf(const v1::Event &e) {
-  if (!e.has_target() || e.target().database_id().empty()) return "";
-  return e.target().kind() + ":" + e.target().database_id();
-}
-
 // Saturates instead of overflowing: a mirrored event may carry any time.
 int64_t MicrosOf(const v1::Event &e) {
   int64_t micros = 0;
@@ -205,6 +196,24 @@ int64_t MicrosOf(const v1::Event &e) {
 }
 
 }  // namespace
+
+std::string TargetKey(std::string_view kind, std::string_view database_id) {
+  std::string key;
+  key.reserve(kind.size() + 1 + database_id.size());
+  key.append(kind);
+  key.push_back(':');
+  key.append(database_id);
+  return key;
+}
+
+std::string TargetKeyOf(const v1::Event &e) {
+  if (!e.has_target() || e.target().database_id().empty()) return "";
+  return TargetKey(e.target().kind(), e.target().database_id());
+}
+
+Digest32 ExtendChain(const Digest32 &chain, const Digest32 &leaf) {
+  return Sha256(AsBytes(chain), AsBytes(leaf));
+}
 
 std::string EventVersion(const v1::Event &e) {
   switch (e.body_case()) {
@@ -578,7 +587,7 @@ class RocksLedger final : public Ledger {
     }
     p.leaf_hash = MerkleLeafHash(p.bytes);
     p.target_chain_head =
-        ChainNext(p.target_key.empty() ? Digest32{} : th.chain, p.leaf_hash);
+        ExtendChain(p.target_key.empty() ? Digest32{} : th.chain, p.leaf_hash);
     SetIndexFields(*event, &p);
     return p;
   }
@@ -617,7 +626,7 @@ class RocksLedger final : public Ledger {
         moved[p->target_key] =
             ChainHead{p->target_sequence, p->target_chain_head};
       }
-      head = ChainHead{head.size + 1, ChainNext(head.chain, p->leaf_hash)};
+      head = ChainHead{head.size + 1, ExtendChain(head.chain, p->leaf_hash)};
       AddToBatch(*p, head, &batch);
     }
     if (events.empty()) return head_.size;
@@ -706,7 +715,7 @@ class RocksLedger final : public Ledger {
       return LedgerCorrupt("mirrored event bytes do not match their leaf hash" +
                            at);
     }
-    p.target_chain_head = ChainNext(th.chain, p.leaf_hash);
+    p.target_chain_head = ExtendChain(th.chain, p.leaf_hash);
     if (chain_head.size() != 32 ||
         ToDigest(chain_head) != p.target_chain_head) {
       return LedgerCorrupt("mirrored event does not extend the local chain" +
@@ -970,7 +979,7 @@ class RocksLedger final : public Ledger {
           if (leaf != ToDigest(index_value.substr(40))) {
             return bad(seq, "was edited (its bytes do not match its hash)");
           }
-          chain = ChainNext(chain, leaf);
+          chain = ExtendChain(chain, leaf);
           if (chain != ToDigest(index_value.substr(8))) {
             return bad(seq, "breaks the target's hash chain");
           }
@@ -1248,7 +1257,7 @@ class RocksLedger final : public Ledger {
              "event bytes do not match their leaf hash (edited or reordered)");
         return;
       }
-      const Digest32 chain = ChainNext(r->chain, leaf);
+      const Digest32 chain = ExtendChain(r->chain, leaf);
       if (ToDigest(stored.substr(32)) != chain) {
         fail(seq, Check::kChain, "ledger hash chain broken");
         return;
@@ -1284,7 +1293,7 @@ class RocksLedger final : public Ledger {
           // The target's first event in the chunk: whether its target
           // sequence is right is known when the chunks are joined.
           TargetRun t;
-          t.key = std::string(env.kind) + ":" + std::string(env.database_id);
+          t.key = TargetKey(env.kind, env.database_id);
           t.want = t.key;
           t.first_sequence = seq;
           t.first_target_sequence = env.target_sequence;
@@ -1327,7 +1336,7 @@ class RocksLedger final : public Ledger {
         TargetRun &run = r->targets[last_target];
         rocksdb::Iterator *it = index_its[last_target].get();
         run.size++;
-        run.chain = ChainNext(run.chain, leaf);
+        run.chain = ExtendChain(run.chain, leaf);
         SetIndexKey(&run, run.size);
         const std::string_view v = it->Valid() && View(it->key()) == run.want
                                        ? View(it->value())

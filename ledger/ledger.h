@@ -128,6 +128,16 @@ struct LedgerOptions {
 // "" for other events.
 std::string EventVersion(const v1::Event& event);
 
+// The key of a target's chain (FORMAT.md): "<kind>:<database_id>".
+std::string TargetKey(std::string_view kind, std::string_view database_id);
+// TargetKey of the event's target; "" for an event about no target (one
+// without a database id).
+std::string TargetKeyOf(const v1::Event& event);
+
+// The hash-chain rule (FORMAT.md, "Hashes"): the chain after an event whose
+// leaf hash is `leaf` = SHA-256(chain || leaf); the empty chain is all zero.
+Digest32 ExtendChain(const Digest32& chain, const Digest32& leaf);
+
 // Whether the ledger directory `dir` is safe to use (a missing one is fine:
 // it is created private): owned by this process's user and writable by
 // nobody else (group or others), as ssh wants of its keys. kIo saying what

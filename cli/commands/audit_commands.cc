@@ -77,11 +77,6 @@ StatusOr<ScanFilter> ToScanFilter(const LogFilters& f,
   return s;
 }
 
-std::string TargetKeyOfEvent(const v1::Event& ev) {
-  if (ev.target().database_id().empty()) return "";
-  return ev.target().kind() + ":" + ev.target().database_id();
-}
-
 // A recorded time in microseconds, saturated: a mirrored event may carry any
 // time (as the ledger reads it).
 int64_t SaturatedMicros(int64_t seconds, int32_t nanos) {
@@ -120,7 +115,7 @@ class ChainTimes {
           }
           std::string key;
           if (!view.target().database_id().empty())
-            key = view.target().kind() + ":" + view.target().database_id();
+            key = TargetKey(view.target().kind(), view.target().database_id());
           const int64_t micros =
               SaturatedMicros(view.time().seconds(), view.time().nanos());
           Chain& chain = c.chains_[key];
@@ -202,7 +197,7 @@ struct TimeSelection {
   std::map<std::string, uint64_t> since_cut, until_cut;
   bool Contains(const LedgerEntry& e) const {
     if (!since && !until) return true;
-    const std::string key = TargetKeyOfEvent(e.event);
+    const std::string key = TargetKeyOf(e.event);
     if (since) {
       auto it = since_cut.find(key);
       if (it != since_cut.end() && e.sequence <= it->second) return false;
@@ -247,7 +242,7 @@ bool Matches(const LogFilters& f, const LedgerEntry& e) {
   const auto& ev = e.event;
   if (!f.target.empty()) {
     const auto& t = ev.target();
-    std::string key = t.kind() + ":" + t.database_id();
+    std::string key = TargetKey(t.kind(), t.database_id());
     if (f.target != t.name() && f.target != t.redacted_uri() &&
         f.target != key && f.target != t.database_id()) {
       return false;
@@ -469,7 +464,7 @@ StatusOr<std::optional<LedgerEntry>> StartOfAttempt(Ledger* ledger,
   if (attempt.empty()) return std::optional<LedgerEntry>();
   ScanFilter s;
   s.version = EventVersion(e.event);
-  s.target_key = TargetKeyOfEvent(e.event);
+  s.target_key = TargetKeyOf(e.event);
   s.max_sequence = e.sequence;
   std::optional<LedgerEntry> found;
   MIGLEDGER_RETURN_IF_ERROR(ledger->Scan(s, [&](const LedgerEntry& c) {
@@ -648,11 +643,11 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
         MIGLEDGER_RETURN_IF_ERROR(ledger->Scan(s, [&](const LedgerEntry& e) {
           if (!Matches(f, e)) return true;
           if (cut) {
-            auto it = cut->find(TargetKeyOfEvent(e.event));
+            auto it = cut->find(TargetKeyOf(e.event));
             if (it == cut->end() || e.sequence > it->second) return true;
           }
-          std::string key =
-              e.event.target().kind() + ":" + e.event.target().database_id();
+          std::string key = TargetKey(e.event.target().kind(),
+                                      e.event.target().database_id());
           per_target[key].Add(e.event);
           names[key] = e.event.target().name().empty()
                            ? e.event.target().redacted_uri()
