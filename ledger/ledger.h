@@ -1,6 +1,8 @@
 // The ledger: an append-only, tamper-evident log of migledger events in
-// RocksDB. This header is the whole public API of ledger/; everything else
-// in the folder is internal. The on-disk format is in ledger/FORMAT.md.
+// RocksDB. This header is the public API of ledger/, with digest.h (a
+// checkpoint's text and the check against it) and merkle.h (RFC 6962);
+// everything else in the folder is internal. The on-disk format is in
+// ledger/FORMAT.md.
 //
 // Every event is stored as the exact bytes it was serialized to, and those
 // bytes are what is hashed (RFC 6962 leaf hash). Two hash chains run in the

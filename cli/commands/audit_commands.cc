@@ -20,6 +20,7 @@
 #include "common/atomic_file.h"
 #include "common/sha256.h"
 #include "common/time_util.h"
+#include "ledger/digest.h"
 #include "ledger/merkle.h"
 
 namespace migledger {
@@ -423,7 +424,7 @@ std::string CsvRow(const LedgerEntry& e) {
                                     ev.actor().os_user(),
                                     ev.actor().host(),
                                     EventSummary(ev),
-                                    Sha256Hex(std::string(1, '\0') + e.bytes)};
+                                    ToHex(MerkleLeafHash(e.bytes))};
   std::string row;
   for (size_t i = 0; i < cells.size(); ++i) {
     if (i) row += ',';
@@ -478,13 +479,6 @@ StatusOr<std::optional<LedgerEntry>> StartOfAttempt(Ledger* ledger,
   return found;
 }
 
-std::string DigestText(const LedgerDigest& d) {
-  return "migledger-digest v1\nledger_id: " + d.ledger_id +
-         (d.target_key.empty() ? "" : "\ntarget: " + d.target_key) +
-         "\nsize: " + std::to_string(d.size) + "\nroot: " + ToHex(d.root) +
-         "\n";
-}
-
 // The filters as typed, for the header of the HTML report.
 std::string DescribeFilters(const LogFilters& f) {
   std::string s;
@@ -511,41 +505,11 @@ std::string DescribeFilters(const LogFilters& f) {
 Status WriteHtml(Ledger* ledger, const LogFilters& f, std::FILE* out) {
   HtmlReportOptions o;
   MIGLEDGER_ASSIGN_OR_RETURN(o.checkpoint, ledger->Digest("", 0));
-  o.checkpoint_text = DigestText(o.checkpoint);
+  o.checkpoint_text = FormatDigest(o.checkpoint);
   MIGLEDGER_RETURN_IF_ERROR(Selection(ledger, f, &o.scan, &o.matches));
   o.filter_description = DescribeFilters(f);
   o.generated_at_micros = NowMicros();
   return WriteHtmlReport(ledger, o, out);
-}
-
-StatusOr<LedgerDigest> ParseDigest(const std::string& text) {
-  LedgerDigest d;
-  std::istringstream in(text);
-  std::string line;
-  bool header = false, has_size = false, has_root = false;
-  while (std::getline(in, line)) {
-    if (line == "migledger-digest v1") {
-      header = true;
-    } else if (line.rfind("ledger_id: ", 0) == 0) {
-      d.ledger_id = line.substr(11);
-    } else if (line.rfind("target: ", 0) == 0) {
-      d.target_key = line.substr(8);
-    } else if (line.rfind("size: ", 0) == 0) {
-      try {
-        d.size = std::stoull(line.substr(6));
-        has_size = true;
-      } catch (...) {
-      }
-    } else if (line.rfind("root: ", 0) == 0) {
-      has_root = FromHex(line.substr(6), &d.root);
-    }
-  }
-  if (!header || !has_size || !has_root) {
-    return InvalidInput(
-        "not a migledger digest (expected the output of `migledger audit "
-        "digest`)");
-  }
-  return d;
 }
 
 void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
@@ -701,40 +665,7 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
           buf << in.rdbuf();
           MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest saved,
                                      ParseDigest(buf.str()));
-          if (saved.ledger_id != ledger->ledger_id()) {
-            return LedgerCorrupt("the digest is of another ledger (" +
-                                 saved.ledger_id + ")");
-          }
-          uint64_t size = saved.target_key.empty()
-                              ? ledger->Head().size
-                              : ledger->TargetHead(saved.target_key).size;
-          if (saved.size > size) {
-            return LedgerCorrupt(
-                "the ledger has " + std::to_string(size) +
-                " events but the digest covers " + std::to_string(saved.size) +
-                ": events were removed (first missing sequence " +
-                std::to_string(size + 1) + ")");
-          }
-          Digest32 root_now = MerkleEmptyRoot();
-          if (saved.size > 0) {
-            MIGLEDGER_ASSIGN_OR_RETURN(
-                LedgerDigest now, ledger->Digest(saved.target_key, saved.size));
-            root_now = now.root;
-          }
-          if (root_now != saved.root) {
-            // Find the first event whose prefix root differs from the saved
-            // checkpoint: binary search is impossible without old leaves, so
-            // report the range the checkpoint covers.
-            return LedgerCorrupt(
-                "the ledger is not an append-only extension of the digest: the "
-                "first " +
-                std::to_string(saved.size) +
-                " events no longer hash to the saved root (an event at or "
-                "before "
-                "sequence " +
-                std::to_string(saved.size) +
-                " was edited, removed or reordered)");
-          }
+          MIGLEDGER_RETURN_IF_ERROR(CheckExtendsDigest(ledger.get(), saved));
           std::printf(
               "ok: the digest of %llu events is a prefix of this ledger\n",
               static_cast<unsigned long long>(saved.size));
@@ -757,7 +688,7 @@ void SetupAudit(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
       *selected = [=]() -> Status {
         MIGLEDGER_ASSIGN_OR_RETURN(auto ledger, OpenProjectLedger(*g));
         MIGLEDGER_ASSIGN_OR_RETURN(LedgerDigest d, ledger->Digest(*target, 0));
-        std::fputs(DigestText(d).c_str(), stdout);
+        std::fputs(FormatDigest(d).c_str(), stdout);
         return Status::Ok();
       };
     });
