@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ledger/envelope_reader.h"
 #include "ledger/ledger.h"
 #include "ledger/merkle.h"
 #include "ledger/tables.h"
@@ -126,6 +127,10 @@ class RocksLedger final : public Ledger {
 
   Status Scan(const ScanFilter &f,
               const std::function<bool(const LedgerEntry &)> &fn) override;
+  // The sequences of the events an index narrows the filter to (unsorted),
+  // nullopt when no index applies.
+  StatusOr<std::optional<std::vector<uint64_t>>> IndexedSequences(
+      const ScanFilter &f);
 
   Status ScanTarget(
       const std::string &key, uint64_t after,
@@ -209,6 +214,26 @@ class RocksLedger final : public Ledger {
 
   // Checks sequences first..last (last = 0: to the end) into *r.
   void VerifyChunk(uint64_t first, uint64_t last, ChunkResult *r);
+  // VerifyChunk's steps; each returns false when the chunk stops there (*r
+  // says why).
+  struct ChunkTargets;
+  static void Fail(ChunkResult *r, uint64_t seq, Check check, std::string what);
+  // Positions `ev` and `hs` after first - 1 and r->chain at that sequence.
+  bool StartChunk(uint64_t first, rocksdb::Iterator *ev, rocksdb::Iterator *hs,
+                  ChunkResult *r);
+  // The event under `ev` is `expected`, its bytes hash to the stored leaf
+  // (*leaf) and its chain value links from r->chain (moved past it).
+  bool CheckLedgerLinks(uint64_t expected, const rocksdb::Iterator &ev,
+                        const rocksdb::Iterator &hs, ChunkResult *r,
+                        Digest32 *leaf);
+  // The event `seq` of target env links that target's chain and index.
+  bool CheckTargetLinks(const EnvelopeFields &env, uint64_t seq,
+                        const Digest32 &leaf, ChunkTargets *targets,
+                        ChunkResult *r);
+  // The first event of a target in the chunk: its run starts from the
+  // stored index entry before it.
+  bool StartTargetRun(const EnvelopeFields &env, uint64_t seq,
+                      ChunkTargets *targets, ChunkResult *r);
 
   // Joins the chunks' results in ledger order into what a pass from
   // sequence 1 reports.

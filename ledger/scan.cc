@@ -28,23 +28,29 @@ Status RocksLedger::ScanBytes(
   return FromRocks(it->status(), "scanning ledger");
 }
 
-Status RocksLedger::Scan(const ScanFilter &f,
-                         const std::function<bool(const LedgerEntry &)> &fn) {
-  auto matches = [&](const LedgerEntry &e) {
-    if (e.sequence < f.min_sequence) return false;
-    if (f.max_sequence && e.sequence > f.max_sequence) return false;
-    if (!f.target_key.empty() && TargetKeyOf(e.event) != f.target_key)
-      return false;
-    if (!f.version.empty() && CanonicalVersionKey(EventVersion(e.event)) !=
-                                  CanonicalVersionKey(f.version))
-      return false;
-    if (!f.run_id.empty() && e.event.run_id() != f.run_id) return false;
-    int64_t t = MicrosOf(e.event);
-    if (f.since_micros && t < *f.since_micros) return false;
-    if (f.until_micros && t >= *f.until_micros) return false;
-    return true;
-  };
-  // Index scans collect sequences, then read events in ledger order.
+namespace {
+
+// Whether `e` is one the filter selects.
+bool Selects(const ScanFilter &f, const LedgerEntry &e) {
+  if (e.sequence < f.min_sequence) return false;
+  if (f.max_sequence && e.sequence > f.max_sequence) return false;
+  if (!f.target_key.empty() && TargetKeyOf(e.event) != f.target_key)
+    return false;
+  if (!f.version.empty() && CanonicalVersionKey(EventVersion(e.event)) !=
+                                CanonicalVersionKey(f.version))
+    return false;
+  if (!f.run_id.empty() && e.event.run_id() != f.run_id) return false;
+  int64_t t = MicrosOf(e.event);
+  if (f.since_micros && t < *f.since_micros) return false;
+  if (f.until_micros && t >= *f.until_micros) return false;
+  return true;
+}
+
+}  // namespace
+
+StatusOr<std::optional<std::vector<uint64_t>>> RocksLedger::IndexedSequences(
+    const ScanFilter &f) {
+  std::vector<uint64_t> seqs;
   std::string prefix;
   int index = -1;
   if (!f.run_id.empty()) {
@@ -56,7 +62,6 @@ Status RocksLedger::Scan(const ScanFilter &f,
     if (!f.target_key.empty()) prefix += f.target_key + '\0';
   }
   if (index >= 0) {
-    std::vector<uint64_t> seqs;
     std::unique_ptr<rocksdb::Iterator> it(NewTableIterator({}, index));
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
          it->Next()) {
@@ -64,29 +69,34 @@ Status RocksLedger::Scan(const ScanFilter &f,
       seqs.push_back(ReadBe64(k.substr(k.size() - 8)));
     }
     MIGLEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning ledger index"));
-    std::sort(seqs.begin(), seqs.end());
-    for (uint64_t seq : seqs) {
-      MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, Get(seq));
-      if (matches(e) && !fn(e)) break;
-    }
-    return Status::Ok();
+    return std::optional(std::move(seqs));
   }
-  if (f.since_micros || f.until_micros) {
-    std::unique_ptr<rocksdb::Iterator> it(NewTableIterator({}, kTimeIndex));
-    it->Seek(f.since_micros ? TimeKey(*f.since_micros, 0) : std::string());
-    std::vector<uint64_t> seqs;
-    const std::string end =
-        f.until_micros ? TimeKey(*f.until_micros, 0) : std::string();
-    for (; it->Valid(); it->Next()) {
-      if (!end.empty() && it->key().compare(end) >= 0) break;
-      seqs.push_back(ReadBe64(
-          std::string_view(it->key().data(), it->key().size()).substr(8)));
-    }
-    MIGLEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning time index"));
-    std::sort(seqs.begin(), seqs.end());
-    for (uint64_t seq : seqs) {
+  if (!f.since_micros && !f.until_micros) {
+    return std::optional<std::vector<uint64_t>>();
+  }
+  std::unique_ptr<rocksdb::Iterator> it(NewTableIterator({}, kTimeIndex));
+  it->Seek(f.since_micros ? TimeKey(*f.since_micros, 0) : std::string());
+  const std::string end =
+      f.until_micros ? TimeKey(*f.until_micros, 0) : std::string();
+  for (; it->Valid(); it->Next()) {
+    if (!end.empty() && it->key().compare(end) >= 0) break;
+    seqs.push_back(ReadBe64(
+        std::string_view(it->key().data(), it->key().size()).substr(8)));
+  }
+  MIGLEDGER_RETURN_IF_ERROR(FromRocks(it->status(), "scanning time index"));
+  return std::optional(std::move(seqs));
+}
+
+Status RocksLedger::Scan(const ScanFilter &f,
+                         const std::function<bool(const LedgerEntry &)> &fn) {
+  MIGLEDGER_ASSIGN_OR_RETURN(std::optional<std::vector<uint64_t>> seqs,
+                             IndexedSequences(f));
+  if (seqs) {
+    // Index scans collect sequences, then read events in ledger order.
+    std::sort(seqs->begin(), seqs->end());
+    for (uint64_t seq : *seqs) {
       MIGLEDGER_ASSIGN_OR_RETURN(LedgerEntry e, Get(seq));
-      if (matches(e) && !fn(e)) break;
+      if (Selects(f, e) && !fn(e)) break;
     }
     return Status::Ok();
   }
@@ -103,7 +113,7 @@ Status RocksLedger::Scan(const ScanFilter &f,
       return LedgerCorrupt("event " + std::to_string(e.sequence) +
                            " does not decode");
     }
-    if (matches(e) && !fn(e)) break;
+    if (Selects(f, e) && !fn(e)) break;
   }
   return FromRocks(it->status(), "scanning ledger");
 }

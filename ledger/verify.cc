@@ -64,158 +64,192 @@ void RocksLedger::SetIndexKey(TargetRun *run, uint64_t tseq) {
   }
 }
 
-// Checks sequences first..last (last = 0: to the end) into *r.
-void RocksLedger::VerifyChunk(uint64_t first, uint64_t last, ChunkResult *r) {
-  auto fail = [&](uint64_t seq, Check check, std::string what) {
-    r->problem = Problem{seq, check, std::move(what)};
-    r->next = seq;
-  };
-  NoPerfCounters no_perf_counters;
+// The targets a chunk has met: an iterator over each one's index entries,
+// in the order of ChunkResult::targets, and the one of the last event.
+struct RocksLedger::ChunkTargets {
   rocksdb::ReadOptions ro;
-  ro.fill_cache = false;  // one pass over everything: caching only evicts
-  std::unique_ptr<rocksdb::Iterator> ev(NewTableIterator(ro, kEvents));
-  std::unique_ptr<rocksdb::Iterator> hs(NewTableIterator(ro, kHashes));
+  std::vector<std::unique_ptr<rocksdb::Iterator>> index_its;
+  size_t last = 0;
+};
+
+void RocksLedger::Fail(ChunkResult *r, uint64_t seq, Check check,
+                       std::string what) {
+  r->problem = Problem{seq, check, std::move(what)};
+  r->next = seq;
+}
+
+bool RocksLedger::StartChunk(uint64_t first, rocksdb::Iterator *ev,
+                             rocksdb::Iterator *hs, ChunkResult *r) {
   // Both iterators start where a pass from sequence 1 has them after
   // first - 1, so that a stray key between two sequences is seen as it
   // would be there.
   if (first == 1) {
     ev->SeekToFirst();
     hs->SeekToFirst();
-  } else {
-    const std::string prev = Be64(first - 1);
-    ev->Seek(prev);
-    hs->Seek(prev);
-    if (!ev->Valid() || ev->key() != prev || !hs->Valid() ||
-        hs->key() != prev || hs->value().size() != 64) {
-      // Then a problem at or before first - 1 is found by the chunk
-      // before, which is the one reported.
-      if (!ev->status().ok()) {
-        r->status = FromRocks(ev->status(), "reading ledger");
-      } else {
-        fail(first, Check::kEventMissing, "event missing");
-      }
-      return;
-    }
-    r->chain = ToDigest(View(hs->value()).substr(32));
-    ev->Next();
-    hs->Next();
+    return true;
   }
-  std::vector<std::unique_ptr<rocksdb::Iterator>> index_its;
-  size_t last_target = 0;
+  const std::string prev = Be64(first - 1);
+  ev->Seek(prev);
+  hs->Seek(prev);
+  if (!ev->Valid() || ev->key() != prev || !hs->Valid() || hs->key() != prev ||
+      hs->value().size() != 64) {
+    // Then a problem at or before first - 1 is found by the chunk
+    // before, which is the one reported.
+    if (!ev->status().ok()) {
+      r->status = FromRocks(ev->status(), "reading ledger");
+    } else {
+      Fail(r, first, Check::kEventMissing, "event missing");
+    }
+    return false;
+  }
+  r->chain = ToDigest(View(hs->value()).substr(32));
+  ev->Next();
+  hs->Next();
+  return true;
+}
+
+bool RocksLedger::CheckLedgerLinks(uint64_t expected,
+                                   const rocksdb::Iterator &ev,
+                                   const rocksdb::Iterator &hs, ChunkResult *r,
+                                   Digest32 *leaf) {
+  const std::string_view key = View(ev.key());
+  const uint64_t seq = ReadBe64(key);
+  if (key.size() != 8 || seq != expected) {
+    Fail(r, expected, Check::kEventMissing,
+         "event missing (next stored event is " + std::to_string(seq) + ")");
+    return false;
+  }
+  if (!hs.Valid() || hs.key() != ev.key() || hs.value().size() != 64) {
+    Fail(r, seq, Check::kHashesMissing, "stored hashes missing");
+    return false;
+  }
+  const std::string_view stored = View(hs.value());
+  *leaf = MerkleLeafHash(View(ev.value()));
+  if (ToDigest(stored) != *leaf) {
+    Fail(r, seq, Check::kLeaf,
+         "event bytes do not match their leaf hash (edited or reordered)");
+    return false;
+  }
+  const Digest32 chain = ExtendChain(r->chain, *leaf);
+  if (ToDigest(stored.substr(32)) != chain) {
+    Fail(r, seq, Check::kChain, "ledger hash chain broken");
+    return false;
+  }
+  r->chain = chain;
+  return true;
+}
+
+bool RocksLedger::StartTargetRun(const EnvelopeFields &env, uint64_t seq,
+                                 ChunkTargets *targets, ChunkResult *r) {
+  // The target's first event in the chunk: whether its target
+  // sequence is right is known when the chunks are joined.
+  TargetRun t;
+  t.key = TargetKey(env.kind, env.database_id);
+  t.want = t.key;
+  t.first_sequence = seq;
+  t.first_target_sequence = env.target_sequence;
+  r->targets.push_back(std::move(t));
+  targets->index_its.emplace_back(NewTableIterator(targets->ro, kTargetIndex));
+  TargetRun &run = r->targets.back();
+  rocksdb::Iterator *it = targets->index_its.back().get();
+  if (env.target_sequence == 0) {  // the join names what was expected
+    Fail(r, seq, Check::kTargetSequence, "");
+    return false;
+  }
+  run.size = env.target_sequence - 1;
+  if (run.size == 0) {
+    SetIndexKey(&run, 1);
+    it->Seek(run.want);
+    return true;
+  }
+  // The chain so far is the stored one before this event.
+  SetIndexKey(&run, run.size);
+  it->Seek(run.want);
+  if (!it->Valid() || View(it->key()) != run.want || it->value().size() != 72) {
+    Fail(r, seq, Check::kTargetIndex,
+         "target " + run.key + " chain index does not match");
+    return false;
+  }
+  run.chain = ToDigest(View(it->value()).substr(8));
+  it->Next();
+  return true;
+}
+
+bool RocksLedger::CheckTargetLinks(const EnvelopeFields &env, uint64_t seq,
+                                   const Digest32 &leaf, ChunkTargets *targets,
+                                   ChunkResult *r) {
+  // Compared in place: this runs once per event.
+  auto is = [&](const TargetRun &t) {
+    const std::string &k = t.key;
+    return k.size() == env.kind.size() + 1 + env.database_id.size() &&
+           k.compare(0, env.kind.size(), env.kind) == 0 &&
+           k[env.kind.size()] == ':' &&
+           k.compare(env.kind.size() + 1, std::string::npos, env.database_id) ==
+               0;
+  };
+  size_t &last = targets->last;
+  if (last >= r->targets.size() || !is(r->targets[last])) {
+    last = 0;
+    while (last < r->targets.size() && !is(r->targets[last])) ++last;
+  }
+  if (last == r->targets.size()) {
+    if (!StartTargetRun(env, seq, targets, r)) return false;
+  } else {
+    TargetRun &run = r->targets[last];
+    if (env.target_sequence != run.size + 1) {
+      Fail(r, seq, Check::kTargetSequence,
+           "target " + run.key + " sequence " +
+               std::to_string(env.target_sequence) + " where " +
+               std::to_string(run.size + 1) + " was expected");
+      return false;
+    }
+    targets->index_its[last]->Next();
+  }
+  TargetRun &run = r->targets[last];
+  rocksdb::Iterator *it = targets->index_its[last].get();
+  run.size++;
+  run.chain = ExtendChain(run.chain, leaf);
+  SetIndexKey(&run, run.size);
+  const std::string_view v = it->Valid() && View(it->key()) == run.want
+                                 ? View(it->value())
+                                 : std::string_view();
+  if (v.size() != 72 || ReadBe64(v) != seq ||
+      ToDigest(v.substr(8)) != run.chain || ToDigest(v.substr(40)) != leaf) {
+    Fail(r, seq, Check::kTargetIndex,
+         "target " + run.key + " chain index does not match");
+    return false;
+  }
+  return true;
+}
+
+// Checks sequences first..last (last = 0: to the end) into *r.
+void RocksLedger::VerifyChunk(uint64_t first, uint64_t last, ChunkResult *r) {
+  NoPerfCounters no_perf_counters;
+  ChunkTargets targets;
+  targets.ro.fill_cache = false;  // one pass over everything: caching evicts
+  std::unique_ptr<rocksdb::Iterator> ev(NewTableIterator(targets.ro, kEvents));
+  std::unique_ptr<rocksdb::Iterator> hs(NewTableIterator(targets.ro, kHashes));
+  if (!StartChunk(first, ev.get(), hs.get(), r)) return;
   EnvelopeFields env;
   v1::EventEnvelopeView view;  // for what ReadEnvelope leaves to Protobuf
   uint64_t expected = first;
   for (; ev->Valid(); ev->Next(), hs->Next(), ++expected) {
     if (last != 0 && expected > last) break;
-    const std::string_view key = View(ev->key());
-    const uint64_t seq = ReadBe64(key);
-    if (key.size() != 8 || seq != expected) {
-      fail(expected, Check::kEventMissing,
-           "event missing (next stored event is " + std::to_string(seq) + ")");
-      return;
-    }
-    if (!hs->Valid() || hs->key() != ev->key() || hs->value().size() != 64) {
-      fail(seq, Check::kHashesMissing, "stored hashes missing");
-      return;
-    }
+    Digest32 leaf;
+    if (!CheckLedgerLinks(expected, *ev, *hs, r, &leaf)) return;
     const std::string_view bytes = View(ev->value());
-    const std::string_view stored = View(hs->value());
-    const Digest32 leaf = MerkleLeafHash(bytes);
-    if (ToDigest(stored) != leaf) {
-      fail(seq, Check::kLeaf,
-           "event bytes do not match their leaf hash (edited or reordered)");
-      return;
-    }
-    const Digest32 chain = ExtendChain(r->chain, leaf);
-    if (ToDigest(stored.substr(32)) != chain) {
-      fail(seq, Check::kChain, "ledger hash chain broken");
-      return;
-    }
-    r->chain = chain;
     if (ReadEnvelope(bytes, &env) != WireRead::kOk) {
       if (!view.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-        fail(seq, Check::kDecode, "event does not decode");
+        Fail(r, expected, Check::kDecode, "event does not decode");
         return;
       }
       env.target_sequence = view.target_sequence();
       env.kind = view.target().kind();
       env.database_id = view.target().database_id();
     }
-    if (!env.database_id.empty()) {
-      auto is = [&](const TargetRun &t) {
-        const std::string &k = t.key;
-        return k.size() == env.kind.size() + 1 + env.database_id.size() &&
-               k.compare(0, env.kind.size(), env.kind) == 0 &&
-               k[env.kind.size()] == ':' &&
-               k.compare(env.kind.size() + 1, std::string::npos,
-                         env.database_id) == 0;
-      };
-      if (last_target >= r->targets.size() || !is(r->targets[last_target])) {
-        last_target = 0;
-        while (last_target < r->targets.size() &&
-               !is(r->targets[last_target])) {
-          ++last_target;
-        }
-      }
-      if (last_target == r->targets.size()) {
-        // The target's first event in the chunk: whether its target
-        // sequence is right is known when the chunks are joined.
-        TargetRun t;
-        t.key = TargetKey(env.kind, env.database_id);
-        t.want = t.key;
-        t.first_sequence = seq;
-        t.first_target_sequence = env.target_sequence;
-        r->targets.push_back(std::move(t));
-        index_its.emplace_back(NewTableIterator(ro, kTargetIndex));
-        TargetRun &run = r->targets.back();
-        rocksdb::Iterator *it = index_its.back().get();
-        if (env.target_sequence == 0) {  // the join names what was expected
-          fail(seq, Check::kTargetSequence, "");
-          return;
-        }
-        run.size = env.target_sequence - 1;
-        if (run.size == 0) {
-          SetIndexKey(&run, 1);
-          it->Seek(run.want);
-        } else {
-          // The chain so far is the stored one before this event.
-          SetIndexKey(&run, run.size);
-          it->Seek(run.want);
-          if (!it->Valid() || View(it->key()) != run.want ||
-              it->value().size() != 72) {
-            fail(seq, Check::kTargetIndex,
-                 "target " + run.key + " chain index does not match");
-            return;
-          }
-          run.chain = ToDigest(View(it->value()).substr(8));
-          it->Next();
-        }
-      } else {
-        TargetRun &run = r->targets[last_target];
-        if (env.target_sequence != run.size + 1) {
-          fail(seq, Check::kTargetSequence,
-               "target " + run.key + " sequence " +
-                   std::to_string(env.target_sequence) + " where " +
-                   std::to_string(run.size + 1) + " was expected");
-          return;
-        }
-        index_its[last_target]->Next();
-      }
-      TargetRun &run = r->targets[last_target];
-      rocksdb::Iterator *it = index_its[last_target].get();
-      run.size++;
-      run.chain = ExtendChain(run.chain, leaf);
-      SetIndexKey(&run, run.size);
-      const std::string_view v = it->Valid() && View(it->key()) == run.want
-                                     ? View(it->value())
-                                     : std::string_view();
-      if (v.size() != 72 || ReadBe64(v) != seq ||
-          ToDigest(v.substr(8)) != run.chain ||
-          ToDigest(v.substr(40)) != leaf) {
-        fail(seq, Check::kTargetIndex,
-             "target " + run.key + " chain index does not match");
-        return;
-      }
+    if (!env.database_id.empty() &&
+        !CheckTargetLinks(env, expected, leaf, &targets, r)) {
+      return;
     }
     r->tree.AddLeafHash(leaf);
   }
