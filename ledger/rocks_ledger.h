@@ -255,13 +255,16 @@ class RocksLedger final : public Ledger {
     std::map<std::string, ChainHead> targets;
   };
 
+  // The mark as stored (FORMAT.md), and back; nullopt for a malformed one.
   static std::string EncodeMark(const Mark &m);
-
   static std::optional<Mark> DecodeMark(std::string_view v);
 
   // Whether `m` names values the stored chains hold.
   bool MarkStands(const Mark &m);
 
+  // LedgerOptions::verify_new_events on open: every event after the mark
+  // (after none when the mark does not stand) verified as `audit verify`
+  // would, and both heads compared; kLedgerCorrupt when they do not verify.
   Status VerifySinceMark();
 
   // A writer whose open verified everything up to its head moves the mark
