@@ -14,7 +14,6 @@
 
 #include <chrono>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,12 +43,6 @@ struct ApplierOptions {
   // When set, use this open ledger instead of opening config.ledger_dir
   // (fleet apply: one ledger, many targets, one thread per target).
   std::shared_ptr<Ledger> shared_ledger;
-  // When set, these are the project's migrations, already loaded from
-  // config.migrations_dir (by a read-only view of the same command).
-  std::optional<std::vector<Migration>> loaded_migrations;
-  // Outcomes a read-only view of the same command learned from the target's
-  // mirror (TakeOutcomesLearned), reported in RunReport::recovered.
-  std::vector<std::string> outcomes_learned;
 };
 
 enum class AccessMode {
@@ -113,15 +106,21 @@ class Applier {
   // Loads migrations, opens the ledger and the target. In kWrite mode also
   // takes the target lock, creates the tool's tables and catches the local
   // ledger up with the target's mirror (and pushes what the mirror lacks).
-  // `opened_driver`, when given, is a connection to the same target that a
-  // read-only view of the same command opened (see ReleaseDriver): reusing it
-  // saves a connection.
-  static StatusOr<std::unique_ptr<Applier>> Open(
-      ApplierOptions options, AccessMode mode,
-      std::unique_ptr<Driver> opened_driver = nullptr);
+  static StatusOr<std::unique_ptr<Applier>> Open(ApplierOptions options,
+                                                 AccessMode mode);
+  // `apply`: Open(kWrite) and Apply(to), unless a read-only first look
+  // finds that Apply would change nothing (no unfinished step, no drift,
+  // nothing applied out of band, the mirror in sync, no audit store to feed
+  // and nothing pending). Most applies in CI find nothing to do: they then
+  // take no ledger write lock and no fsync, and return a report with no
+  // steps (and the outcomes the look learned from the target's mirror in
+  // RunReport::recovered).
+  static StatusOr<RunReport> OpenAndApply(ApplierOptions options,
+                                          const std::string& to);
   ~Applier();
 
-  StatusOr<StatusReport> Status();
+  // What `status` shows: each migration's state, drift, unfinished steps.
+  StatusOr<StatusReport> Inspect();
   // The steps apply / down would run now (no reconciliation, no writes).
   StatusOr<std::vector<StepPlan>> PlanApply(const std::string& to);
   StatusOr<std::vector<StepPlan>> PlanDown(const std::string& to, int steps);
@@ -132,15 +131,6 @@ class Applier {
   // everything before it stays applied.
   StatusOr<RunReport> Apply(const std::string& to);
   StatusOr<RunReport> Down(const std::string& to, int steps);
-  // True when `apply --to` would change nothing: no unfinished step, no
-  // drift, nothing applied out of band, the mirror in sync, no audit store to
-  // feed and nothing pending. Lets a no-op apply finish from a read-only
-  // view (no ledger write lock, no fsync). REQUIRES: opened in kRead mode.
-  StatusOr<bool> NothingToApply(const std::string& to);
-  // A read-only applier that replayed a long history keeps a snapshot of its
-  // projection; this opens the ledger for writing (without waiting for its
-  // lock) and saves it, so the next command replays less. Best effort.
-  void SaveUnsavedProjection();
   // Only reconciliation (and out-of-band detection).
   StatusOr<RunReport> Recover();
   // Drift between ledger, target and files; records nothing.
@@ -171,19 +161,22 @@ class Applier {
   // PlanExported event with its hash.
   StatusOr<std::string> ExportPlanSql(const std::string& to);
 
-  Ledger* ledger();
-  // One line per unfinished attempt of this ledger whose outcome event this
-  // applier pulled from the target's mirror (its run never heard the
-  // COMMIT's answer); moved out.
-  std::vector<std::string> TakeOutcomesLearned();
-  // Hand the loaded files and the target connection over (for Open's
-  // loaded_migrations and opened_driver); the applier must not be used
-  // afterwards. The driver is null when the target was not opened.
-  std::vector<Migration> ReleaseMigrations();
-  std::unique_ptr<Driver> ReleaseDriver();
-
  private:
   struct Impl;
+  // What a read-only view hands to the writer of the same command
+  // (OpenAndApply): neither the files nor the target connection twice.
+  struct Handoff;
+  static StatusOr<std::unique_ptr<Applier>> OpenWith(ApplierOptions options,
+                                                     AccessMode mode,
+                                                     Handoff handoff);
+  // True when Apply(to) would change nothing. REQUIRES: opened in kRead
+  // mode.
+  StatusOr<bool> NothingToApply(const std::string& to);
+  // A read-only applier that replayed a long history keeps a snapshot of its
+  // projection; this opens the ledger for writing (without waiting for its
+  // lock) and saves it, so the next command replays less. Best effort.
+  void SaveUnsavedProjection();
+
   explicit Applier(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

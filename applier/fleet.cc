@@ -36,11 +36,11 @@ void ApplyOne(const ApplierOptions& base, const std::string& target,
   };
   auto applier = Applier::Open(o, AccessMode::kWrite);
   if (!applier.ok()) return finish("failed", applier.status().message());
-  auto before = (*applier)->Status();
+  auto before = (*applier)->Inspect();
   if (before.ok()) row->from_version = HighestApplied(*before);
   auto report = (*applier)->Apply(to);
   if (!report.ok()) return finish("failed", report.status().message());
-  auto after = (*applier)->Status();
+  auto after = (*applier)->Inspect();
   if (after.ok()) row->to_version = HighestApplied(*after);
   if (!report->failure.ok()) return finish("failed", report->failure.message());
   finish(report->steps.empty() ? "up to date" : "applied", "");

@@ -96,7 +96,7 @@ void SetupStatus(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
     *selected = [=]() -> Status {
       MIGLEDGER_ASSIGN_OR_RETURN(auto applier,
                                  OpenApplier(*g, AccessMode::kRead));
-      MIGLEDGER_ASSIGN_OR_RETURN(StatusReport s, applier->Status());
+      MIGLEDGER_ASSIGN_OR_RETURN(StatusReport s, applier->Inspect());
       if (*format == "json") {
         std::string out =
             "{\"target\":" + JsonString(s.identity.redacted_uri) +
@@ -265,36 +265,12 @@ void SetupApply(CLI::App* app, GlobalOptions* g, CommandAction* selected) {
                    rows);
         return report.failure;
       }
-      std::unique_ptr<Driver> driver;
       MIGLEDGER_ASSIGN_OR_RETURN(ApplierOptions options,
                                  MakeApplierOptions(*g));
       options.reason = *reason;
       if (*out_of_order) options.allow_out_of_order = true;
-      {
-        // Fast path: most applies in CI find nothing to do; decide that from
-        // a read-only view and skip the ledger's write lock and fsyncs.
-        auto view = Applier::Open(options, AccessMode::kRead);
-        if (view.ok()) {
-          auto nothing = (*view)->NothingToApply(*to);
-          if (nothing.ok() && *nothing) {
-            for (const auto& line : (*view)->TakeOutcomesLearned())
-              std::printf("recovered %s\n", OneLine(line).c_str());
-            std::printf("nothing to apply\n");
-            std::fflush(stdout);
-            (*view)->SaveUnsavedProjection();
-            KeepUntilExit(std::move(view).value());
-            return Status::Ok();
-          }
-          // Neither the files nor the target connection twice.
-          options.loaded_migrations = (*view)->ReleaseMigrations();
-          options.outcomes_learned = (*view)->TakeOutcomesLearned();
-          driver = (*view)->ReleaseDriver();
-        }
-      }
       MIGLEDGER_ASSIGN_OR_RETURN(
-          auto applier, Applier::Open(std::move(options), AccessMode::kWrite,
-                                      std::move(driver)));
-      MIGLEDGER_ASSIGN_OR_RETURN(RunReport report, applier->Apply(*to));
+          RunReport report, Applier::OpenAndApply(std::move(options), *to));
       PrintRunReport(report, "nothing to apply");
       return report.failure;
     };
